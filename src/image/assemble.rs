@@ -1,0 +1,484 @@
+//! Assemble an image from a closure into a set of sinks.
+//!
+//! Each layer is produced in one pass: the tar stream is hashed (diff_id),
+//! copied to the sinks that store plain tars, and compressed; the compressed
+//! stream is hashed (blob digest) and copied to the sinks that store
+//! compressed layers. Layers are built in parallel, largest first. A layer
+//! whose cached digests every sink already holds is not read at all.
+
+use super::cache::{LayerCache, FORMAT};
+use super::compress::Compression;
+use super::config::{config_json, LayerHistory, Platform, RuntimeConfig};
+use super::digest::{Digest, HashingWriter};
+use super::layer::{write_store_layer, LayerError};
+use super::layering::{plan, LayerKind, LayeringError, PlannedLayer};
+use super::manifest::{manifest_json, Blob, CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
+use super::reference::ImageRef;
+use super::rootfs::{write_root_layer, RootLayerOptions};
+use super::tar::TarWriter;
+use crate::nix::Closure;
+use crate::sink::{BlobSink, BlobWriter, ImageRecord, LayerForm, LayerRecord, SinkError};
+use std::collections::BTreeMap;
+use std::io::{self, BufWriter, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    #[error(transparent)]
+    Layering(#[from] LayeringError),
+    #[error("layer {index} ({what}): {source}")]
+    Layer {
+        index: usize,
+        what: String,
+        source: LayerError,
+    },
+    #[error("{sink}: {source}")]
+    Sink { sink: String, source: SinkError },
+    #[error(transparent)]
+    Config(#[from] super::config::ConfigError),
+    #[error(transparent)]
+    Level(#[from] super::compress::LevelError),
+}
+
+/// Everything that decides the image's bytes.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    pub reference: ImageRef,
+    pub platform: Platform,
+    pub runtime: RuntimeConfig,
+    /// RFC 3339.
+    pub created: String,
+    pub mtime: u64,
+    pub compression: Compression,
+    pub level: i32,
+    pub max_layers: usize,
+    pub root_layer: RootLayerOptions,
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Stats {
+    /// Layers produced by reading the store.
+    pub layers_built: usize,
+    /// Layers whose cached digests every sink already held.
+    pub layers_cached: usize,
+    /// Uncompressed bytes read and written into tars.
+    pub bytes_read: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AssembledImage {
+    pub record: ImageRecord,
+    pub plan: Vec<PlannedLayer>,
+    pub stats: Stats,
+}
+
+/// Progress callbacks: called from worker threads.
+pub trait Progress: Sync {
+    fn layer_started(&self, _index: usize, _total: usize, _what: &str, _bytes: u64) {}
+    fn bytes(&self, _n: u64) {}
+    fn layer_done(&self, _index: usize, _record: &LayerRecord, _cached: bool) {}
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+fn describe(l: &PlannedLayer, root: &crate::nix::StorePath) -> String {
+    match l.kind {
+        LayerKind::Single | LayerKind::RootOutput => l.paths[0].to_string(),
+        LayerKind::Rest => format!("{} more store paths", l.paths.len()),
+        LayerKind::RootLayer => format!("root layer for {root}"),
+    }
+}
+
+/// The cache key of a layer: content identity plus byte-affecting options.
+fn layer_key(spec: &ImageSpec, closure: &Closure, l: &PlannedLayer) -> String {
+    let paths: Vec<(String, &str)> = match l.kind {
+        LayerKind::RootLayer => vec![(
+            closure.root.to_string(),
+            closure.root_info().nar_hash.as_str(),
+        )],
+        _ => l
+            .paths
+            .iter()
+            .map(|p| (p.to_string(), closure.paths[p].nar_hash.as_str()))
+            .collect(),
+    };
+    let key = serde_json::json!({
+        "format": FORMAT,
+        "root_layer": (l.kind == LayerKind::RootLayer).then_some(spec.root_layer),
+        "paths": paths,
+        "mtime": spec.mtime,
+        "compression": spec.compression,
+        "level": spec.level,
+    });
+    Digest::of(&super::manifest::canonical_json(&key))
+        .hex()
+        .to_string()
+}
+
+/// Writes to several writers.
+struct Fanout(Vec<Box<dyn BlobWriter>>);
+
+impl Write for Fanout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for w in &mut self.0 {
+            w.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(|w| w.flush())
+    }
+}
+
+/// Writes to a first writer (the compressor) and a fanout (plain sinks).
+struct Tee<A>(A, Fanout);
+
+impl<A: Write> Write for Tee<A> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(buf)?;
+        self.1.write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()?;
+        self.1.flush()
+    }
+}
+
+/// Counts bytes for progress, in large steps.
+struct Counting<'a, W> {
+    inner: W,
+    progress: &'a dyn Progress,
+    pending: u64,
+    total: &'a AtomicU64,
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.pending += n as u64;
+        if self.pending >= 8 << 20 {
+            self.progress.bytes(self.pending);
+            self.total.fetch_add(self.pending, Ordering::Relaxed);
+            self.pending = 0;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct Job<'a> {
+    spec: &'a ImageSpec,
+    closure: &'a Closure,
+    sinks: &'a [&'a dyn BlobSink],
+    cache: &'a LayerCache,
+    cancel: &'a AtomicBool,
+    progress: &'a dyn Progress,
+    bytes_read: &'a AtomicU64,
+}
+
+impl Job<'_> {
+    fn sink_err(sink: &dyn BlobSink) -> impl FnOnce(SinkError) -> AssembleError + '_ {
+        move |source| AssembleError::Sink {
+            sink: sink.describe(),
+            source,
+        }
+    }
+
+    /// Produce one layer (or take it from the cache). Returns (record, from cache).
+    fn run(&self, index: usize, l: &PlannedLayer) -> Result<(LayerRecord, bool), AssembleError> {
+        let key = layer_key(self.spec, self.closure, l);
+        if let Some(cached) = self.cache.get(&key) {
+            let all_have = self.sinks.iter().all(|s| match s.layer_form() {
+                LayerForm::Compressed => s.has_blob(&cached.blob.digest),
+                LayerForm::Uncompressed => s.has_blob(&cached.diff_id),
+            });
+            if all_have {
+                return Ok((cached, true));
+            }
+        }
+        let what = describe(l, &self.closure.root);
+        let layer_err = |source| AssembleError::Layer {
+            index,
+            what: what.clone(),
+            source,
+        };
+        let write_err = |e: io::Error| layer_err(LayerError::Write(e));
+        let mut plain = Vec::new();
+        let mut packed = Vec::new();
+        for s in self.sinks {
+            let w = s.begin_blob().map_err(Self::sink_err(*s))?;
+            match (s.layer_form(), self.spec.compression) {
+                (LayerForm::Uncompressed, _) | (_, Compression::None) => plain.push(w),
+                (LayerForm::Compressed, _) => packed.push(w),
+            }
+        }
+        let uncompressed = self.spec.compression == Compression::None;
+        let encoder = self
+            .spec
+            .compression
+            .encoder(self.spec.level, HashingWriter::new(Fanout(packed)))
+            .map_err(write_err)?;
+        let diff = HashingWriter::new(Tee(encoder, Fanout(plain)));
+        let counting = Counting {
+            inner: diff,
+            progress: self.progress,
+            pending: 0,
+            total: self.bytes_read,
+        };
+        let mut tar = TarWriter::new(BufWriter::with_capacity(1 << 20, counting), self.spec.mtime);
+        match l.kind {
+            LayerKind::RootLayer => {
+                write_root_layer(&mut tar, &self.closure.root, self.spec.root_layer)
+                    .map_err(write_err)?
+            }
+            _ => write_store_layer(&mut tar, &l.paths, self.cancel).map_err(layer_err)?,
+        }
+        let buffered = tar.finish().map_err(write_err)?;
+        let counting = buffered
+            .into_inner()
+            .map_err(|e| write_err(e.into_error()))?;
+        self.progress.bytes(counting.pending);
+        self.bytes_read
+            .fetch_add(counting.pending, Ordering::Relaxed);
+        let (diff_id, size, Tee(encoder, Fanout(plain))) = counting.inner.finish();
+        let (blob_digest, blob_size, Fanout(packed)) =
+            encoder.finish().map_err(write_err)?.finish();
+        let blob = if uncompressed {
+            Blob {
+                media_type: self.spec.compression.media_type().into(),
+                digest: diff_id.clone(),
+                size,
+            }
+        } else {
+            Blob {
+                media_type: self.spec.compression.media_type().into(),
+                digest: blob_digest,
+                size: blob_size,
+            }
+        };
+        let sinks_plain = self
+            .sinks
+            .iter()
+            .filter(|s| s.layer_form() == LayerForm::Uncompressed || uncompressed);
+        let sinks_packed = self
+            .sinks
+            .iter()
+            .filter(|s| s.layer_form() == LayerForm::Compressed && !uncompressed);
+        for (w, s) in plain.into_iter().zip(sinks_plain) {
+            w.commit(&diff_id).map_err(Self::sink_err(*s))?;
+        }
+        for (w, s) in packed.into_iter().zip(sinks_packed) {
+            w.commit(&blob.digest).map_err(Self::sink_err(*s))?;
+        }
+        let record = LayerRecord {
+            diff_id,
+            uncompressed_size: size,
+            blob,
+        };
+        self.cache.put(&key, &record);
+        Ok((record, false))
+    }
+}
+
+/// Build the image of `closure` into every sink. On error every sink is
+/// aborted (what this build wrote is removed).
+pub fn assemble(
+    spec: &ImageSpec,
+    closure: &Closure,
+    sinks: &[&dyn BlobSink],
+    cache: &LayerCache,
+    jobs: usize,
+    progress: &dyn Progress,
+) -> Result<AssembledImage, AssembleError> {
+    let result = assemble_inner(spec, closure, sinks, cache, jobs, progress);
+    if result.is_err() {
+        for s in sinks {
+            s.abort();
+        }
+    }
+    result
+}
+
+fn assemble_inner(
+    spec: &ImageSpec,
+    closure: &Closure,
+    sinks: &[&dyn BlobSink],
+    cache: &LayerCache,
+    jobs: usize,
+    progress: &dyn Progress,
+) -> Result<AssembledImage, AssembleError> {
+    let start = Instant::now();
+    spec.compression.check_level(spec.level)?;
+    let layers = plan(closure, spec.max_layers, spec.root_layer.any())?;
+    // Largest first, so the long layers start early.
+    let mut order: Vec<usize> = (0..layers.len()).collect();
+    let weight =
+        |l: &PlannedLayer| -> u64 { l.paths.iter().map(|p| closure.paths[p].nar_size).sum() };
+    order.sort_by_key(|&i| std::cmp::Reverse(weight(&layers[i])));
+    let results: Mutex<Vec<Option<(LayerRecord, bool)>>> = Mutex::new(vec![None; layers.len()]);
+    let first_error: Mutex<Option<AssembleError>> = Mutex::new(None);
+    let next = AtomicUsize::new(0);
+    let cancel = AtomicBool::new(false);
+    let bytes_read = AtomicU64::new(0);
+    let job = Job {
+        spec,
+        closure,
+        sinks,
+        cache,
+        cancel: &cancel,
+        progress,
+        bytes_read: &bytes_read,
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1).min(layers.len()) {
+            scope.spawn(|| loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= order.len() || cancel.load(Ordering::Relaxed) {
+                    break;
+                }
+                let i = order[n];
+                let what = describe(&layers[i], &closure.root);
+                progress.layer_started(i, layers.len(), &what, weight(&layers[i]));
+                match job.run(i, &layers[i]) {
+                    Ok((rec, cached)) => {
+                        progress.layer_done(i, &rec, cached);
+                        results.lock().unwrap()[i] = Some((rec, cached));
+                    }
+                    Err(e) => {
+                        cancel.store(true, Ordering::Relaxed);
+                        let mut slot = first_error.lock().unwrap();
+                        // A cancellation is a consequence of another layer's error, not the cause.
+                        let held_cancel = matches!(
+                            &*slot,
+                            Some(AssembleError::Layer {
+                                source: LayerError::Cancelled,
+                                ..
+                            })
+                        );
+                        if slot.is_none() || held_cancel {
+                            *slot = Some(e);
+                        }
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap() {
+        return Err(e);
+    }
+    let results: Vec<(LayerRecord, bool)> = results
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let mut stats = Stats {
+        layers_cached: results.iter().filter(|r| r.1).count(),
+        ..Default::default()
+    };
+    stats.layers_built = results.len() - stats.layers_cached;
+    stats.bytes_read = bytes_read.into_inner();
+    let records: Vec<LayerRecord> = results.into_iter().map(|r| r.0).collect();
+
+    let history: Vec<LayerHistory> = layers
+        .iter()
+        .map(|l| LayerHistory {
+            created_by: match l.kind {
+                LayerKind::RootLayer => {
+                    format!("nixoci: root layer ({})", root_layer_parts(spec.root_layer))
+                }
+                _ => format!(
+                    "nixoci: {}",
+                    l.paths
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            },
+            comment: Some(
+                match l.kind {
+                    LayerKind::Single => "store path",
+                    LayerKind::Rest => "remaining store paths",
+                    LayerKind::RootOutput => "root output",
+                    LayerKind::RootLayer => "root layer",
+                }
+                .into(),
+            ),
+        })
+        .collect();
+    let diff_ids: Vec<Digest> = records.iter().map(|r| r.diff_id.clone()).collect();
+    let config_bytes = config_json(
+        &spec.platform,
+        &spec.runtime,
+        &spec.created,
+        &diff_ids,
+        &history,
+    )?;
+    let config = Blob {
+        media_type: CONFIG_MEDIA_TYPE.into(),
+        digest: Digest::of(&config_bytes),
+        size: config_bytes.len() as u64,
+    };
+    let layer_blobs: Vec<Blob> = records.iter().map(|r| r.blob.clone()).collect();
+    let manifest_bytes = manifest_json(&config, &layer_blobs, &spec.annotations);
+    let manifest = Blob {
+        media_type: MANIFEST_MEDIA_TYPE.into(),
+        digest: Digest::of(&manifest_bytes),
+        size: manifest_bytes.len() as u64,
+    };
+    let record = ImageRecord {
+        reference: spec.reference.clone(),
+        platform: spec.platform.clone(),
+        config,
+        config_bytes,
+        manifest,
+        manifest_bytes,
+        layers: records,
+    };
+    for s in sinks {
+        s.put_blob(&record.config.digest, &record.config_bytes)
+            .map_err(Job::sink_err(*s))?;
+        if s.layer_form() == LayerForm::Compressed {
+            s.put_blob(&record.manifest.digest, &record.manifest_bytes)
+                .map_err(Job::sink_err(*s))?;
+        }
+    }
+    for s in sinks {
+        s.finish(&record).map_err(Job::sink_err(*s))?;
+    }
+    stats.seconds = start.elapsed().as_secs_f64();
+    Ok(AssembledImage {
+        record,
+        plan: layers,
+        stats,
+    })
+}
+
+fn root_layer_parts(o: RootLayerOptions) -> String {
+    let mut parts = Vec::new();
+    if o.links {
+        parts.push("links into /");
+    }
+    if o.tmp {
+        parts.push("/tmp");
+    }
+    if o.etc_passwd {
+        parts.push("/etc/passwd, /etc/group");
+    }
+    parts.join(", ")
+}
+
+/// For timings in `--json`.
+pub fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,147 @@
+//! The content of a store layer: `nix/`, `nix/store/` and the store paths,
+//! streamed into a [`TarWriter`] in the byte order of the names as written
+//! (directories end in '/').
+//!
+//! Walking each directory with its children sorted by `name` + '/' for
+//! directories gives exactly that order, since a directory and everything
+//! below it share the prefix `dir/`: no list of the whole layer is held.
+
+use super::tar::TarWriter;
+use crate::nix::{StorePath, STORE_DIR};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub const COPY_BUF: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("{0} is a whiteout file ('.wh.' prefix), which an OCI layer cannot carry: rename it in the derivation")]
+    Whiteout(PathBuf),
+    #[error("{0} is neither a file, a directory nor a symlink, which a store path cannot hold")]
+    FileType(PathBuf),
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("writing layer: {0}")]
+    Write(#[source] io::Error),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// The tar name of a store path: `nix/store/<hash>-<name>`.
+pub fn store_name(p: &StorePath) -> Vec<u8> {
+    format!("{}/{}", &STORE_DIR[1..], p.base_name()).into_bytes()
+}
+
+pub fn write_store_prefix<W: Write>(tar: &mut TarWriter<W>) -> io::Result<()> {
+    tar.dir(b"nix/", 0o755)?;
+    tar.dir(b"nix/store/", 0o755)
+}
+
+/// Write `paths` (sorted or not) as a layer, without the end marker.
+pub fn write_store_layer<W: Write>(
+    tar: &mut TarWriter<W>,
+    paths: &[StorePath],
+    cancel: &AtomicBool,
+) -> Result<(), LayerError> {
+    write_store_prefix(tar).map_err(LayerError::Write)?;
+    let mut items: Vec<(Vec<u8>, PathBuf, fs::Metadata)> = Vec::with_capacity(paths.len());
+    for p in paths {
+        let fs_path = p.to_path_buf();
+        let md = fs::symlink_metadata(&fs_path).map_err(|source| LayerError::Read {
+            path: fs_path.clone(),
+            source,
+        })?;
+        let mut key = p.base_name().as_bytes().to_vec();
+        if md.is_dir() {
+            key.push(b'/');
+        }
+        items.push((key, fs_path, md));
+    }
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut buf = vec![0u8; COPY_BUF];
+    let mut walker = Walker {
+        buf: &mut buf,
+        cancel,
+    };
+    for (key, fs_path, md) in items {
+        let mut name = b"nix/store/".to_vec();
+        name.extend_from_slice(&key);
+        walker.entry(tar, &mut name, &fs_path, &md)?;
+    }
+    Ok(())
+}
+
+struct Walker<'a> {
+    buf: &'a mut [u8],
+    cancel: &'a AtomicBool,
+}
+
+impl Walker<'_> {
+    /// Write one entry and, for a directory, everything below it. `name` is
+    /// the tar name (with '/' for a directory), reused as a path buffer.
+    fn entry<W: Write>(
+        &mut self,
+        tar: &mut TarWriter<W>,
+        name: &mut Vec<u8>,
+        path: &Path,
+        md: &fs::Metadata,
+    ) -> Result<(), LayerError> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(LayerError::Cancelled);
+        }
+        if path
+            .file_name()
+            .is_some_and(|n| n.as_bytes().starts_with(b".wh."))
+        {
+            return Err(LayerError::Whiteout(path.into()));
+        }
+        let mode = md.permissions().mode() & 0o7777;
+        let read_err = |source| LayerError::Read {
+            path: path.into(),
+            source,
+        };
+        let ft = md.file_type();
+        if ft.is_symlink() {
+            let target = fs::read_link(path).map_err(read_err)?;
+            tar.symlink(name, target.as_os_str().as_bytes())
+                .map_err(LayerError::Write)?;
+        } else if ft.is_file() {
+            let mut f = File::open(path).map_err(read_err)?;
+            // Hardlinks are written as regular files: each name gets the content.
+            tar.file(name, mode, md.size(), &mut f, self.buf)
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::UnexpectedEof => read_err(e),
+                    _ => LayerError::Write(e),
+                })?;
+        } else if ft.is_dir() {
+            tar.dir(name, mode).map_err(LayerError::Write)?;
+            let mut children: Vec<(Vec<u8>, fs::Metadata)> = Vec::new();
+            for e in fs::read_dir(path).map_err(read_err)? {
+                let e = e.map_err(read_err)?;
+                let md = e.metadata().map_err(read_err)?;
+                let mut key = e.file_name().as_bytes().to_vec();
+                if md.is_dir() {
+                    key.push(b'/');
+                }
+                children.push((key, md));
+            }
+            children.sort_by(|a, b| a.0.cmp(&b.0));
+            let base = name.len();
+            for (key, md) in children {
+                name.truncate(base);
+                name.extend_from_slice(&key);
+                let child_name = key.strip_suffix(b"/").unwrap_or(&key);
+                let child = path.join(std::ffi::OsStr::from_bytes(child_name));
+                self.entry(tar, name, &child, &md)?;
+            }
+            name.truncate(base);
+        } else {
+            return Err(LayerError::FileType(path.into()));
+        }
+        Ok(())
+    }
+}

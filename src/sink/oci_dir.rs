@@ -1,0 +1,402 @@
+//! An OCI image layout directory (image-spec 1.0): `oci-layout`,
+//! `index.json`, `blobs/sha256/<hex>`.
+//!
+//! Blobs are written under a temporary name and renamed into place once
+//! their digest is known. `index.json` is read, changed and replaced (write
+//! and rename) while holding a lock on the layout directory, so concurrent
+//! builds into one layout are safe. An image whose name and tag are already
+//! in the index replaces that entry; every other entry is kept.
+
+use super::{BlobSink, BlobWriter, ImageRecord, LayerForm, SinkError};
+use crate::image::digest::{Digest, HashingWriter};
+use crate::image::manifest::{canonical_json, Blob, INDEX_MEDIA_TYPE};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
+const LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+pub struct OciDir {
+    root: PathBuf,
+    form: LayerForm,
+    /// Whether this build created the directory (then abort removes it).
+    created: bool,
+    /// Blobs this build added (abort removes them).
+    added: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+/// Check that `path` can become a file or directory: its parent must be a
+/// directory (or creatable) and must not be a regular file.
+pub fn check_output_path(path: &Path) -> Result<(), SinkError> {
+    let mut anc = path.parent();
+    while let Some(a) = anc {
+        if a.as_os_str().is_empty() {
+            break;
+        }
+        match fs::metadata(a) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) => {
+                return Err(SinkError::Invalid(format!(
+                    "cannot write to {}: {} is a regular file, not a directory; choose another output path",
+                    path.display(),
+                    a.display()
+                )))
+            }
+            Err(_) => anc = a.parent(),
+        }
+    }
+    Ok(())
+}
+
+impl OciDir {
+    /// Open (creating if needed) a layout at `root`.
+    pub fn open(root: &Path, form: LayerForm) -> Result<Self, SinkError> {
+        check_output_path(root)?;
+        let created = match fs::symlink_metadata(root) {
+            Ok(m) if m.is_dir() => {
+                let empty = fs::read_dir(root)
+                    .map_err(SinkError::io(root))?
+                    .next()
+                    .is_none();
+                if !empty && !root.join("oci-layout").is_file() {
+                    return Err(SinkError::Invalid(format!(
+                        "{} exists and is not an OCI layout (no oci-layout file); refusing to write into it. Choose an empty or new directory",
+                        root.display()
+                    )));
+                }
+                false
+            }
+            Ok(_) => {
+                return Err(SinkError::Invalid(format!(
+                    "{} exists and is not a directory; an oci: output is a directory",
+                    root.display()
+                )))
+            }
+            Err(_) => true,
+        };
+        let blobs = root.join("blobs/sha256");
+        fs::create_dir_all(&blobs).map_err(SinkError::io(&blobs))?;
+        let layout = root.join("oci-layout");
+        if !layout.exists() {
+            write_atomic(&layout, LAYOUT.as_bytes())?;
+        }
+        Ok(OciDir {
+            root: root.to_path_buf(),
+            form,
+            created,
+            added: Arc::default(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    fn update_index(&self, image: &ImageRecord) -> Result<(), SinkError> {
+        let lock = File::open(&self.root).map_err(SinkError::io(&self.root))?;
+        lock.lock().map_err(SinkError::io(&self.root))?;
+        let index_path = self.root.join("index.json");
+        let mut index = read_index(&index_path)?;
+        let full = format!(
+            "{}:{}",
+            image.reference.name(),
+            image.reference.tag_or_latest()
+        );
+        let manifests = index
+            .get_mut("manifests")
+            .and_then(|m| m.as_array_mut())
+            .ok_or_else(|| {
+                SinkError::Invalid(format!("{}: no manifests array", index_path.display()))
+            })?;
+        manifests.retain(|m| m["annotations"][CONTAINERD_NAME].as_str() != Some(full.as_str()));
+        let mut platform = serde_json::json!({
+            "architecture": image.platform.architecture,
+            "os": image.platform.os,
+        });
+        if let Some(v) = &image.platform.variant {
+            platform["variant"] = v.clone().into();
+        }
+        manifests.push(serde_json::json!({
+            "mediaType": image.manifest.media_type,
+            "digest": image.manifest.digest,
+            "size": image.manifest.size,
+            "annotations": {
+                REF_NAME: image.reference.tag_or_latest(),
+                CONTAINERD_NAME: full,
+            },
+            "platform": platform,
+        }));
+        write_atomic(&index_path, &canonical_json(&index))
+        // The lock is released when `lock` is dropped.
+    }
+}
+
+fn read_index(path: &Path) -> Result<serde_json::Value, SinkError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            SinkError::Invalid(format!(
+                "{} is not valid JSON ({e}); fix or remove it",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": INDEX_MEDIA_TYPE,
+            "manifests": [],
+        })),
+        Err(e) => Err(SinkError::Io {
+            path: path.into(),
+            source: e,
+        }),
+    }
+}
+
+/// Write `bytes` to a temporary file beside `path`, then rename it over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
+    let tmp = tmp_name(path);
+    fs::write(&tmp, bytes).map_err(SinkError::io(&tmp))?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        SinkError::Io {
+            path: path.into(),
+            source: e,
+        }
+    })
+}
+
+pub fn tmp_name(path: &Path) -> PathBuf {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
+}
+
+struct DirBlob {
+    tmp: PathBuf,
+    file: Option<HashingWriter<BufWriter<File>>>,
+    dest: PathBuf,
+    added: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+impl Write for DirBlob {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.as_mut().expect("not committed").write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().expect("not committed").flush()
+    }
+}
+
+impl BlobWriter for DirBlob {
+    fn commit(mut self: Box<Self>, digest: &Digest) -> Result<(), SinkError> {
+        let (actual, _, buf) = self.file.take().expect("committed once").finish();
+        buf.into_inner().map_err(|e| SinkError::Io {
+            path: self.tmp.clone(),
+            source: e.into_error(),
+        })?;
+        if actual != *digest {
+            return Err(SinkError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        let dest = self.dest.join(digest.hex());
+        if dest.exists() {
+            return Ok(()); // Drop removes the temp file.
+        }
+        fs::rename(&self.tmp, &dest).map_err(SinkError::io(&dest))?;
+        self.added.lock().unwrap().push(dest);
+        Ok(())
+    }
+}
+
+impl Drop for DirBlob {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+impl BlobSink for OciDir {
+    fn describe(&self) -> String {
+        format!("oci:{}", self.root.display())
+    }
+    fn layer_form(&self) -> LayerForm {
+        self.form
+    }
+    fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+    fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, SinkError> {
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .root
+            .join(format!("blobs/sha256/.tmp-{}-{n}", std::process::id()));
+        let file = File::create(&tmp).map_err(SinkError::io(&tmp))?;
+        Ok(Box::new(DirBlob {
+            tmp,
+            file: Some(HashingWriter::new(BufWriter::with_capacity(1 << 20, file))),
+            dest: self.root.join("blobs/sha256"),
+            added: Arc::clone(&self.added),
+        }))
+    }
+    fn finish(&self, image: &ImageRecord) -> Result<(), SinkError> {
+        self.update_index(image)
+    }
+    fn abort(&self) {
+        if self.created {
+            let _ = fs::remove_dir_all(&self.root);
+        } else {
+            for p in self.added.lock().unwrap().drain(..) {
+                let _ = fs::remove_file(p);
+            }
+        }
+    }
+}
+
+/// What `fsck` found wrong in a layout.
+#[derive(Debug, thiserror::Error)]
+#[error("OCI layout {root} is inconsistent:\n{}", problems.join("\n"))]
+pub struct FsckError {
+    pub root: PathBuf,
+    pub problems: Vec<String>,
+}
+
+/// Verify a layout: `oci-layout`, `index.json`, and every blob reachable from
+/// it present with the digest and size its descriptor gives.
+pub fn fsck(root: &Path) -> Result<FsckStats, FsckError> {
+    let mut problems = Vec::new();
+    let mut stats = FsckStats::default();
+    if fs::read_to_string(root.join("oci-layout"))
+        .ok()
+        .as_deref()
+        .map(str::trim)
+        != Some(LAYOUT)
+    {
+        problems.push("oci-layout is missing or not version 1.0.0".to_string());
+    }
+    let index: serde_json::Value =
+        match fs::read(root.join("index.json")).map(|b| serde_json::from_slice(&b)) {
+            Ok(Ok(v)) => v,
+            _ => {
+                problems.push("index.json is missing or not JSON".into());
+                return Err(FsckError {
+                    root: root.into(),
+                    problems,
+                });
+            }
+        };
+    let mut check = |blob: &Blob, problems: &mut Vec<String>| -> Option<Vec<u8>> {
+        let path = root.join("blobs/sha256").join(blob.digest.hex());
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(_) => {
+                problems.push(format!("blob {} is missing", blob.digest));
+                return None;
+            }
+        };
+        let mut h = HashingWriter::new(Vec::new());
+        let mut buf = vec![0u8; 1 << 20];
+        let keep = blob.media_type.ends_with("+json");
+        loop {
+            let n = f.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            if keep {
+                h.write_all(&buf[..n]).unwrap();
+            } else {
+                h.get_mut().clear();
+                h.write_all(&buf[..n]).unwrap();
+            }
+        }
+        let (d, size, content) = h.finish();
+        stats.blobs += 1;
+        stats.bytes += size;
+        if d != blob.digest || size != blob.size {
+            problems.push(format!(
+                "blob {} has digest {d} and size {size} (descriptor says {})",
+                blob.digest, blob.size
+            ));
+            return None;
+        }
+        keep.then_some(content)
+    };
+    let descs: Vec<Blob> = serde_json::from_value(index["manifests"].clone()).unwrap_or_default();
+    for m in descs {
+        stats.manifests += 1;
+        let Some(bytes) = check(&m, &mut problems) else {
+            continue;
+        };
+        let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            problems.push(format!("manifest {} is not JSON", m.digest));
+            continue;
+        };
+        let config: Option<Blob> = serde_json::from_value(manifest["config"].clone()).ok();
+        let layers: Vec<Blob> =
+            serde_json::from_value(manifest["layers"].clone()).unwrap_or_default();
+        let Some(config) = config else {
+            problems.push(format!("manifest {} has no config", m.digest));
+            continue;
+        };
+        let config_bytes = check(&config, &mut problems);
+        for l in &layers {
+            check(l, &mut problems);
+        }
+        if let Some(cb) = config_bytes {
+            let cfg: serde_json::Value = serde_json::from_slice(&cb).unwrap_or_default();
+            let n = cfg["rootfs"]["diff_ids"].as_array().map_or(0, Vec::len);
+            if n != layers.len() {
+                problems.push(format!(
+                    "manifest {} lists {} layers, its config {n} diff_ids",
+                    m.digest,
+                    layers.len()
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(stats)
+    } else {
+        Err(FsckError {
+            root: root.into(),
+            problems,
+        })
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FsckStats {
+    pub manifests: usize,
+    pub blobs: usize,
+    pub bytes: u64,
+}
+
+/// The image entries of a layout's index: full name → manifest descriptor.
+pub fn list_images(root: &Path) -> Result<BTreeMap<String, Blob>, SinkError> {
+    let index = read_index(&root.join("index.json"))?;
+    let mut out = BTreeMap::new();
+    for m in index["manifests"].as_array().into_iter().flatten() {
+        let name = m["annotations"][CONTAINERD_NAME]
+            .as_str()
+            .or(m["annotations"][REF_NAME].as_str())
+            .unwrap_or_default()
+            .to_string();
+        if let Ok(b) = serde_json::from_value::<Blob>(m.clone()) {
+            out.insert(name, b);
+        }
+    }
+    Ok(out)
+}
