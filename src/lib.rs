@@ -1,3 +1,4 @@
 pub mod image;
 pub mod nix;
+pub mod pipeline;
 pub mod sink;

@@ -1,1 +1,25 @@
-fn main() {}
+//! The nixoci command line. Errors are reported here, with the exit codes of
+//! DESIGN.md: 0 success, 1 failure, 2 usage or validation error, 130
+//! interrupted.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() {
+    let args = cli::Cli::parse();
+    cli::init_tracing(args.verbose);
+    let code = match cli::run(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            let code = if e.downcast_ref::<cli::Usage>().is_some() {
+                2
+            } else {
+                1
+            };
+            eprintln!("error: {e:#}");
+            code
+        }
+    };
+    std::process::exit(code);
+}

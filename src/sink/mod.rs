@@ -84,3 +84,73 @@ pub trait BlobSink: Send + Sync {
         w.commit(digest)
     }
 }
+
+/// An `--output` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSpec {
+    Oci(PathBuf),
+    OciArchive(PathBuf),
+    DockerArchive(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SinkSpecError {
+    #[error("--output '{0}': expected oci:DIR, oci-archive:FILE or docker-archive:FILE")]
+    Unknown(String),
+    #[error("--output '{0}': the path is empty")]
+    EmptyPath(String),
+    #[error("--output '{0}': {1} output is not implemented in this version of nixoci; use oci:DIR, oci-archive:FILE or docker-archive:FILE")]
+    NotYet(String, &'static str),
+}
+
+impl SinkSpec {
+    pub fn parse(s: &str) -> Result<Self, SinkSpecError> {
+        let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
+        let path = || {
+            if rest.is_empty() {
+                Err(SinkSpecError::EmptyPath(s.into()))
+            } else {
+                Ok(PathBuf::from(rest))
+            }
+        };
+        match kind {
+            "oci" => Ok(SinkSpec::Oci(path()?)),
+            "oci-archive" => Ok(SinkSpec::OciArchive(path()?)),
+            "docker-archive" => Ok(SinkSpec::DockerArchive(path()?)),
+            "containerd" => Err(SinkSpecError::NotYet(s.into(), "the containerd")),
+            "registry" => Err(SinkSpecError::NotYet(s.into(), "the registry")),
+            _ => Err(SinkSpecError::Unknown(s.into())),
+        }
+    }
+
+    /// Whether the sink stores plain tars (and so cannot take zstd layers).
+    pub fn is_docker_archive(&self) -> bool {
+        matches!(self, SinkSpec::DockerArchive(_))
+    }
+
+    pub fn open(&self, mtime: u64) -> Result<Box<dyn BlobSink>, SinkError> {
+        Ok(match self {
+            SinkSpec::Oci(p) => Box::new(oci_dir::OciDir::open(p, LayerForm::Compressed)?),
+            SinkSpec::OciArchive(p) => Box::new(archive::ArchiveSink::open(
+                archive::ArchiveKind::Oci,
+                p,
+                mtime,
+            )?),
+            SinkSpec::DockerArchive(p) => Box::new(archive::ArchiveSink::open(
+                archive::ArchiveKind::Docker,
+                p,
+                mtime,
+            )?),
+        })
+    }
+}
+
+impl std::fmt::Display for SinkSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SinkSpec::Oci(p) => write!(f, "oci:{}", p.display()),
+            SinkSpec::OciArchive(p) => write!(f, "oci-archive:{}", p.display()),
+            SinkSpec::DockerArchive(p) => write!(f, "docker-archive:{}", p.display()),
+        }
+    }
+}

@@ -1,0 +1,316 @@
+use super::usage;
+use anyhow::Context;
+use clap::Args;
+use nixoci::image::assemble::{secs, ImageSpec, Progress};
+use nixoci::image::cache::{default_cache_dir, LayerCache};
+use nixoci::image::config::{
+    parse_command, parse_created, parse_expose, parse_key_value, rfc3339, Platform, RuntimeConfig,
+};
+use nixoci::image::layering::DEFAULT_MAX_LAYERS;
+use nixoci::image::rootfs::RootLayerOptions;
+use nixoci::image::{Compression, ImageRef};
+use nixoci::nix::{FlakeRef, Nix, StorePath};
+use nixoci::pipeline::{build_into, default_reference, realise, Source};
+use nixoci::sink::oci_dir::check_output_path;
+use nixoci::sink::{LayerRecord, SinkSpec};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::Instant;
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  nixoci build ./app#web --tag web:1
+  nixoci build . --output oci:./out --output docker-archive:web.tar
+  nixoci build --store-path /nix/store/...-web --compression zstd")]
+pub struct BuildArgs {
+    /// Flake reference: DIR#OUTPUT, DIR (its default package) or .#OUTPUT.
+    #[arg(
+        value_name = "REF",
+        required_unless_present = "store_path",
+        conflicts_with = "store_path"
+    )]
+    flake: Option<String>,
+    /// Build from an already built store path, without calling `nix build`.
+    #[arg(long, value_name = "PATH")]
+    store_path: Option<String>,
+    /// Where to write the image; may repeat: oci:DIR, oci-archive:FILE, docker-archive:FILE.
+    #[arg(
+        short,
+        long = "output",
+        value_name = "SINK",
+        default_value = "oci:./nixoci-out"
+    )]
+    outputs: Vec<String>,
+    /// Image name, NAME[:TAG]; defaults to the output's store path name.
+    #[arg(short, long)]
+    tag: Option<String>,
+    /// Nix system to build for (default: this machine's).
+    #[arg(long)]
+    system: Option<String>,
+    /// Extra Nix option, KEY=VALUE; may repeat.
+    #[arg(long = "nix-option", value_name = "KEY=VALUE")]
+    nix_options: Vec<String>,
+    /// Layer compression (docker-archive layers are always plain tars).
+    #[arg(long, value_enum, default_value_t = Compression::Gzip)]
+    compression: Compression,
+    /// Compression level (gzip 0-9, default 6; zstd 1-19, default 3).
+    #[arg(long)]
+    compression_level: Option<i32>,
+    /// Upper bound on the number of layers (4..=125).
+    #[arg(long, default_value_t = DEFAULT_MAX_LAYERS)]
+    max_layers: usize,
+    /// Entrypoint: a JSON array or a whitespace-separated string.
+    /// Default: the flake output's meta.mainProgram, if set.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Cmd: a JSON array or a whitespace-separated string.
+    #[arg(long)]
+    cmd: Option<String>,
+    /// Environment variable, KEY=VALUE; may repeat.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    #[arg(long)]
+    workdir: Option<String>,
+    /// User (and group) to run as: uid[:gid] or name.
+    #[arg(long)]
+    user: Option<String>,
+    /// Exposed port, PORT[/tcp|udp|sctp]; may repeat.
+    #[arg(long = "expose", value_name = "PORT")]
+    expose: Vec<String>,
+    /// Config label, KEY=VALUE; may repeat.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Manifest annotation, KEY=VALUE; may repeat.
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    annotations: Vec<String>,
+    /// Creation time: 'now', epoch seconds or RFC 3339. Default: the layer mtime.
+    #[arg(long)]
+    created: Option<String>,
+    /// Do not link the output's top-level entries into /.
+    #[arg(long)]
+    no_root_links: bool,
+    /// Do not create /tmp.
+    #[arg(long)]
+    no_tmp: bool,
+    /// Do not write /etc/passwd and /etc/group.
+    #[arg(long)]
+    no_etc_passwd: bool,
+    /// Do not use the layer cache (every layer is read again).
+    #[arg(long)]
+    no_cache: bool,
+    /// Layers built at once (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Print one JSON document with digests, sizes and timings.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The Nix system of this machine.
+fn host_system() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86" => "i686",
+        "arm" => "armv7l",
+        "powerpc64" => "powerpc64le",
+        a => a,
+    };
+    format!("{arch}-{}", std::env::consts::OS)
+}
+
+struct Lines {
+    on: bool,
+}
+
+impl Progress for Lines {
+    fn layer_done(&self, index: usize, r: &LayerRecord, cached: bool) {
+        if self.on {
+            let how = if cached { "cached" } else { "built" };
+            eprintln!(
+                "layer {:>3}: {} {} ({} bytes, {} compressed)",
+                index + 1,
+                how,
+                r.blob.digest,
+                r.uncompressed_size,
+                r.blob.size
+            );
+        }
+    }
+}
+
+pub fn run(a: BuildArgs, verbose: u8) -> anyhow::Result<()> {
+    let started = Instant::now();
+    // Validate everything the user gave before running anything.
+    let outputs = a
+        .outputs
+        .iter()
+        .map(|o| SinkSpec::parse(o).map_err(usage))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if a.compression == Compression::Zstd && outputs.iter().any(SinkSpec::is_docker_archive) {
+        return Err(usage(
+            "--compression zstd cannot go with a docker-archive output: docker-archive layers are plain tars, as `docker save` writes them, and `docker load` reads no zstd. Use gzip or none, or an oci:/oci-archive: output",
+        ));
+    }
+    for o in &outputs {
+        let (SinkSpec::Oci(p) | SinkSpec::OciArchive(p) | SinkSpec::DockerArchive(p)) = o;
+        check_output_path(p).map_err(usage)?;
+    }
+    let level = a.compression_level.unwrap_or(a.compression.default_level());
+    a.compression.check_level(level).map_err(usage)?;
+    if !(nixoci::image::layering::MIN_MAX_LAYERS..=nixoci::image::layering::MAX_MAX_LAYERS)
+        .contains(&a.max_layers)
+    {
+        return Err(usage(nixoci::image::layering::LayeringError::MaxLayers(
+            a.max_layers,
+        )));
+    }
+    let tag = a
+        .tag
+        .as_deref()
+        .map(ImageRef::parse)
+        .transpose()
+        .map_err(usage)?;
+    let system = a.system.clone().unwrap_or_else(host_system);
+    let platform = Platform::from_nix_system(&system).map_err(usage)?;
+    let mut runtime = RuntimeConfig {
+        entrypoint: a.entrypoint.as_deref().map(parse_command),
+        cmd: a.cmd.as_deref().map(parse_command),
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        ..Default::default()
+    };
+    for e in &a.env {
+        runtime
+            .env
+            .push(parse_key_value("--env", e).map_err(usage)?);
+    }
+    for p in &a.expose {
+        runtime.exposed_ports.push(parse_expose(p).map_err(usage)?);
+    }
+    for l in &a.labels {
+        let (k, v) = parse_key_value("--label", l).map_err(usage)?;
+        runtime.labels.insert(k, v);
+    }
+    let mut annotations = BTreeMap::new();
+    for l in &a.annotations {
+        let (k, v) = parse_key_value("--annotation", l).map_err(usage)?;
+        annotations.insert(k, v);
+    }
+    let mtime = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v.parse::<u64>().map_err(|_| {
+            usage(format!(
+                "SOURCE_DATE_EPOCH '{v}' is not a number of seconds"
+            ))
+        })?,
+        _ => 1,
+    };
+    let created = match &a.created {
+        Some(c) => parse_created(c).map_err(usage)?,
+        None => rfc3339(mtime),
+    };
+    let mut nix = Nix {
+        system: a.system.clone(),
+        ..Default::default()
+    };
+    for o in &a.nix_options {
+        nix.options
+            .push(parse_key_value("--nix-option", o).map_err(usage)?);
+    }
+    let source = match (&a.flake, &a.store_path) {
+        (_, Some(p)) => Source::StorePath(StorePath::parse(p).map_err(usage)?),
+        (Some(f), None) => Source::Flake(FlakeRef::parse(f).map_err(usage)?),
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let human = !a.json;
+    if human {
+        match &source {
+            Source::Flake(f) => eprintln!("building {} with nix", f.installable),
+            Source::StorePath(p) => eprintln!("reading the closure of {p}"),
+        }
+    }
+    let built = realise(&nix, &source)?;
+    let closure = &built.closure;
+    if human {
+        eprintln!(
+            "closure of {}: {} store paths, {} bytes",
+            closure.root,
+            closure.paths.len(),
+            closure.nar_size()
+        );
+    }
+    let reference = match tag {
+        Some(t) => t,
+        None => default_reference(&closure.root)?,
+    };
+    let root_layer = RootLayerOptions {
+        links: !a.no_root_links,
+        tmp: !a.no_tmp,
+        etc_passwd: !a.no_etc_passwd,
+    };
+    if runtime.entrypoint.is_none() {
+        if let Some(main) = &built.main_program {
+            runtime.entrypoint = Some(vec![format!("{}/bin/{main}", closure.root)]);
+        }
+    }
+    if root_layer.links && !runtime.env.iter().any(|(k, _)| k == "PATH") {
+        runtime.env.insert(0, ("PATH".into(), "/bin".into()));
+    }
+    let spec = ImageSpec {
+        reference,
+        platform,
+        runtime,
+        created,
+        mtime,
+        compression: a.compression,
+        level,
+        max_layers: a.max_layers,
+        root_layer,
+        annotations,
+    };
+    let cache = if a.no_cache {
+        LayerCache::disabled()
+    } else {
+        LayerCache::new(default_cache_dir())
+    };
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let progress = Lines {
+        on: human && (verbose > 0 || !std::io::stderr().is_terminal()),
+    };
+    let image = build_into(&spec, closure, &outputs, &cache, jobs, &progress)
+        .with_context(|| format!("building the image of {}", closure.root))?;
+    let r = &image.record;
+    if a.json {
+        let doc = serde_json::json!({
+            "reference": r.reference.to_string(),
+            "store_path": closure.root.to_string(),
+            "manifest": r.manifest,
+            "config": r.config,
+            "layers": r.layers,
+            "outputs": outputs.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+            "stats": image.stats,
+            "timings": {
+                "nix_seconds": (built.nix_seconds * 1000.0).round() / 1000.0,
+                "assemble_seconds": (image.stats.seconds * 1000.0).round() / 1000.0,
+                "total_seconds": secs(started.elapsed()),
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        let size: u64 = r.layers.iter().map(|l| l.blob.size).sum();
+        println!(
+            "{} {} ({} layers, {} built, {} cached, {} bytes) in {:.2}s",
+            r.reference,
+            r.manifest.digest,
+            r.layers.len(),
+            image.stats.layers_built,
+            image.stats.layers_cached,
+            size,
+            started.elapsed().as_secs_f64()
+        );
+        for o in &outputs {
+            println!("  -> {o}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,18 @@
+use clap::Subcommand;
+use nixoci::image::cache::{default_cache_dir, LayerCache};
+
+#[derive(Subcommand)]
+pub enum CacheCommand {
+    /// Empty the layer cache ($XDG_CACHE_HOME/nixoci, else ~/.cache/nixoci).
+    Prune,
+}
+
+pub fn run(c: CacheCommand) -> anyhow::Result<()> {
+    match c {
+        CacheCommand::Prune => {
+            let n = LayerCache::new(default_cache_dir()).prune()?;
+            println!("removed {n} cached layer entries");
+            Ok(())
+        }
+    }
+}
