@@ -279,12 +279,10 @@ pub struct FsckError {
 pub fn fsck(root: &Path) -> Result<FsckStats, FsckError> {
     let mut problems = Vec::new();
     let mut stats = FsckStats::default();
-    if fs::read_to_string(root.join("oci-layout"))
+    let layout: Option<serde_json::Value> = fs::read(root.join("oci-layout"))
         .ok()
-        .as_deref()
-        .map(str::trim)
-        != Some(LAYOUT)
-    {
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if layout.as_ref().map(|l| &l["imageLayoutVersion"]) != Some(&serde_json::json!("1.0.0")) {
         problems.push("oci-layout is missing or not version 1.0.0".to_string());
     }
     let index: serde_json::Value =

@@ -1,0 +1,186 @@
+//! Test harness: fixture flakes copied to a temp dir with busybox beside them
+//! (inside the checkout Nix would ignore the untracked busybox), the nixoci
+//! binary with a private cache, and tree comparison for unpacked images.
+#![allow(dead_code)]
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Fixture {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// Copy `fixtures/flakes/<name>` and /bin/busybox (as `bb/busybox`).
+    pub fn flake(name: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/flakes")
+            .join(name);
+        copy_dir(&src, &tmp.path().join("flake"));
+        let bb = tmp.path().join("flake/bb");
+        std::fs::create_dir_all(&bb).unwrap();
+        std::fs::copy("/bin/busybox", bb.join("busybox")).expect("busybox-static is installed");
+        Fixture { tmp }
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.tmp.path().join("flake")
+    }
+
+    pub fn out(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// `nixoci` with a cache private to this fixture.
+    pub fn nixoci(&self) -> Command {
+        nixoci_with_cache(&self.tmp.path().join("cache"))
+    }
+
+    /// Run nixoci in the flake directory; panics with its output on failure.
+    pub fn build_ok(&self, args: &[&str]) -> String {
+        let out = self
+            .nixoci()
+            .current_dir(self.dir())
+            .arg("build")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nixoci build {args:?} failed:\n{}",
+            show(&out)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn build_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.build_ok(&a)).unwrap()
+    }
+}
+
+pub fn nixoci_with_cache(cache: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nixoci"));
+    c.env("XDG_CACHE_HOME", cache)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("RUST_LOG");
+    c
+}
+
+pub fn show(out: &Output) -> String {
+    format!(
+        "status {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}:\n{}", show(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Compare a tree in the store with its copy in an unpacked image: the same
+/// names (as bytes), types, permission bits, contents and link targets.
+pub fn assert_same_tree(store: &Path, copy: &Path) {
+    let a = std::fs::symlink_metadata(store).unwrap();
+    let b = std::fs::symlink_metadata(copy).unwrap_or_else(|e| panic!("{}: {e}", copy.display()));
+    assert_eq!(a.file_type(), b.file_type(), "{}", copy.display());
+    if a.file_type().is_symlink() {
+        assert_eq!(
+            std::fs::read_link(store).unwrap().as_os_str().as_bytes(),
+            std::fs::read_link(copy).unwrap().as_os_str().as_bytes(),
+            "{}",
+            copy.display()
+        );
+        return;
+    }
+    assert_eq!(
+        a.permissions().mode() & 0o7777,
+        b.permissions().mode() & 0o7777,
+        "mode of {}",
+        copy.display()
+    );
+    if a.is_file() {
+        assert_eq!(
+            std::fs::read(store).unwrap(),
+            std::fs::read(copy).unwrap(),
+            "{}",
+            copy.display()
+        );
+        return;
+    }
+    let names = |p: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let (na, nb) = (names(store), names(copy));
+    assert_eq!(na, nb, "entries of {}", copy.display());
+    for n in na {
+        assert_same_tree(&store.join(&n), &copy.join(&n));
+    }
+}
+
+/// `umoci unpack` an image of an OCI layout into `bundle`; returns the rootfs.
+pub fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) -> PathBuf {
+    run(Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(bundle));
+    bundle.join("rootfs")
+}
+
+/// Every store path of the closure in `rootfs`, compared with the store, and
+/// nothing else under `rootfs/nix/store`.
+pub fn assert_closure_in_rootfs(closure: &[String], rootfs: &Path) {
+    let mut in_image: Vec<String> = std::fs::read_dir(rootfs.join("nix/store"))
+        .unwrap()
+        .map(|e| format!("/nix/store/{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    in_image.sort();
+    let mut want = closure.to_vec();
+    want.sort();
+    assert_eq!(in_image, want);
+    for p in closure {
+        assert_same_tree(Path::new(p), &rootfs.join(&p[1..]));
+    }
+}
+
+/// The closure of a store path, by asking Nix directly.
+pub fn nix_closure(path: &str) -> Vec<String> {
+    let out = run(Command::new("nix-store").args(["--query", "--requisites", path]));
+    out.lines().map(String::from).collect()
+}
+
+pub fn skopeo_inspect(transport_ref: &str, config: bool) -> serde_json::Value {
+    let mut c = Command::new("skopeo");
+    c.arg("inspect");
+    if config {
+        c.arg("--config");
+    }
+    serde_json::from_str(&run(c.arg(transport_ref))).unwrap()
+}
