@@ -33,7 +33,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Build a flake output (or a store path) into an OCI image.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Manage the layer cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
@@ -55,7 +55,7 @@ pub fn init_tracing(verbose: u8) {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Build(a) => build::run(a, cli.verbose),
+        Command::Build(a) => build::run(*a, cli.verbose),
         Command::Cache(c) => cache::run(c),
     }
 }

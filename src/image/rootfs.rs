@@ -74,12 +74,12 @@ fn entries(root: &StorePath, opts: RootLayerOptions) -> io::Result<BTreeMap<Vec<
     }
     if opts.tmp {
         // /tmp is a real directory even if the output has a top-level `tmp`.
-        out.remove(&b"tmp".to_vec());
+        out.remove(b"tmp".as_slice());
         out.insert(b"tmp/".to_vec(), Node::Dir(0o1777));
     }
     if opts.etc_passwd {
         // The output's own /etc/passwd or /etc/group wins over ours.
-        if out.contains_key(&b"etc".to_vec()) {
+        if out.contains_key(b"etc".as_slice()) {
             tracing::warn!(
                 "{root} has a top-level `etc` that is not a directory; not writing /etc/passwd"
             );

@@ -209,7 +209,10 @@ mod tests {
     use super::*;
     use std::os::unix::ffi::OsStrExt;
 
-    fn entries(bytes: &[u8]) -> Vec<(Vec<u8>, tar::EntryType, u32, Vec<u8>, Option<Vec<u8>>, u64)> {
+    /// (name, type, mode, content, link target, mtime)
+    type Entry = (Vec<u8>, tar::EntryType, u32, Vec<u8>, Option<Vec<u8>>, u64);
+
+    fn entries(bytes: &[u8]) -> Vec<Entry> {
         let mut a = tar::Archive::new(bytes);
         a.entries()
             .unwrap()

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Benchmark: nixoci building a closure into an OCI layout, against the floor
+# pipelines over the same store paths, in the same run.
+#
+#   bench/build.sh [small|medium|large]     (default: medium)
+#
+# Prints wall times, ratios to the floors, blob sizes and peak RSS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/setup.sh
+profile=${1:-medium}
+make_closure=${MAKE_CLOSURE:-$(cd .. && pwd)/shared/bench/make-closure}
+cargo build --release --locked --quiet
+bin=$PWD/target/release/nixoci
+root=$("$make_closure" "$profile")
+mapfile -t paths < <(nix-store --query --requisites "$root")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Warm the page cache.
+tar -cf - --sort=name "${paths[@]}" 2>/dev/null > /dev/null
+
+# time_of CMD...: wall seconds and peak RSS (KiB) of a shell pipeline.
+time_of() {
+    /usr/bin/time -f '%e %M' -o "$work/time" bash -c "$1" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+    cat "$work/time"
+}
+floor() { time_of "tar -cf - --sort=name ${paths[*]} 2>/dev/null $1 | sha256sum"; }
+
+read -r f_none _ < <(floor "")
+read -r f_gzip _ < <(floor "| pigz -6 -p2")
+read -r f_zstd _ < <(floor "| zstd -3 -T2 -q")
+pigz_bytes=$(tar -cf - --sort=name "${paths[@]}" 2>/dev/null | pigz -6 -p2 | wc -c)
+
+echo "closure: $profile, $root, ${#paths[@]} store paths, $(nix path-info -S "$root" | awk '{print $2}') bytes"
+printf '%-34s %8s %8s %9s %12s\n' what seconds ratio "peak MiB" "blob bytes"
+printf '%-34s %8.2f\n' "floor: tar | sha256sum" "$f_none"
+printf '%-34s %8.2f %8s %9s %12s\n' "floor: tar | pigz -6 -p2 | sha256" "$f_gzip" "" "" "$pigz_bytes"
+printf '%-34s %8.2f\n' "floor: tar | zstd -3 -T2 | sha256" "$f_zstd"
+for c in gzip zstd none; do
+    rm -rf "$work/oci"
+    read -r t rss < <(time_of "$bin build --store-path $root --no-cache --compression $c -o oci:$work/oci --json > $work/out.json")
+    bytes=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sum(l["blob"]["size"] for l in d["layers"]))' "$work/out.json")
+    case $c in gzip) f=$f_gzip ;; zstd) f=$f_zstd ;; none) f=$f_none ;; esac
+    printf '%-34s %8.2f %8.2f %9.1f %12s\n' "nixoci build --compression $c" "$t" "$(echo "$t / $f" | bc -l)" "$(echo "$rss / 1024" | bc -l)" "$bytes"
+done
+# Warm: the image is already in the layout and the layer cache is filled.
+export XDG_CACHE_HOME=$work/cache
+rm -rf "$work/oci"
+"$bin" build --store-path "$root" -o "oci:$work/oci" --json >/dev/null
+read -r t rss < <(time_of "$bin build --store-path $root -o oci:$work/oci --json > $work/out.json")
+printf '%-34s %8.2f %8.2f %9.1f\n' "nixoci warm rebuild (gzip)" "$t" "$(echo "$t / $f_gzip" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
+echo "gzip blobs / pigz bytes: $(python3 -c "
+import json; d=json.load(open('$work/out.json')); print(round(sum(l['blob']['size'] for l in d['layers'])/$pigz_bytes, 3))")"

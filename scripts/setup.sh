@@ -1,0 +1,31 @@
+# Sourced by scripts/example.sh and scripts/test.sh: installs what is missing
+# on a Debian machine and configures Nix for this offline environment.
+set -euo pipefail
+
+NIXOCI_DEBS=(nix-bin busybox-static umoci skopeo protobuf-compiler pigz zstd tar time bc)
+
+missing=()
+for p in "${NIXOCI_DEBS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}" >&2
+    sudo_cmd=()
+    [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Nix: flakes on, and no binary cache (none can be reached here). nixoci
+# passes the experimental features itself; the tests also call nix directly.
+if [ "$(id -u)" = 0 ] && [ -w /etc/nix/nix.conf ]; then
+    grep -q '^experimental-features' /etc/nix/nix.conf || echo 'experimental-features = nix-command flakes' >> /etc/nix/nix.conf
+    grep -q '^substituters' /etc/nix/nix.conf || echo 'substituters =' >> /etc/nix/nix.conf
+else
+    export NIX_CONFIG=$'experimental-features = nix-command flakes\nsubstituters ='
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "setup: cargo is needed (https://rustup.rs)" >&2
+    exit 1
+fi
