@@ -1,4 +1,5 @@
 pub mod image;
+pub mod interrupt;
 pub mod nix;
 pub mod pipeline;
 pub mod sink;

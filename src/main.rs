@@ -1,6 +1,6 @@
 //! The nixoci command line. Errors are reported here, with the exit codes of
 //! DESIGN.md: 0 success, 1 failure, 2 usage or validation error, 130
-//! interrupted.
+//! interrupted (Ctrl-C or SIGTERM: the build stops at a clean point and removes what it wrote).
 
 mod cli;
 
@@ -8,11 +8,14 @@ use clap::Parser;
 
 fn main() {
     let args = cli::Cli::parse();
+    nixoci::interrupt::install();
     cli::init_tracing(args.verbose);
     let code = match cli::run(args) {
         Ok(()) => 0,
         Err(e) => {
-            let code = if e.downcast_ref::<cli::Usage>().is_some() {
+            let code = if nixoci::interrupt::interrupted() {
+                130
+            } else if e.downcast_ref::<cli::Usage>().is_some() {
                 2
             } else {
                 1

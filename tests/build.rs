@@ -594,3 +594,79 @@ fn help_and_version() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn interrupt_exits_130_and_leaves_nothing() {
+    let fx = Fixture::flake("big");
+    // Build the store path first, so the interrupt lands in the layer work.
+    let out = run(Command::new("nix").current_dir(fx.dir()).args([
+        "--extra-experimental-features",
+        "nix-command flakes",
+        "build",
+        "--json",
+        "--no-link",
+        "path:.",
+    ]));
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let root = doc[0]["outputs"]["out"].as_str().unwrap().to_string();
+    for (kind, target) in [
+        ("oci", fx.out("layout")),
+        ("oci-archive", fx.out("image.tar")),
+    ] {
+        let mut child = fx
+            .nixoci()
+            .args([
+                "build",
+                "--store-path",
+                &root,
+                "--no-cache",
+                "--compression-level",
+                "9",
+                "-o",
+            ])
+            .arg(format!("{kind}:{}", target.display()))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until a blob is being written, then interrupt.
+        let started = std::time::Instant::now();
+        let writing = || {
+            walk(fx.tmp.path()).iter().any(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".tmp-")
+            })
+        };
+        while !writing() {
+            assert!(started.elapsed().as_secs() < 60, "no blob was ever written");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "build ended before it could be interrupted"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(130), "{}", show(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("interrupted"));
+        assert!(!target.exists(), "{kind} output left behind");
+        let left: Vec<_> = walk(fx.tmp.path())
+            .into_iter()
+            .filter(|p| !p.starts_with(fx.dir()) && !p.starts_with(fx.out("cache")))
+            .collect();
+        assert!(left.is_empty(), "{kind}: left {left:?}");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}

@@ -40,6 +40,8 @@ pub enum AssembleError {
     Config(#[from] super::config::ConfigError),
     #[error(transparent)]
     Level(#[from] super::compress::LevelError),
+    #[error("interrupted; what this build wrote was removed")]
+    Interrupted,
 }
 
 /// Everything that decides the image's bytes.
@@ -372,6 +374,9 @@ fn assemble_inner(
             });
         }
     });
+    if crate::interrupt::interrupted() {
+        return Err(AssembleError::Interrupted);
+    }
     if let Some(e) = first_error.into_inner().unwrap() {
         return Err(e);
     }
@@ -452,6 +457,9 @@ fn assemble_inner(
             s.put_blob(&record.manifest.digest, &record.manifest_bytes)
                 .map_err(Job::sink_err(*s))?;
         }
+    }
+    if crate::interrupt::interrupted() {
+        return Err(AssembleError::Interrupted);
     }
     for s in sinks {
         s.finish(&record).map_err(Job::sink_err(*s))?;

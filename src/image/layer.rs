@@ -75,6 +75,26 @@ pub fn write_store_layer<W: Write>(
     Ok(())
 }
 
+fn cancelled(cancel: &AtomicBool) -> bool {
+    cancel.load(Ordering::Relaxed) || crate::interrupt::interrupted()
+}
+
+/// A file read that stops when the build is cancelled, so that a large file
+/// does not delay an interrupt.
+struct Cancellable<'a> {
+    inner: File,
+    cancel: &'a AtomicBool,
+}
+
+impl io::Read for Cancellable<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if cancelled(self.cancel) {
+            return Err(io::Error::other("cancelled"));
+        }
+        self.inner.read(buf)
+    }
+}
+
 struct Walker<'a> {
     buf: &'a mut [u8],
     cancel: &'a AtomicBool,
@@ -90,7 +110,7 @@ impl Walker<'_> {
         path: &Path,
         md: &fs::Metadata,
     ) -> Result<(), LayerError> {
-        if self.cancel.load(Ordering::Relaxed) {
+        if cancelled(self.cancel) {
             return Err(LayerError::Cancelled);
         }
         if path
@@ -110,12 +130,21 @@ impl Walker<'_> {
             tar.symlink(name, target.as_os_str().as_bytes())
                 .map_err(LayerError::Write)?;
         } else if ft.is_file() {
-            let mut f = File::open(path).map_err(read_err)?;
+            let f = File::open(path).map_err(read_err)?;
+            let mut f = Cancellable {
+                inner: f,
+                cancel: self.cancel,
+            };
             // Hardlinks are written as regular files: each name gets the content.
             tar.file(name, mode, md.size(), &mut f, self.buf)
-                .map_err(|e| match e.kind() {
-                    io::ErrorKind::UnexpectedEof => read_err(e),
-                    _ => LayerError::Write(e),
+                .map_err(|e| {
+                    if cancelled(self.cancel) {
+                        LayerError::Cancelled
+                    } else if e.kind() == io::ErrorKind::UnexpectedEof {
+                        read_err(e)
+                    } else {
+                        LayerError::Write(e)
+                    }
                 })?;
         } else if ft.is_dir() {
             tar.dir(name, mode).map_err(LayerError::Write)?;
