@@ -1,3 +1,4 @@
+pub mod containerd;
 pub mod image;
 pub mod interrupt;
 pub mod nix;

@@ -5,7 +5,7 @@ use crate::image::assemble::{assemble, AssembleError, AssembledImage, ImageSpec,
 use crate::image::cache::LayerCache;
 use crate::image::reference::{ImageRef, ReferenceError};
 use crate::nix::{Closure, FlakeRef, Nix, NixError, StorePath};
-use crate::sink::{BlobSink, SinkError, SinkSpec};
+use crate::sink::{BlobSink, SinkContext, SinkError, SinkSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -73,18 +73,26 @@ pub fn default_reference(root: &StorePath) -> Result<ImageRef, PipelineError> {
     ImageRef::parse(&name).map_err(|_| PipelineError::NoName(root.name().into()))
 }
 
+/// An image built into its outputs.
+pub struct Built {
+    pub image: AssembledImage,
+    /// Blob bytes each output received, in the order of the outputs.
+    pub bytes_written: Vec<u64>,
+}
+
 /// Open every sink, build into them. Sinks opened here are aborted on error.
 pub fn build_into(
     spec: &ImageSpec,
     closure: &Closure,
     outputs: &[SinkSpec],
+    ctx: &SinkContext,
     cache: &LayerCache,
     jobs: usize,
     progress: &dyn Progress,
-) -> Result<AssembledImage, PipelineError> {
+) -> Result<Built, PipelineError> {
     let mut sinks: Vec<Box<dyn BlobSink>> = Vec::new();
     for o in outputs {
-        match o.open(spec.mtime) {
+        match o.open(ctx) {
             Ok(s) => sinks.push(s),
             Err(source) => {
                 for s in &sinks {
@@ -98,5 +106,10 @@ pub fn build_into(
         }
     }
     let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
-    Ok(assemble(spec, closure, &refs, cache, jobs, progress)?)
+    let image = assemble(spec, closure, &refs, cache, jobs, progress)?;
+    let bytes_written = sinks.iter().map(|s| s.bytes_written()).collect();
+    Ok(Built {
+        image,
+        bytes_written,
+    })
 }

@@ -137,7 +137,7 @@ impl Progress for Lines {
     }
 }
 
-pub fn run(a: BuildArgs, verbose: u8) -> anyhow::Result<()> {
+pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     // Validate everything the user gave before running anything.
     let outputs = a
@@ -151,9 +151,14 @@ pub fn run(a: BuildArgs, verbose: u8) -> anyhow::Result<()> {
         ));
     }
     for o in &outputs {
-        let (SinkSpec::Oci(p) | SinkSpec::OciArchive(p) | SinkSpec::DockerArchive(p)) = o;
-        check_output_path(p).map_err(usage)?;
+        if let Some(p) = o.path() {
+            check_output_path(p).map_err(usage)?;
+        }
+        if let SinkSpec::Containerd(Some(ns)) = o {
+            nixoci::containerd::check_namespace(ns).map_err(usage)?;
+        }
     }
+    nixoci::containerd::check_namespace(&containerd.namespace).map_err(usage)?;
     let level = a.compression_level.unwrap_or(a.compression.default_level());
     a.compression.check_level(level).map_err(usage)?;
     if !(nixoci::image::layering::MIN_MAX_LAYERS..=nixoci::image::layering::MAX_MAX_LAYERS)
@@ -277,8 +282,13 @@ pub fn run(a: BuildArgs, verbose: u8) -> anyhow::Result<()> {
     let progress = Lines {
         on: human && (verbose > 0 || !std::io::stderr().is_terminal()),
     };
-    let image = build_into(&spec, closure, &outputs, &cache, jobs, &progress)
-        .with_context(|| format!("building the image of {}", closure.root))?;
+    let ctx = containerd.sink_context(mtime);
+    let result = build_into(&spec, closure, &outputs, &ctx, &cache, jobs, &progress);
+    for note in ctx.notes.lock().unwrap().drain(..) {
+        eprintln!("{note}");
+    }
+    let built_image = result.with_context(|| format!("building the image of {}", closure.root))?;
+    let image = &built_image.image;
     let r = &image.record;
     if a.json {
         let doc = serde_json::json!({
@@ -287,7 +297,11 @@ pub fn run(a: BuildArgs, verbose: u8) -> anyhow::Result<()> {
             "manifest": r.manifest,
             "config": r.config,
             "layers": r.layers,
-            "outputs": outputs.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+            "outputs": outputs
+                .iter()
+                .zip(&built_image.bytes_written)
+                .map(|(o, n)| serde_json::json!({"sink": o.to_string(), "bytes_written": n}))
+                .collect::<Vec<_>>(),
             "stats": image.stats,
             "timings": {
                 "nix_seconds": (built.nix_seconds * 1000.0).round() / 1000.0,

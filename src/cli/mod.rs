@@ -3,6 +3,8 @@
 
 mod build;
 mod cache;
+mod engine;
+mod images;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +28,8 @@ pub struct Cli {
     /// Print tracing logs (also: RUST_LOG=nixoci=debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    #[command(flatten)]
+    pub containerd: ContainerdArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -37,6 +41,66 @@ pub enum Command {
     /// Manage the layer cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// List or remove images in the containerd namespace.
+    #[command(subcommand)]
+    Images(images::ImagesCommand),
+    /// Start, stop or show nixoci's private containerd.
+    #[command(subcommand)]
+    Engine(engine::EngineCommand),
+}
+
+/// How to reach containerd (DESIGN.md: address order and namespace).
+#[derive(clap::Args, Clone)]
+pub struct ContainerdArgs {
+    /// containerd socket; default: the first that answers of $CONTAINERD_ADDRESS,
+    /// the private containerd, $XDG_RUNTIME_DIR/containerd/containerd.sock,
+    /// /run/containerd/containerd.sock; else the private one is started.
+    #[arg(long, global = true, value_name = "SOCKET")]
+    pub containerd_address: Option<String>,
+    /// containerd namespace.
+    #[arg(long, global = true, env = "CONTAINERD_NAMESPACE", default_value = nixoci::containerd::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Snapshotter to unpack images into.
+    #[arg(long, global = true, default_value = nixoci::containerd::DEFAULT_SNAPSHOTTER)]
+    pub snapshotter: String,
+}
+
+impl ContainerdArgs {
+    pub fn connect_options(&self, autostart: bool) -> nixoci::containerd::address::Connect {
+        nixoci::containerd::address::Connect {
+            address: self.containerd_address.clone(),
+            namespace: self.namespace.clone(),
+            autostart,
+        }
+    }
+
+    pub fn sink_context(&self, mtime: u64) -> nixoci::sink::SinkContext {
+        let mut ctx = nixoci::sink::SinkContext::new(mtime, self.connect_options(true));
+        ctx.snapshotter = self.snapshotter.clone();
+        ctx
+    }
+
+    /// A runtime and a connected client (starting the private containerd
+    /// when `autostart` and none answers).
+    pub fn connect(
+        &self,
+        autostart: bool,
+    ) -> anyhow::Result<(tokio::runtime::Runtime, nixoci::containerd::Client)> {
+        nixoci::containerd::check_namespace(&self.namespace).map_err(usage)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let home = nixoci::containerd::engine::nixoci_home();
+        let connected = rt.block_on(nixoci::containerd::address::connect(
+            &self.connect_options(autostart),
+            &home,
+        ))?;
+        if let Some(note) = connected.started {
+            eprintln!("{note}");
+        }
+        Ok((rt, connected.client))
+    }
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -55,7 +119,9 @@ pub fn init_tracing(verbose: u8) {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Build(a) => build::run(*a, cli.verbose),
+        Command::Build(a) => build::run(*a, cli.verbose, &cli.containerd),
         Command::Cache(c) => cache::run(c),
+        Command::Images(c) => images::run(c, &cli.containerd),
+        Command::Engine(c) => engine::run(c),
     }
 }

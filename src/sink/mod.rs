@@ -3,6 +3,7 @@
 //! record; a sink that fails or is aborted leaves nothing half-written.
 
 pub mod archive;
+pub mod containerd;
 pub mod oci_dir;
 
 use crate::image::digest::Digest;
@@ -74,6 +75,11 @@ pub trait BlobSink: Send + Sync {
     /// Undo what this build wrote (best effort); called when the build fails.
     fn abort(&self);
 
+    /// Blob bytes this sink received (for reports and tests).
+    fn bytes_written(&self) -> u64 {
+        0
+    }
+
     fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<(), SinkError> {
         if self.has_blob(digest) {
             return Ok(());
@@ -91,15 +97,17 @@ pub enum SinkSpec {
     Oci(PathBuf),
     OciArchive(PathBuf),
     DockerArchive(PathBuf),
+    /// The namespace, if given (else the global one).
+    Containerd(Option<String>),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SinkSpecError {
-    #[error("--output '{0}': expected oci:DIR, oci-archive:FILE or docker-archive:FILE")]
+    #[error("--output '{0}': expected oci:DIR, oci-archive:FILE, docker-archive:FILE or containerd[:NAMESPACE]")]
     Unknown(String),
     #[error("--output '{0}': the path is empty")]
     EmptyPath(String),
-    #[error("--output '{0}': {1} output is not implemented in this version of nixoci; use oci:DIR, oci-archive:FILE or docker-archive:FILE")]
+    #[error("--output '{0}': {1} output is not implemented in this version of nixoci; use oci:DIR, oci-archive:FILE, docker-archive:FILE or containerd[:NAMESPACE]")]
     NotYet(String, &'static str),
 }
 
@@ -117,7 +125,9 @@ impl SinkSpec {
             "oci" => Ok(SinkSpec::Oci(path()?)),
             "oci-archive" => Ok(SinkSpec::OciArchive(path()?)),
             "docker-archive" => Ok(SinkSpec::DockerArchive(path()?)),
-            "containerd" => Err(SinkSpecError::NotYet(s.into(), "the containerd")),
+            "containerd" => Ok(SinkSpec::Containerd(
+                Some(rest.to_string()).filter(|n| !n.is_empty()),
+            )),
             "registry" => Err(SinkSpecError::NotYet(s.into(), "the registry")),
             _ => Err(SinkSpecError::Unknown(s.into())),
         }
@@ -128,20 +138,96 @@ impl SinkSpec {
         matches!(self, SinkSpec::DockerArchive(_))
     }
 
-    pub fn open(&self, mtime: u64) -> Result<Box<dyn BlobSink>, SinkError> {
+    /// The output path of a file or directory sink.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            SinkSpec::Oci(p) | SinkSpec::OciArchive(p) | SinkSpec::DockerArchive(p) => Some(p),
+            SinkSpec::Containerd(_) => None,
+        }
+    }
+
+    pub fn open(&self, ctx: &SinkContext) -> Result<Box<dyn BlobSink>, SinkError> {
         Ok(match self {
             SinkSpec::Oci(p) => Box::new(oci_dir::OciDir::open(p, LayerForm::Compressed)?),
             SinkSpec::OciArchive(p) => Box::new(archive::ArchiveSink::open(
                 archive::ArchiveKind::Oci,
                 p,
-                mtime,
+                ctx.mtime,
             )?),
             SinkSpec::DockerArchive(p) => Box::new(archive::ArchiveSink::open(
                 archive::ArchiveKind::Docker,
                 p,
-                mtime,
+                ctx.mtime,
             )?),
+            SinkSpec::Containerd(ns) => {
+                let client = ctx.containerd(ns.as_deref())?;
+                Box::new(containerd::ContainerdSink::open(
+                    ctx.runtime()?,
+                    client,
+                    &ctx.snapshotter,
+                )?)
+            }
         })
+    }
+}
+
+/// What opening sinks needs beyond their own spec: the layer mtime, and how
+/// to reach containerd (connected once, on first use).
+pub struct SinkContext {
+    pub mtime: u64,
+    pub containerd: crate::containerd::address::Connect,
+    pub snapshotter: String,
+    runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
+    client: std::sync::Mutex<Option<crate::containerd::Client>>,
+    /// Things to tell the user (such as the private containerd being started).
+    pub notes: std::sync::Mutex<Vec<String>>,
+}
+
+impl SinkContext {
+    pub fn new(mtime: u64, containerd: crate::containerd::address::Connect) -> Self {
+        SinkContext {
+            mtime,
+            containerd,
+            snapshotter: crate::containerd::DEFAULT_SNAPSHOTTER.into(),
+            runtime: std::sync::OnceLock::new(),
+            client: std::sync::Mutex::new(None),
+            notes: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn runtime(&self) -> Result<tokio::runtime::Handle, SinkError> {
+        if self.runtime.get().is_none() {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| SinkError::Invalid(format!("cannot start the async runtime: {e}")))?;
+            let _ = self.runtime.set(rt);
+        }
+        Ok(self.runtime.get().expect("set above").handle().clone())
+    }
+
+    /// A containerd client in `namespace` (else the default namespace).
+    pub fn containerd(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<crate::containerd::Client, SinkError> {
+        let rt = self.runtime()?;
+        let mut slot = self.client.lock().unwrap();
+        if slot.is_none() {
+            let home = crate::containerd::engine::nixoci_home();
+            let connected = rt
+                .block_on(crate::containerd::address::connect(&self.containerd, &home))
+                .map_err(|e| SinkError::Invalid(e.to_string()))?;
+            if let Some(note) = connected.started {
+                self.notes.lock().unwrap().push(note);
+            }
+            *slot = Some(connected.client);
+        }
+        let client = slot.as_ref().expect("set above");
+        let ns = namespace.unwrap_or(&self.containerd.namespace);
+        crate::containerd::check_namespace(ns).map_err(|e| SinkError::Invalid(e.to_string()))?;
+        Ok(client.in_namespace(ns))
     }
 }
 
@@ -151,6 +237,8 @@ impl std::fmt::Display for SinkSpec {
             SinkSpec::Oci(p) => write!(f, "oci:{}", p.display()),
             SinkSpec::OciArchive(p) => write!(f, "oci-archive:{}", p.display()),
             SinkSpec::DockerArchive(p) => write!(f, "docker-archive:{}", p.display()),
+            SinkSpec::Containerd(None) => write!(f, "containerd"),
+            SinkSpec::Containerd(Some(ns)) => write!(f, "containerd:{ns}"),
         }
     }
 }

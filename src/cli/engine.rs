@@ -1,0 +1,54 @@
+use clap::Subcommand;
+use nixoci::containerd::engine::{nixoci_home, Engine};
+
+#[derive(Subcommand)]
+pub enum EngineCommand {
+    /// Start the private containerd (config, root, state, socket and log under $NIXOCI_HOME/containerd).
+    Start,
+    /// Stop the private containerd.
+    Stop,
+    /// Show whether the private containerd is running, and where.
+    Status,
+}
+
+pub fn run(c: EngineCommand) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let engine = Engine::new(&nixoci_home());
+    match c {
+        EngineCommand::Start => {
+            let started = rt.block_on(engine.start())?;
+            let verb = if started {
+                "started"
+            } else {
+                "already running"
+            };
+            println!(
+                "private containerd {verb} at {} (log: {})",
+                engine.socket().display(),
+                engine.log().display()
+            );
+        }
+        EngineCommand::Stop => {
+            if rt.block_on(engine.stop())? {
+                println!("stopped the private containerd");
+            } else {
+                println!("the private containerd is not running");
+            }
+        }
+        EngineCommand::Status => {
+            let s = rt.block_on(engine.status());
+            match (&s.version, s.pid) {
+                (Some(v), pid) => println!(
+                    "running: containerd {v} at {} (pid {}, log {})",
+                    s.socket.display(),
+                    pid.map_or("unknown".into(), |p| p.to_string()),
+                    s.log.display()
+                ),
+                (None, _) => println!("not running (socket {})", s.socket.display()),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! nixoci's private containerd: config, root, state, socket, pid file and
+//! log under `$NIXOCI_HOME/containerd` (see [`nixoci_home`]). Only the
+//! `containerd` and `runc` binaries need to be installed.
+
+use super::{Client, ContainerdError};
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `$NIXOCI_HOME`, else `$XDG_DATA_HOME/nixoci`, else `~/.local/share/nixoci`.
+pub fn nixoci_home() -> PathBuf {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("NIXOCI_HOME")
+        .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("nixoci")))
+        .or_else(|| env("HOME").map(|h| h.join(".local/share/nixoci")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/nixoci"))
+}
+
+pub struct Engine {
+    dir: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct EngineStatus {
+    pub socket: PathBuf,
+    pub pid: Option<u32>,
+    pub version: Option<String>,
+    pub log: PathBuf,
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+impl Engine {
+    pub fn new(home: &Path) -> Self {
+        Engine {
+            dir: home.join("containerd"),
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("containerd.log")
+    }
+    fn pid_file(&self) -> PathBuf {
+        self.dir.join("containerd.pid")
+    }
+    fn config(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        let pid: u32 = fs::read_to_string(self.pid_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        pid_alive(pid).then_some(pid)
+    }
+
+    fn config_text(&self) -> String {
+        let q = |p: PathBuf| format!("{:?}", p.display().to_string());
+        format!(
+            "# Written by nixoci: its private containerd.\nversion = 2\nroot = {}\nstate = {}\n\n[grpc]\n  address = {}\n\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = {}\n",
+            q(self.dir.join("root")),
+            q(self.dir.join("state")),
+            q(self.socket()),
+            q(self.dir.join("opt")),
+        )
+    }
+
+    pub async fn status(&self) -> EngineStatus {
+        let version = match Client::connect(
+            &self.socket().display().to_string(),
+            super::DEFAULT_NAMESPACE,
+        )
+        .await
+        {
+            Ok(c) => c.version().await.ok(),
+            Err(_) => None,
+        };
+        EngineStatus {
+            socket: self.socket(),
+            pid: self.pid(),
+            version,
+            log: self.log(),
+        }
+    }
+
+    /// Start the private containerd unless it already answers. Returns
+    /// whether it was started now.
+    pub async fn start(&self) -> Result<bool, ContainerdError> {
+        let sock = self.socket().display().to_string();
+        if Client::connect(&sock, super::DEFAULT_NAMESPACE)
+            .await
+            .is_ok()
+        {
+            return Ok(false);
+        }
+        if let Some(pid) = self.pid() {
+            return Err(ContainerdError::Engine(format!(
+                "the private containerd (pid {pid}) is running but does not answer at {sock}; see {} or run `nixoci engine stop`",
+                self.log().display()
+            )));
+        }
+        let bin = std::env::var_os("NIXOCI_CONTAINERD").unwrap_or_else(|| "containerd".into());
+        let e = |what: &str, p: &Path, err: std::io::Error| {
+            ContainerdError::Engine(format!("{what} {}: {err}", p.display()))
+        };
+        fs::create_dir_all(&self.dir).map_err(|err| e("cannot create", &self.dir, err))?;
+        fs::write(self.config(), self.config_text())
+            .map_err(|err| e("cannot write", &self.config(), err))?;
+        let _ = fs::remove_file(self.socket());
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .map_err(|err| e("cannot open", &self.log(), err))?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--config")
+            .arg(self.config())
+            .stdin(Stdio::null())
+            .stdout(
+                log.try_clone()
+                    .map_err(|err| e("cannot open", &self.log(), err))?,
+            )
+            .stderr(log);
+        // SAFETY: setsid is async-signal-safe; the engine outlives nixoci and
+        // must not get the terminal's Ctrl-C.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|err| {
+            ContainerdError::Engine(match err.kind() {
+                std::io::ErrorKind::NotFound => format!(
+                    "`{}` was not found: install containerd and runc (Debian: `apt-get install containerd runc`) or set $NIXOCI_CONTAINERD",
+                    bin.to_string_lossy()
+                ),
+                _ => format!("cannot run {}: {err}", bin.to_string_lossy()),
+            })
+        })?;
+        fs::write(self.pid_file(), child.id().to_string())
+            .map_err(|err| e("cannot write", &self.pid_file(), err))?;
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let _ = fs::remove_file(self.pid_file());
+                return Err(ContainerdError::Engine(format!(
+                    "the private containerd exited at once ({status}); its log {} ends:\n{}",
+                    self.log().display(),
+                    tail(&self.log(), 15)
+                )));
+            }
+            if self.socket().exists()
+                && Client::connect(&sock, super::DEFAULT_NAMESPACE)
+                    .await
+                    .is_ok()
+            {
+                return Ok(true);
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                return Err(ContainerdError::Engine(format!(
+                    "the private containerd did not answer at {sock} within 30 s; its log {} ends:\n{}",
+                    self.log().display(),
+                    tail(&self.log(), 15)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stop the private containerd: SIGTERM, then SIGKILL after 15 s.
+    /// Returns whether one was running.
+    pub async fn stop(&self) -> Result<bool, ContainerdError> {
+        let Some(pid) = self.pid() else {
+            let _ = fs::remove_file(self.pid_file());
+            return Ok(false);
+        };
+        // SAFETY: plain signals to the pid we started.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while pid_alive(pid) && !is_zombie(pid) {
+            if start.elapsed() > Duration::from_secs(15) {
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = fs::remove_file(self.pid_file());
+        Ok(true)
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
+
+/// The last `n` lines of a file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1,0 +1,177 @@
+//! Unpacking an image's layers into a snapshotter: for each layer, the
+//! snapshot named by its chain ID is looked up (`Stat`) and, when missing,
+//! prepared on its parent, filled by `diff.Apply` (whose reported digest
+//! must be the layer's diff_id) and committed.
+
+use super::{is_code, Client, ContainerdError};
+use crate::image::digest::Digest;
+use crate::sink::LayerRecord;
+use containerd_client::services::v1::diff_client::DiffClient;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::snapshots::{
+    CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
+};
+use containerd_client::services::v1::ApplyRequest;
+use containerd_client::types::Descriptor;
+use tonic::Code;
+
+/// chain[0] = diff_id[0]; chain[i] = sha256(chain[i-1] + " " + diff_id[i]).
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => Digest::of(format!("{prev} {d}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct UnpackStats {
+    pub applied: usize,
+    pub existing: usize,
+}
+
+pub async fn snapshot_exists(
+    c: &Client,
+    snapshotter: &str,
+    key: &str,
+) -> Result<bool, ContainerdError> {
+    let mut ss = SnapshotsClient::new(c.channel.clone());
+    let req = StatSnapshotRequest {
+        snapshotter: snapshotter.into(),
+        key: key.into(),
+    };
+    match ss.stat(c.req(req)).await {
+        Ok(_) => Ok(true),
+        Err(s) if s.code() == Code::NotFound => Ok(false),
+        Err(s) => Err(c.err(format!("stat snapshot {key}"))(s)),
+    }
+}
+
+/// Unpack `layers` (in order) into `snapshotter`. `c` should carry a lease.
+pub async fn unpack(
+    c: &Client,
+    snapshotter: &str,
+    layers: &[LayerRecord],
+) -> Result<UnpackStats, ContainerdError> {
+    let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
+    let chains = chain_ids(&diff_ids);
+    let mut stats = UnpackStats::default();
+    for (i, layer) in layers.iter().enumerate() {
+        let chain = chains[i].to_string();
+        if snapshot_exists(c, snapshotter, &chain).await? {
+            stats.existing += 1;
+            continue;
+        }
+        let parent = if i == 0 {
+            String::new()
+        } else {
+            chains[i - 1].to_string()
+        };
+        apply_one(c, snapshotter, layer, &chain, &parent).await?;
+        stats.applied += 1;
+    }
+    Ok(stats)
+}
+
+async fn apply_one(
+    c: &Client,
+    snapshotter: &str,
+    layer: &LayerRecord,
+    chain: &str,
+    parent: &str,
+) -> Result<(), ContainerdError> {
+    let mut ss = SnapshotsClient::new(c.channel.clone());
+    let key = super::unique_id("nixoci-extract") + "-" + chain;
+    let prepare = PrepareSnapshotRequest {
+        snapshotter: snapshotter.into(),
+        key: key.clone(),
+        parent: parent.into(),
+        labels: Default::default(),
+    };
+    let mounts = ss
+        .prepare(c.req(prepare))
+        .await
+        .map_err(c.err(format!("prepare snapshot for {chain}")))?
+        .into_inner()
+        .mounts;
+    let result = async {
+        let mut diff = DiffClient::new(c.channel.clone());
+        let req = ApplyRequest {
+            diff: Some(Descriptor {
+                media_type: layer.blob.media_type.clone(),
+                digest: layer.blob.digest.to_string(),
+                size: layer.blob.size as i64,
+                annotations: Default::default(),
+            }),
+            mounts,
+            payloads: Default::default(),
+            sync_fs: false,
+        };
+        let applied = diff
+            .apply(c.req(req))
+            .await
+            .map_err(c.err(format!("apply layer {}", layer.blob.digest)))?
+            .into_inner()
+            .applied
+            .map(|d| d.digest)
+            .unwrap_or_default();
+        if applied != layer.diff_id.to_string() {
+            return Err(ContainerdError::DiffMismatch {
+                layer: layer.blob.digest.to_string(),
+                got: applied,
+                want: layer.diff_id.to_string(),
+            });
+        }
+        let commit = CommitSnapshotRequest {
+            snapshotter: snapshotter.into(),
+            name: chain.into(),
+            key: key.clone(),
+            labels: [("containerd.io/snapshot.ref".to_string(), chain.to_string())].into(),
+        };
+        match ss.commit(c.req(commit)).await {
+            Ok(_) => Ok(()),
+            // Another unpack committed the same chain first: fine.
+            Err(s) if s.code() == Code::AlreadyExists => Err(ContainerdError::Rpc {
+                address: c.address.clone(),
+                op: "commit".into(),
+                status: Box::new(s),
+            }),
+            Err(s) => Err(c.err(format!("commit snapshot {chain}"))(s)),
+        }
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = ss
+                .remove(c.req(RemoveSnapshotRequest {
+                    snapshotter: snapshotter.into(),
+                    key,
+                }))
+                .await;
+            if is_code(&e, Code::AlreadyExists) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_image_spec() {
+        let a = Digest::of(b"a");
+        let b = Digest::of(b"b");
+        let chains = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(chains[0], a);
+        assert_eq!(chains[1], Digest::of(format!("{a} {b}").as_bytes()));
+    }
+}
