@@ -184,3 +184,102 @@ pub fn skopeo_inspect(transport_ref: &str, config: bool) -> serde_json::Value {
     }
     serde_json::from_str(&run(c.arg(transport_ref))).unwrap()
 }
+
+/// A private containerd for one test: its own config, root, state and socket
+/// under a temp dir; stopped by PID when dropped.
+pub struct Containerd {
+    pub dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Containerd {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let config = format!(
+            "version = 2\nroot = {:?}\nstate = {:?}\n[grpc]\n  address = {:?}\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = {:?}\n",
+            d.join("root").display().to_string(),
+            d.join("state").display().to_string(),
+            d.join("containerd.sock").display().to_string(),
+            d.join("opt").display().to_string(),
+        );
+        std::fs::write(d.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("containerd is installed");
+        let c = Containerd { dir, child };
+        let start = std::time::Instant::now();
+        loop {
+            let ok = c
+                .ctr("default")
+                .arg("version")
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if ok {
+                return c;
+            }
+            assert!(
+                start.elapsed().as_secs() < 30,
+                "containerd did not start: {}",
+                std::fs::read_to_string(c.dir.path().join("containerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    pub fn socket(&self) -> String {
+        self.dir
+            .path()
+            .join("containerd.sock")
+            .display()
+            .to_string()
+    }
+
+    pub fn ctr(&self, namespace: &str) -> Command {
+        let mut c = Command::new("ctr");
+        c.args(["--address", &self.socket(), "--namespace", namespace]);
+        c
+    }
+
+    /// `ctr run --rm IMAGE`, returning its stdout.
+    pub fn run_image(&self, namespace: &str, image: &str, args: &[&str]) -> String {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let id = format!(
+            "t{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        run(self
+            .ctr(namespace)
+            .args(["run", "--rm", image, &id])
+            .args(args))
+    }
+
+    /// Names of the snapshots in the overlayfs snapshotter.
+    pub fn snapshots(&self, namespace: &str) -> Vec<String> {
+        run(self.ctr(namespace).args(["snapshot", "ls"]))
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+            .collect()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = std::time::Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() {
+            if start.elapsed().as_secs() > 10 {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! Importing into a real containerd (started per test) and running with runc.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+
+/// `nixoci build ... -o containerd:NS` against `cd`; returns the --json document.
+fn build_into(fx: &Fixture, cd: &Containerd, ns: &str, args: &[&str]) -> serde_json::Value {
+    let o = fx
+        .nixoci()
+        .current_dir(fx.dir())
+        .env("NIXOCI_HOME", fx.out("home"))
+        .args([
+            "build",
+            "--json",
+            "--containerd-address",
+            &cd.socket(),
+            "-o",
+            &format!("containerd:{ns}"),
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn nixoci_images(fx: &Fixture, cd: &Containerd, ns: &str, args: &[&str]) -> std::process::Output {
+    fx.nixoci()
+        .env("NIXOCI_HOME", fx.out("home"))
+        .args([
+            "images",
+            "--containerd-address",
+            &cd.socket(),
+            "--namespace",
+            ns,
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Every image record of the namespace resolves: all content present and unpacked.
+fn assert_images_complete(cd: &Containerd, ns: &str) {
+    let out = run(cd.ctr(ns).args(["images", "check"]));
+    for line in out.lines().skip(1) {
+        assert!(line.contains("complete"), "incomplete image: {line}\n{out}");
+        assert!(line.trim_end().ends_with("true"), "not unpacked: {line}");
+    }
+}
+
+#[test]
+fn import_run_reimport_share_and_remove() {
+    let cd = Containerd::start();
+    let fx = Fixture::flake("hello");
+    let doc = build_into(&fx, &cd, "t1", &["."]);
+    assert!(doc["outputs"][0]["bytes_written"].as_u64().unwrap() > 1_000_000);
+    assert_eq!(
+        cd.run_image("t1", "docker.io/library/hello-app:latest", &[]),
+        "hello from nix\n"
+    );
+    assert_images_complete(&cd, "t1");
+    assert_eq!(
+        run(cd.ctr("t1").args(["leases", "ls", "-q"])).trim(),
+        "",
+        "the lease is deleted"
+    );
+    // GC labels, as containerd's own unpacker sets them.
+    let content = run(cd.ctr("t1").args(["content", "ls"]));
+    let manifest = doc["manifest"]["digest"].as_str().unwrap();
+    let mline = content.lines().find(|l| l.starts_with(manifest)).unwrap();
+    assert!(
+        mline.contains("containerd.io/gc.ref.content.config="),
+        "{mline}"
+    );
+    assert!(
+        mline.contains("containerd.io/gc.ref.content.l.4="),
+        "{mline}"
+    );
+    let config = doc["config"]["digest"].as_str().unwrap();
+    let cline = content.lines().find(|l| l.starts_with(config)).unwrap();
+    assert!(
+        cline.contains("containerd.io/gc.ref.snapshot.overlayfs=sha256:"),
+        "{cline}"
+    );
+    assert_eq!(content.matches("containerd.io/uncompressed=").count(), 5);
+
+    // Re-import: nothing is sent.
+    let again = build_into(&fx, &cd, "t1", &["."]);
+    assert_eq!(again["outputs"][0]["bytes_written"], 0);
+    assert_eq!(again["manifest"]["digest"], doc["manifest"]["digest"]);
+
+    // Another image over the same store paths (no entrypoint, another name)
+    // shares every blob and snapshot.
+    let snaps = cd.snapshots("t1");
+    let other = build_into(&fx, &cd, "t1", &[".#hello", "--tag", "other:1"]);
+    assert_eq!(
+        other["outputs"][0]["bytes_written"].as_u64().unwrap() < 4096,
+        true,
+        "{other}"
+    );
+    assert_eq!(cd.snapshots("t1"), snaps);
+    assert_eq!(
+        cd.run_image("t1", "docker.io/library/other:1", &["/bin/hello"]),
+        "hello from nix\n"
+    );
+
+    // images ls and rm.
+    let ls = nixoci_images(&fx, &cd, "t1", &["ls"]);
+    let ls = String::from_utf8_lossy(&ls.stdout).into_owned();
+    assert!(
+        ls.contains("docker.io/library/hello-app:latest\tsha256:"),
+        "{ls}"
+    );
+    assert!(ls.contains("docker.io/library/other:1"), "{ls}");
+    let rm = nixoci_images(&fx, &cd, "t1", &["rm", "other:1"]);
+    assert!(rm.status.success(), "{}", show(&rm));
+    let rm = nixoci_images(&fx, &cd, "t1", &["rm", "other:1"]);
+    assert_eq!(rm.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&rm.stderr).contains("no image docker.io/library/other:1"));
+}
+
+#[test]
+fn images_sharing_store_paths_share_snapshots() {
+    let cd = Containerd::start();
+    let fx = Fixture::flake("edge");
+    // `single` is a dependency of the edge-cases output: its layer comes first
+    // in both images, so the first snapshot (chain ID) is shared.
+    let a = build_into(
+        &fx,
+        &cd,
+        "s",
+        &[".#single", "--no-root-links", "--no-tmp", "--no-etc-passwd"],
+    );
+    let b = build_into(
+        &fx,
+        &cd,
+        "s",
+        &[
+            ".#default",
+            "--no-root-links",
+            "--no-tmp",
+            "--no-etc-passwd",
+        ],
+    );
+    assert_eq!(a["layers"].as_array().unwrap().len(), 1);
+    assert_eq!(b["layers"].as_array().unwrap().len(), 2);
+    assert_eq!(a["layers"][0], b["layers"][0]);
+    assert_eq!(cd.snapshots("s").len(), 2, "1 + 2 - 1 shared");
+    assert_images_complete(&cd, "s");
+    // The unpacked image holds every file shape of the edge fixture: runc runs
+    // busybox-free images only through their own files, so check by mounting.
+    let mnt = tempfile::tempdir().unwrap();
+    run(cd
+        .ctr("s")
+        .args(["images", "mount", "docker.io/library/edge-cases:latest"])
+        .arg(mnt.path()));
+    let root = b["store_path"].as_str().unwrap();
+    assert_same_tree(std::path::Path::new(root), &mnt.path().join(&root[1..]));
+    run(cd.ctr("s").args(["images", "unmount"]).arg(mnt.path()));
+}
+
+#[test]
+fn k8s_io_images_are_seen_by_the_cri() {
+    let cd = Containerd::start();
+    let fx = Fixture::flake("hello");
+    build_into(
+        &fx,
+        &cd,
+        "k8s.io",
+        &[".", "--tag", "registry.example/team/hello:v1"],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The CRI plugin learns of images from containerd's events, so it may
+    // take a moment; the kubelet polls the same way.
+    let tags: Vec<String> = rt.block_on(async {
+        let channel = containerd_client::connect(cd.socket()).await.unwrap();
+        let mut cri = k8s_cri::v1::image_service_client::ImageServiceClient::new(channel);
+        let spec = k8s_cri::v1::ImageSpec {
+            image: "registry.example/team/hello:v1".into(),
+            ..Default::default()
+        };
+        let start = std::time::Instant::now();
+        loop {
+            let status = cri
+                .image_status(k8s_cri::v1::ImageStatusRequest {
+                    image: Some(spec.clone()),
+                    verbose: false,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if status.image.is_some() {
+                break;
+            }
+            assert!(
+                start.elapsed().as_secs() < 20,
+                "the CRI never saw the image"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let list = cri
+            .list_images(k8s_cri::v1::ListImagesRequest { filter: None })
+            .await
+            .unwrap();
+        list.into_inner()
+            .images
+            .into_iter()
+            .flat_map(|i| i.repo_tags)
+            .collect()
+    });
+    assert!(
+        tags.contains(&"registry.example/team/hello:v1".to_string()),
+        "{tags:?}"
+    );
+}
+
+#[test]
+fn private_engine_from_nothing_and_unreachable_addresses() {
+    let fx = Fixture::flake("hello");
+    let home = fx.out("home");
+    let nixoci = || {
+        let mut c = fx.nixoci();
+        c.current_dir(fx.dir())
+            .env("NIXOCI_HOME", &home)
+            .env_remove("CONTAINERD_ADDRESS")
+            .env_remove("XDG_RUNTIME_DIR");
+        c
+    };
+    // No containerd answers and none can be started: every address is named.
+    let o = nixoci()
+        .env("NIXOCI_CONTAINERD", "/nonexistent/containerd")
+        .args([
+            "build",
+            ".",
+            "--containerd-address",
+            "/nonexistent/dir/x.sock",
+            "-o",
+            "containerd",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for want in [
+        "/nonexistent/dir/x.sock",
+        &format!("{}/containerd/containerd.sock", home.display()),
+        "/run/containerd/containerd.sock",
+        "apt-get install containerd runc",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in {err}");
+    }
+    // From nothing: the build starts the private containerd and says so.
+    let o = nixoci()
+        .args(["build", ".", "-o", "containerd"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("started nixoci's private containerd"));
+    let sock = home.join("containerd/containerd.sock");
+    let out = run(Command::new("ctr").arg("--address").arg(&sock).args([
+        "run",
+        "--rm",
+        "docker.io/library/hello-app:latest",
+        "private-engine-test",
+    ]));
+    assert_eq!(out, "hello from nix\n");
+    // Reused, not started again.
+    let o = nixoci()
+        .args(["build", ".", "-o", "containerd"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("started"));
+    let status = run(nixoci().args(["engine", "status"]));
+    assert!(status.starts_with("running: containerd"), "{status}");
+    assert!(run(nixoci().args(["engine", "stop"])).contains("stopped"));
+    assert!(run(nixoci().args(["engine", "status"])).starts_with("not running"));
+    assert!(run(nixoci().args(["engine", "start"])).contains("started"));
+    assert!(run(nixoci().args(["engine", "stop"])).contains("stopped"));
+}
+
+#[test]
+fn sigkill_at_any_moment_leaves_no_broken_image() {
+    let cd = Containerd::start();
+    let fx = Fixture::flake("hello");
+    for (i, delay_ms) in [0u64, 30, 80, 150, 250, 400, 600, 900]
+        .into_iter()
+        .enumerate()
+    {
+        let mut child = fx
+            .nixoci()
+            .current_dir(fx.dir())
+            .env("NIXOCI_HOME", fx.out("home"))
+            .args([
+                "build",
+                ".",
+                "--no-cache",
+                "--containerd-address",
+                &cd.socket(),
+                "-o",
+                "containerd:kill",
+            ])
+            .arg("--tag")
+            .arg(format!("k{i}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        assert_images_complete(&cd, "kill");
+    }
+    // The next run completes, and the image runs.
+    build_into(&fx, &cd, "kill", &[".", "--tag", "final"]);
+    assert_images_complete(&cd, "kill");
+    let out = cd.run_image("kill", "docker.io/library/final:latest", &[]);
+    assert_eq!(out, "hello from nix\n");
+}
