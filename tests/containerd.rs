@@ -320,3 +320,185 @@ fn sigkill_at_any_moment_leaves_no_broken_image() {
     let out = cd.run_image("kill", "docker.io/library/final:latest", &[]);
     assert_eq!(out, "hello from nix\n");
 }
+
+fn nixoci_load(fx: &Fixture, cd: &Containerd, args: &[&str]) -> std::process::Output {
+    fx.nixoci()
+        .env("NIXOCI_HOME", fx.out("home"))
+        .args([
+            "load",
+            "--containerd-address",
+            &cd.socket(),
+            "--namespace",
+            "load",
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn load_every_source_form() {
+    let cd = Containerd::start();
+    let fx = Fixture::flake("hello");
+    let (oci, ociar, dock) = (fx.out("oci"), fx.out("o.tar"), fx.out("d.tar"));
+    fx.build_ok(&[
+        ".",
+        "-o",
+        &format!("oci:{}", oci.display()),
+        "-o",
+        &format!("oci-archive:{}", ociar.display()),
+        "-o",
+        &format!("docker-archive:{}", dock.display()),
+    ]);
+    // A gzip docker-archive, as dockerTools.buildImage makes, and the same in the store.
+    let gz = fx.out("d.tar.gz");
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -c {} > {}", dock.display(), gz.display())));
+    let in_store = run(Command::new("nix-store").arg("--add").arg(&gz))
+        .trim()
+        .to_string();
+    let sources = [
+        format!("oci:{}", oci.display()),
+        format!("oci-archive:{}", ociar.display()),
+        format!("docker-archive:{}", dock.display()),
+        format!("docker-archive:{}", gz.display()),
+        in_store,
+    ];
+    for (i, s) in sources.iter().enumerate() {
+        let o = nixoci_load(&fx, &cd, &[s, "--tag", &format!("l{i}")]);
+        assert!(o.status.success(), "{s}: {}", show(&o));
+        let out = cd.run_image("load", &format!("docker.io/library/l{i}:latest"), &[]);
+        assert_eq!(out, "hello from nix\n", "{s}");
+    }
+    assert_images_complete(&cd, "load");
+    // Without --tag the name comes from the source.
+    let o = nixoci_load(&fx, &cd, &[&format!("docker-archive:{}", dock.display())]);
+    assert!(o.status.success(), "{}", show(&o));
+    let ls = run(cd.ctr("load").args(["images", "ls", "-q"]));
+    assert!(ls.contains("docker.io/library/hello-app:latest"), "{ls}");
+    // And into an OCI layout, checked by skopeo.
+    let out = fx.out("reloaded");
+    let o = fx
+        .nixoci()
+        .args([
+            "load",
+            &format!("docker-archive:{}", gz.display()),
+            "-o",
+            &format!("oci:{}", out.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    nixoci::sink::oci_dir::fsck(&out).unwrap();
+    skopeo_inspect(&format!("oci:{}:latest", out.display()), false);
+}
+
+/// Write a tar with the given (name, content) entries.
+fn write_tar(path: &std::path::Path, entries: &[(&str, Vec<u8>)]) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (name, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+#[test]
+fn malformed_archives_are_refused_with_kurtosis_messages() {
+    let cd = Containerd::start();
+    let fx = Fixture::flake("hello");
+    let layer = {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "f", &b"abc"[..]).unwrap();
+        b.into_inner().unwrap()
+    };
+    let diff = nixoci::image::Digest::of(&layer).to_string();
+    let config = |d: &str| {
+        format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{d}"]}}}}"#).into_bytes()
+    };
+    let manifest = |n: usize| {
+        let one = r#"{"Config":"c.json","RepoTags":["x:1"],"Layers":["l/layer.tar"]}"#;
+        format!("[{}]", vec![one; n].join(",")).into_bytes()
+    };
+    let cases: Vec<(&str, Vec<(&str, Vec<u8>)>, &str)> = vec![
+        (
+            "no-manifest",
+            vec![("c.json", config(&diff)), ("l/layer.tar", layer.clone())],
+            "manifest.json not found in the image",
+        ),
+        (
+            "two-images",
+            vec![
+                ("manifest.json", manifest(2)),
+                ("c.json", config(&diff)),
+                ("l/layer.tar", layer.clone()),
+            ],
+            "Image has more than 1 label/tag",
+        ),
+        (
+            "no-layer",
+            vec![("manifest.json", manifest(1)), ("c.json", config(&diff))],
+            "layer 'l/layer.tar' is listed but missing",
+        ),
+        (
+            "no-config",
+            vec![
+                ("manifest.json", manifest(1)),
+                ("l/layer.tar", layer.clone()),
+            ],
+            "config 'c.json' is listed but missing",
+        ),
+        (
+            "bad-diff-id",
+            vec![
+                ("manifest.json", manifest(1)),
+                ("c.json", config(&format!("sha256:{}", "0".repeat(64)))),
+                ("l/layer.tar", layer.clone()),
+            ],
+            "but the config says sha256:0000",
+        ),
+    ];
+    for (name, entries, want) in cases {
+        let path = fx.out(&format!("{name}.tar"));
+        write_tar(&path, &entries);
+        let o = nixoci_load(&fx, &cd, &[&format!("docker-archive:{}", path.display())]);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", show(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "{name}: want {want:?} in {err}");
+        assert!(
+            err.contains(&path.display().to_string()),
+            "{name}: the archive is named: {err}"
+        );
+    }
+    // The good case loads, so the refusals above are about the faults.
+    let good = fx.out("good.tar");
+    write_tar(
+        &good,
+        &[
+            ("manifest.json", manifest(1)),
+            ("c.json", config(&diff)),
+            ("l/layer.tar", layer),
+        ],
+    );
+    let o = nixoci_load(&fx, &cd, &[&format!("docker-archive:{}", good.display())]);
+    assert!(o.status.success(), "{}", show(&o));
+    let ls = run(cd.ctr("load").args(["images", "ls", "-q"]));
+    assert_eq!(
+        ls.trim(),
+        "docker.io/library/x:1",
+        "only the good image was recorded"
+    );
+    assert_eq!(
+        run(cd.ctr("load").args(["leases", "ls", "-q"])).trim(),
+        "",
+        "no lease left by the failures"
+    );
+}

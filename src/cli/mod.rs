@@ -5,6 +5,7 @@ mod build;
 mod cache;
 mod engine;
 mod images;
+mod load;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +42,8 @@ pub enum Command {
     /// Manage the layer cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Load an OCI layout, OCI archive or docker-archive (or a store path holding one).
+    Load(load::LoadArgs),
     /// List or remove images in the containerd namespace.
     #[command(subcommand)]
     Images(images::ImagesCommand),
@@ -122,6 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(a) => build::run(*a, cli.verbose, &cli.containerd),
         Command::Cache(c) => cache::run(c),
         Command::Images(c) => images::run(c, &cli.containerd),
+        Command::Load(a) => load::run(a, &cli.containerd),
         Command::Engine(c) => engine::run(c),
     }
 }

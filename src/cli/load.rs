@@ -1,0 +1,88 @@
+use super::{usage, ContainerdArgs};
+use clap::Args;
+use nixoci::image::ImageRef;
+use nixoci::load::{load, LoadSource};
+use nixoci::sink::{BlobSink, SinkSpec};
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  nixoci load docker-archive:web.tar
+  nixoci load oci:./nixoci-out --tag web:1 --output containerd:k8s.io
+  nixoci load /nix/store/...-docker-image-web.tar.gz")]
+pub struct LoadArgs {
+    /// oci:DIR, oci-archive:FILE, docker-archive:FILE (plain or gzip), or a store path holding one.
+    #[arg(value_name = "SOURCE")]
+    source: String,
+    /// Where to load it; may repeat: containerd[:NAMESPACE], oci:DIR, oci-archive:FILE.
+    #[arg(
+        short,
+        long = "output",
+        value_name = "SINK",
+        default_value = "containerd"
+    )]
+    outputs: Vec<String>,
+    /// Image name (also picks the image in a layout holding several).
+    #[arg(short, long)]
+    tag: Option<String>,
+    /// Print one JSON document with the digests.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: LoadArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
+    let source = LoadSource::parse(&a.source).map_err(usage)?;
+    let tag = a
+        .tag
+        .as_deref()
+        .map(ImageRef::parse)
+        .transpose()
+        .map_err(usage)?;
+    let outputs = a
+        .outputs
+        .iter()
+        .map(|o| SinkSpec::parse(o).map_err(usage))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if outputs.iter().any(SinkSpec::is_docker_archive) {
+        return Err(usage(
+            "load cannot write a docker-archive (its layers may be compressed); use containerd, oci: or oci-archive:",
+        ));
+    }
+    let ctx = containerd.sink_context(1);
+    let mut sinks: Vec<Box<dyn BlobSink>> = Vec::new();
+    for o in &outputs {
+        let opened = o.open(&ctx);
+        for note in ctx.notes.lock().unwrap().drain(..) {
+            eprintln!("{note}");
+        }
+        match opened {
+            Ok(s) => sinks.push(s),
+            Err(e) => {
+                sinks.iter().for_each(|s| s.abort());
+                return Err(anyhow::anyhow!("{o}: {e}"));
+            }
+        }
+    }
+    let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
+    let record = load(&source, &refs, tag.as_ref())?;
+    if a.json {
+        let doc = serde_json::json!({
+            "reference": record.reference.to_string(),
+            "manifest": record.manifest,
+            "config": record.config,
+            "layers": record.layers,
+            "outputs": outputs.iter().zip(&sinks).map(|(o, s)| serde_json::json!({"sink": o.to_string(), "bytes_written": s.bytes_written()})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!(
+            "{} {} ({} layers)",
+            record.reference,
+            record.manifest.digest,
+            record.layers.len()
+        );
+        for o in &outputs {
+            println!("  -> {o}");
+        }
+    }
+    Ok(())
+}
