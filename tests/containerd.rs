@@ -394,8 +394,11 @@ fn load_every_source_form() {
     skopeo_inspect(&format!("oci:{}:latest", out.display()), false);
 }
 
-/// Write a tar with the given (name, content) entries.
-fn write_tar(path: &std::path::Path, entries: &[(&str, Vec<u8>)]) {
+/// (name, content) of a tar entry.
+type TarEntry<'a> = (&'a str, Vec<u8>);
+
+/// Write a tar with the given entries.
+fn write_tar(path: &std::path::Path, entries: &[TarEntry]) {
     let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
     for (name, data) in entries {
         let mut h = tar::Header::new_gnu();
@@ -428,7 +431,7 @@ fn malformed_archives_are_refused_with_kurtosis_messages() {
         let one = r#"{"Config":"c.json","RepoTags":["x:1"],"Layers":["l/layer.tar"]}"#;
         format!("[{}]", vec![one; n].join(",")).into_bytes()
     };
-    let cases: Vec<(&str, Vec<(&str, Vec<u8>)>, &str)> = vec![
+    let cases: Vec<(&str, Vec<TarEntry>, &str)> = vec![
         (
             "no-manifest",
             vec![("c.json", config(&diff)), ("l/layer.tar", layer.clone())],
