@@ -61,18 +61,70 @@ pub async fn unpack(
     let chains = chain_ids(&diff_ids);
     let mut stats = UnpackStats::default();
     for (i, layer) in layers.iter().enumerate() {
-        let chain = chains[i].to_string();
-        if snapshot_exists(c, snapshotter, &chain).await? {
-            stats.existing += 1;
-            continue;
-        }
-        let parent = if i == 0 {
-            String::new()
+        let parent = if i == 0 { None } else { Some(&chains[i - 1]) };
+        stats.add(ensure_layer(c, snapshotter, layer, &chains[i], parent).await?);
+    }
+    Ok(stats)
+}
+
+impl UnpackStats {
+    fn add(&mut self, applied: bool) {
+        if applied {
+            self.applied += 1;
         } else {
-            chains[i - 1].to_string()
-        };
-        apply_one(c, snapshotter, layer, &chain, &parent).await?;
-        stats.applied += 1;
+            self.existing += 1;
+        }
+    }
+}
+
+/// Make sure the snapshot `chain` exists: if not, apply `layer` on `parent`.
+/// Returns whether it was applied now.
+pub async fn ensure_layer(
+    c: &Client,
+    snapshotter: &str,
+    layer: &LayerRecord,
+    chain: &Digest,
+    parent: Option<&Digest>,
+) -> Result<bool, ContainerdError> {
+    let chain = chain.to_string();
+    if snapshot_exists(c, snapshotter, &chain).await? {
+        return Ok(false);
+    }
+    let parent = parent.map(|p| p.to_string()).unwrap_or_default();
+    apply_one(c, snapshotter, layer, &chain, &parent).await?;
+    Ok(true)
+}
+
+/// Layers as they become ready, in any order: (index, total, layer).
+pub type ReadyLayer = (usize, usize, LayerRecord);
+
+/// Unpack layers as they arrive, in chain order: layer i is applied as soon
+/// as it and every layer below it have arrived. Ends when all `total` are
+/// applied or the sender is dropped.
+pub async fn unpack_as_ready(
+    c: Client,
+    snapshotter: String,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<ReadyLayer>,
+) -> Result<UnpackStats, ContainerdError> {
+    let mut slots: Vec<Option<LayerRecord>> = Vec::new();
+    let mut chains: Vec<Digest> = Vec::new();
+    let mut stats = UnpackStats::default();
+    while let Some((i, total, layer)) = rx.recv().await {
+        if slots.len() < total {
+            slots.resize(total, None);
+        }
+        slots[i] = Some(layer);
+        while let Some(Some(next)) = slots.get(chains.len()) {
+            let chain = match chains.last() {
+                None => next.diff_id.clone(),
+                Some(prev) => Digest::of(format!("{prev} {}", next.diff_id).as_bytes()),
+            };
+            stats.add(ensure_layer(&c, &snapshotter, next, &chain, chains.last()).await?);
+            chains.push(chain);
+        }
+        if chains.len() == total {
+            break;
+        }
     }
     Ok(stats)
 }

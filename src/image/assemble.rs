@@ -352,6 +352,9 @@ fn assemble_inner(
                 match job.run(i, &layers[i]) {
                     Ok((rec, cached)) => {
                         progress.layer_done(i, &rec, cached);
+                        for s in sinks {
+                            s.layer_ready(i, layers.len(), &rec);
+                        }
                         results.lock().unwrap()[i] = Some((rec, cached));
                     }
                     Err(e) => {

@@ -1,11 +1,12 @@
 //! `containerd[:NAMESPACE]`: blobs stream into containerd's content store
-//! under a lease; then the layers are unpacked into the snapshotter, GC
-//! labels set, the image record written (last, so a failure never leaves an
-//! image pointing at missing content), and the lease deleted.
+//! under a lease; layers are unpacked into the snapshotter as they arrive
+//! (in chain order, while later layers are still being built); then GC
+//! labels are set, the image record written (last, so a failure never leaves
+//! an image pointing at missing content), and the lease deleted.
 
-use super::{BlobSink, BlobWriter, ImageRecord, LayerForm, SinkError};
+use super::{BlobSink, BlobWriter, ImageRecord, LayerForm, LayerRecord, SinkError};
 use crate::containerd::content::{self, Upload};
-use crate::containerd::unpack::{chain_ids, unpack, UnpackStats};
+use crate::containerd::unpack::{chain_ids, unpack, unpack_as_ready, ReadyLayer, UnpackStats};
 use crate::containerd::{images, Client, ContainerdError};
 use crate::image::digest::Digest;
 use std::collections::BTreeMap;
@@ -13,6 +14,10 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
+
+type Unpacker = JoinHandle<Result<UnpackStats, ContainerdError>>;
 
 pub struct ContainerdSink {
     rt: Handle,
@@ -21,6 +26,9 @@ pub struct ContainerdSink {
     snapshotter: String,
     sent: Arc<AtomicU64>,
     unpacked: Mutex<Option<UnpackStats>>,
+    /// Layers go to a task that unpacks them while the rest are built.
+    ready: Mutex<Option<UnboundedSender<ReadyLayer>>>,
+    unpacker: Mutex<Option<Unpacker>>,
 }
 
 fn sink_err(e: ContainerdError) -> SinkError {
@@ -33,13 +41,18 @@ impl ContainerdSink {
         let lease = rt
             .block_on(images::create_lease(&client))
             .map_err(sink_err)?;
+        let client = client.with_lease(Some(lease.clone()));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let unpacker = rt.spawn(unpack_as_ready(client.clone(), snapshotter.into(), rx));
         Ok(ContainerdSink {
             rt,
-            client: client.with_lease(Some(lease.clone())),
+            client,
             lease,
             snapshotter: snapshotter.into(),
             sent: Arc::default(),
             unpacked: Mutex::new(None),
+            ready: Mutex::new(Some(tx)),
+            unpacker: Mutex::new(Some(unpacker)),
         })
     }
 
@@ -62,7 +75,17 @@ impl ContainerdSink {
             .into();
             content::set_labels(c, &l.blob.digest, &labels).await?;
         }
-        let stats = unpack(c, &self.snapshotter, &image.layers).await?;
+        // What unpacked while the image was built; then every layer is
+        // checked (and applied if the early unpack did not get it).
+        self.ready.lock().unwrap().take();
+        let early = self.unpacker.lock().unwrap().take();
+        let mut stats = match early {
+            Some(task) => task
+                .await
+                .map_err(|e| ContainerdError::Engine(format!("the unpack task failed: {e}")))??,
+            None => UnpackStats::default(),
+        };
+        stats.applied += unpack(c, &self.snapshotter, &image.layers).await?.applied;
         *self.unpacked.lock().unwrap() = Some(stats);
         let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
         if let Some(top) = chain_ids(&diff_ids).last() {
@@ -139,10 +162,19 @@ impl BlobSink for ContainerdSink {
             Arc::clone(&self.sent),
         )))))
     }
+    fn layer_ready(&self, index: usize, total: usize, layer: &LayerRecord) {
+        if let Some(tx) = self.ready.lock().unwrap().as_ref() {
+            let _ = tx.send((index, total, layer.clone()));
+        }
+    }
     fn finish(&self, image: &ImageRecord) -> Result<(), SinkError> {
         self.rt.block_on(self.record(image)).map_err(sink_err)
     }
     fn abort(&self) {
+        self.ready.lock().unwrap().take();
+        if let Some(task) = self.unpacker.lock().unwrap().take() {
+            task.abort();
+        }
         let _ = self
             .rt
             .block_on(images::delete_lease(&self.client, &self.lease));

@@ -75,6 +75,11 @@ pub trait BlobSink: Send + Sync {
     /// Undo what this build wrote (best effort); called when the build fails.
     fn abort(&self);
 
+    /// Layer `index` of `total` is in the sink (its blob committed or
+    /// already there). Layers arrive in any order; a sink may start work on
+    /// them (containerd unpacks in chain order) before `finish`.
+    fn layer_ready(&self, _index: usize, _total: usize, _layer: &LayerRecord) {}
+
     /// Blob bytes this sink received (for reports and tests).
     fn bytes_written(&self) -> u64 {
         0
