@@ -120,43 +120,50 @@ fn import_run_reimport_share_and_remove() {
 }
 
 #[test]
-fn images_sharing_store_paths_share_snapshots() {
+fn images_sharing_store_paths_share_blobs_and_snapshots() {
+    let cd = Containerd::start();
+    let fx = Fixture::flake("hello");
+    // greet-lib's image starts with the same three layers as hello-app's:
+    // busybox, greet-data, and greet-lib itself (as the root output here, one
+    // of the dependencies there: the same tar either way). Those blobs and
+    // snapshots (chain IDs) are shared.
+    let a = build_into(&fx, &cd, "s", &["."]);
+    let b = build_into(&fx, &cd, "s", &[".#greet-lib"]);
+    assert_eq!(a["layers"].as_array().unwrap().len(), 5);
+    assert_eq!(b["layers"].as_array().unwrap().len(), 4);
+    assert_eq!(a["layers"][0], b["layers"][0]);
+    assert_eq!(a["layers"][1], b["layers"][1]);
+    assert_eq!(a["layers"][2], b["layers"][2]);
+    assert_eq!(cd.snapshots("s").len(), 5 + 4 - 3);
+    let busybox_layer = a["layers"][0]["blob"]["size"].as_u64().unwrap();
+    let sent = b["outputs"][0]["bytes_written"].as_u64().unwrap();
+    assert!(
+        sent < busybox_layer / 10,
+        "shared layers are not sent again: {sent}"
+    );
+    assert_images_complete(&cd, "s");
+}
+
+#[test]
+fn edge_cases_unpacked_by_containerd_match_the_store() {
     let cd = Containerd::start();
     let fx = Fixture::flake("edge");
-    // `single` is a dependency of the edge-cases output: its layer comes first
-    // in both images, so the first snapshot (chain ID) is shared.
-    let a = build_into(
-        &fx,
-        &cd,
-        "s",
-        &[".#single", "--no-root-links", "--no-tmp", "--no-etc-passwd"],
+    let doc = build_into(&fx, &cd, "e", &["."]);
+    assert_eq!(
+        cd.run_image("e", "docker.io/library/edge-cases:latest", &["/bin/run"]),
+        "edge\n"
     );
-    let b = build_into(
-        &fx,
-        &cd,
-        "s",
-        &[
-            ".#default",
-            "--no-root-links",
-            "--no-tmp",
-            "--no-etc-passwd",
-        ],
-    );
-    assert_eq!(a["layers"].as_array().unwrap().len(), 1);
-    assert_eq!(b["layers"].as_array().unwrap().len(), 2);
-    assert_eq!(a["layers"][0], b["layers"][0]);
-    assert_eq!(cd.snapshots("s").len(), 2, "1 + 2 - 1 shared");
-    assert_images_complete(&cd, "s");
-    // The unpacked image holds every file shape of the edge fixture: runc runs
-    // busybox-free images only through their own files, so check by mounting.
+    // Every file shape, as containerd's diff.Apply wrote it into the snapshot.
     let mnt = tempfile::tempdir().unwrap();
     run(cd
-        .ctr("s")
+        .ctr("e")
         .args(["images", "mount", "docker.io/library/edge-cases:latest"])
         .arg(mnt.path()));
-    let root = b["store_path"].as_str().unwrap();
-    assert_same_tree(std::path::Path::new(root), &mnt.path().join(&root[1..]));
-    run(cd.ctr("s").args(["images", "unmount"]).arg(mnt.path()));
+    let root = doc["store_path"].as_str().unwrap();
+    let check =
+        std::panic::catch_unwind(|| assert_closure_in_rootfs(&nix_closure(root), mnt.path()));
+    run(cd.ctr("e").args(["images", "unmount"]).arg(mnt.path()));
+    check.unwrap();
 }
 
 #[test]
@@ -504,4 +511,76 @@ fn malformed_archives_are_refused_with_kurtosis_messages() {
         "",
         "no lease left by the failures"
     );
+}
+
+/// Rewrite a blob of an OCI layout under its new digest; returns the digest.
+fn put_blob(layout: &std::path::Path, bytes: &[u8]) -> String {
+    let d = nixoci::image::Digest::of(bytes);
+    std::fs::write(layout.join("blobs/sha256").join(d.hex()), bytes).unwrap();
+    d.to_string()
+}
+
+#[test]
+fn digest_mismatches_reported_by_containerd_are_errors() {
+    let cd = Containerd::start();
+    let fx = Fixture::flake("hello");
+    let read_json = |p: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+
+    // 1. A layer blob whose bytes no longer match its digest: the content
+    //    commit fails (containerd checks the expected digest).
+    let corrupt = fx.out("corrupt");
+    let doc = fx.build_json(&[".", "-o", &format!("oci:{}", corrupt.display())]);
+    let layer = doc["layers"][0]["blob"]["digest"].as_str().unwrap();
+    let path = corrupt.join("blobs/sha256").join(&layer[7..]);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let o = nixoci_load(
+        &fx,
+        &cd,
+        &[&format!("oci:{}", corrupt.display()), "--tag", "corrupt:1"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(layer) && err.contains("digest"), "{err}");
+
+    // 2. A config whose diff_id disagrees with the layer's content: diff.Apply
+    //    reports the real digest and the import fails.
+    let lying = fx.out("lying");
+    let doc = fx.build_json(&[".", "-o", &format!("oci:{}", lying.display())]);
+    let blobs = lying.join("blobs/sha256");
+    let manifest_digest = doc["manifest"]["digest"].as_str().unwrap();
+    let mut manifest = read_json(blobs.join(&manifest_digest[7..]));
+    let mut config = read_json(blobs.join(&doc["config"]["digest"].as_str().unwrap()[7..]));
+    config["rootfs"]["diff_ids"][0] = format!("sha256:{}", "1".repeat(64)).into();
+    let cbytes = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = put_blob(&lying, &cbytes).into();
+    manifest["config"]["size"] = cbytes.len().into();
+    let mbytes = serde_json::to_vec(&manifest).unwrap();
+    let mut index = read_json(lying.join("index.json"));
+    index["manifests"][0]["digest"] = put_blob(&lying, &mbytes).into();
+    index["manifests"][0]["size"] = mbytes.len().into();
+    std::fs::write(
+        lying.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let o = nixoci_load(
+        &fx,
+        &cd,
+        &[&format!("oci:{}", lying.display()), "--tag", "lying:1"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the layer is corrupt") && err.contains("1111111111"),
+        "{err}"
+    );
+
+    // Neither left an image or a lease behind.
+    assert_eq!(run(cd.ctr("load").args(["images", "ls", "-q"])).trim(), "");
+    assert_eq!(run(cd.ctr("load").args(["leases", "ls", "-q"])).trim(), "");
 }

@@ -78,6 +78,13 @@ impl Upload {
         let (done_tx, done_rx) = oneshot::channel();
         let c = client.clone();
         let r = reference.clone();
+        // STAT first: containerd opens the ingest and answers with its status.
+        let stat = WriteContentRequest {
+            action: WriteAction::Stat as i32,
+            r#ref: reference.clone(),
+            ..Default::default()
+        };
+        tx.try_send(stat).expect("a new channel has room");
         rt.spawn(async move {
             let result = run(&c, &r, rx).await;
             if result.is_err() {
