@@ -21,7 +21,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start_containerd NAME: a private containerd under $work/NAME; prints its socket.
+# start_containerd NAME: a private containerd under $work/NAME, its socket
+# $work/NAME/sock (not run in a subshell, so its pid is kept for cleanup).
 start_containerd() {
     local d=$work/$1
     mkdir -p "$d"
@@ -35,7 +36,6 @@ TOML
     containerd --config "$d/config.toml" > "$d/log" 2>&1 &
     pids+=($!)
     for _ in $(seq 100); do ctr -a "$d/sock" version >/dev/null 2>&1 && break; sleep 0.1; done
-    echo "$d/sock"
 }
 time_of() {
     /usr/bin/time -f '%e %M' -o "$work/time" bash -c "$1" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
@@ -44,9 +44,11 @@ time_of() {
 export XDG_CACHE_HOME=$work/cache NIXOCI_HOME=$work/home
 tar -cf - $(nix-store -qR "$root") 2>/dev/null > /dev/null # warm the page cache
 
-a=$(start_containerd base)
+start_containerd base
+a=$work/base/sock
 read -r t_base _ < <(time_of "$bin build --store-path $root --no-cache -o docker-archive:$work/img.tar && ctr -a $a -n bench images import $work/img.tar")
-b=$(start_containerd cold)
+start_containerd cold
+b=$work/cold/sock
 # Cold: a fresh containerd and an empty layer cache.
 read -r t_cold rss < <(time_of "$bin build --store-path $root --containerd-address $b -o containerd:bench")
 read -r t_warm rss_w < <(time_of "$bin build --store-path $root --containerd-address $b -o containerd:bench")

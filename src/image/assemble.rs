@@ -320,11 +320,22 @@ fn assemble_inner(
     let start = Instant::now();
     spec.compression.check_level(spec.level)?;
     let layers = plan(closure, spec.max_layers, spec.root_layer.any())?;
-    // Largest first, so the long layers start early.
+    // Largest first, so the long layers start early. When a sink unpacks
+    // layers bottom-up as they arrive (containerd), the largest still starts
+    // first, then the rest go bottom-up so the unpack can follow at once.
     let mut order: Vec<usize> = (0..layers.len()).collect();
     let weight =
         |l: &PlannedLayer| -> u64 { l.paths.iter().map(|p| closure.paths[p].nar_size).sum() };
-    order.sort_by_key(|&i| std::cmp::Reverse(weight(&layers[i])));
+    if sinks.iter().any(|s| s.wants_layers_in_order()) {
+        if let Some(big) =
+            (0..layers.len()).max_by_key(|&i| (weight(&layers[i]), std::cmp::Reverse(i)))
+        {
+            order.retain(|&i| i != big);
+            order.insert(0, big);
+        }
+    } else {
+        order.sort_by_key(|&i| std::cmp::Reverse(weight(&layers[i])));
+    }
     let results: Mutex<Vec<Option<(LayerRecord, bool)>>> = Mutex::new(vec![None; layers.len()]);
     let first_error: Mutex<Option<AssembleError>> = Mutex::new(None);
     let next = AtomicUsize::new(0);

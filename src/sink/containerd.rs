@@ -179,6 +179,9 @@ impl BlobSink for ContainerdSink {
             .rt
             .block_on(images::delete_lease(&self.client, &self.lease));
     }
+    fn wants_layers_in_order(&self) -> bool {
+        true
+    }
     fn bytes_written(&self) -> u64 {
         self.bytes_sent()
     }

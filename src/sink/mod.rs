@@ -80,6 +80,12 @@ pub trait BlobSink: Send + Sync {
     /// them (containerd unpacks in chain order) before `finish`.
     fn layer_ready(&self, _index: usize, _total: usize, _layer: &LayerRecord) {}
 
+    /// Whether the sink works on layers bottom-up as they arrive (then
+    /// layers are built in that order rather than largest first).
+    fn wants_layers_in_order(&self) -> bool {
+        false
+    }
+
     /// Blob bytes this sink received (for reports and tests).
     fn bytes_written(&self) -> u64 {
         0
