@@ -76,8 +76,8 @@ pub fn default_reference(root: &StorePath) -> Result<ImageRef, PipelineError> {
 /// An image built into its outputs.
 pub struct Built {
     pub image: AssembledImage,
-    /// Blob bytes each output received, in the order of the outputs.
-    pub bytes_written: Vec<u64>,
+    /// What each output did (`bytes_written`, ...), in the order of the outputs.
+    pub reports: Vec<serde_json::Value>,
 }
 
 /// Open every sink, build into them. Sinks opened here are aborted on error.
@@ -107,9 +107,6 @@ pub fn build_into(
     }
     let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
     let image = assemble(spec, closure, &refs, cache, jobs, progress)?;
-    let bytes_written = sinks.iter().map(|s| s.bytes_written()).collect();
-    Ok(Built {
-        image,
-        bytes_written,
-    })
+    let reports = sinks.iter().map(|s| s.report()).collect();
+    Ok(Built { image, reports })
 }

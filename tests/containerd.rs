@@ -584,3 +584,111 @@ fn digest_mismatches_reported_by_containerd_are_errors() {
     assert_eq!(run(cd.ctr("load").args(["images", "ls", "-q"])).trim(), "");
     assert_eq!(run(cd.ctr("load").args(["leases", "ls", "-q"])).trim(), "");
 }
+
+/// Two trees are identical: names (as bytes), types, modes, owners, mtimes,
+/// link targets and contents.
+fn assert_identical_trees(a: &std::path::Path, b: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let (ma, mb) = (
+        std::fs::symlink_metadata(a).unwrap(),
+        std::fs::symlink_metadata(b).unwrap(),
+    );
+    let what = b.display();
+    assert_eq!(ma.file_type(), mb.file_type(), "type of {what}");
+    assert_eq!(ma.mode(), mb.mode(), "mode of {what}");
+    assert_eq!(
+        (ma.uid(), ma.gid()),
+        (mb.uid(), mb.gid()),
+        "owner of {what}"
+    );
+    assert_eq!(ma.mtime(), mb.mtime(), "mtime of {what}");
+    if ma.file_type().is_symlink() {
+        assert_eq!(
+            std::fs::read_link(a).unwrap(),
+            std::fs::read_link(b).unwrap(),
+            "{what}"
+        );
+    } else if ma.is_file() {
+        assert_eq!(ma.size(), mb.size(), "size of {what}");
+        assert_eq!(
+            std::fs::read(a).unwrap(),
+            std::fs::read(b).unwrap(),
+            "content of {what}"
+        );
+    } else if ma.is_dir() {
+        let names = |p: &std::path::Path| {
+            let mut v: Vec<_> = std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            v.sort();
+            v
+        };
+        let (na, nb) = (names(a), names(b));
+        assert_eq!(na, nb, "entries of {what}");
+        for n in na {
+            assert_identical_trees(&a.join(&n), &b.join(&n));
+        }
+    }
+}
+
+#[test]
+fn filling_snapshots_directly_matches_diff_apply() {
+    let cd = Containerd::start();
+    for (flake, image, layers) in [("hello", "hello-app", 5), ("edge", "edge-cases", 4)] {
+        let fx = Fixture::flake(flake);
+        // The fast path (the default here: containerd is local, we are root)...
+        let (fill_ns, apply_ns) = (format!("fill-{flake}"), format!("apply-{flake}"));
+        let fast = build_into(&fx, &cd, &fill_ns, &["."]);
+        assert_eq!(fast["outputs"][0]["unpack"]["filled"], layers, "{fast}");
+        assert_eq!(fast["outputs"][0]["unpack"]["applied"], 0);
+        // ...and containerd's own diff.Apply of the same blobs.
+        let o = fx
+            .nixoci()
+            .current_dir(fx.dir())
+            .env("NIXOCI_HOME", fx.out("home"))
+            .env("NIXOCI_UNPACK", "apply")
+            .args([
+                "build",
+                ".",
+                "--json",
+                "--containerd-address",
+                &cd.socket(),
+                "-o",
+            ])
+            .arg(format!("containerd:{apply_ns}"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        let slow: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(slow["outputs"][0]["unpack"]["applied"], layers, "{slow}");
+        assert_eq!(slow["manifest"], fast["manifest"]);
+        // The two unpacked images, as a container sees them, are identical.
+        let name = format!("docker.io/library/{image}:latest");
+        let (m1, m2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        run(cd
+            .ctr(&fill_ns)
+            .args(["images", "mount", &name])
+            .arg(m1.path()));
+        run(cd
+            .ctr(&apply_ns)
+            .args(["images", "mount", &name])
+            .arg(m2.path()));
+        let check = std::panic::catch_unwind(|| assert_identical_trees(m2.path(), m1.path()));
+        run(cd.ctr(&fill_ns).args(["images", "unmount"]).arg(m1.path()));
+        run(cd.ctr(&apply_ns).args(["images", "unmount"]).arg(m2.path()));
+        check.unwrap();
+    }
+    assert_eq!(
+        cd.run_image("fill-hello", "docker.io/library/hello-app:latest", &[]),
+        "hello from nix\n"
+    );
+    assert_eq!(
+        cd.run_image(
+            "fill-edge",
+            "docker.io/library/edge-cases:latest",
+            &["/bin/run"]
+        ),
+        "edge\n"
+    );
+}

@@ -299,8 +299,12 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
             "layers": r.layers,
             "outputs": outputs
                 .iter()
-                .zip(&built_image.bytes_written)
-                .map(|(o, n)| serde_json::json!({"sink": o.to_string(), "bytes_written": n}))
+                .zip(&built_image.reports)
+                .map(|(o, r)| {
+                    let mut r = r.clone();
+                    r["sink"] = o.to_string().into();
+                    r
+                })
                 .collect::<Vec<_>>(),
             "stats": image.stats,
             "timings": {

@@ -70,7 +70,11 @@ pub fn run(a: LoadArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
             "manifest": record.manifest,
             "config": record.config,
             "layers": record.layers,
-            "outputs": outputs.iter().zip(&sinks).map(|(o, s)| serde_json::json!({"sink": o.to_string(), "bytes_written": s.bytes_written()})).collect::<Vec<_>>(),
+            "outputs": outputs.iter().zip(&sinks).map(|(o, s)| {
+                    let mut r = s.report();
+                    r["sink"] = o.to_string().into();
+                    r
+                }).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {

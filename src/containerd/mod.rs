@@ -8,6 +8,7 @@
 pub mod address;
 pub mod content;
 pub mod engine;
+pub mod fill;
 pub mod images;
 pub mod unpack;
 

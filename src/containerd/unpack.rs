@@ -5,14 +5,15 @@
 
 use super::{is_code, Client, ContainerdError};
 use crate::image::digest::Digest;
-use crate::sink::LayerRecord;
+use crate::image::layer::LayerContent;
+use crate::sink::{LayerRecord, ReadyLayer};
 use containerd_client::services::v1::diff_client::DiffClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use containerd_client::services::v1::ApplyRequest;
-use containerd_client::types::Descriptor;
+use containerd_client::types::{Descriptor, Mount};
 use tonic::Code;
 
 /// chain[0] = diff_id[0]; chain[i] = sha256(chain[i-1] + " " + diff_id[i]).
@@ -30,8 +31,20 @@ pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct UnpackStats {
+    /// Layers extracted by containerd's `diff.Apply`.
     pub applied: usize,
+    /// Layers written into the prepared snapshot by nixoci (the fast path).
+    pub filled: usize,
+    /// Layers whose snapshot already existed.
     pub existing: usize,
+}
+
+/// How a layer got into its snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unpacked {
+    Existing,
+    Applied,
+    Filled,
 }
 
 pub async fn snapshot_exists(
@@ -62,41 +75,44 @@ pub async fn unpack(
     let mut stats = UnpackStats::default();
     for (i, layer) in layers.iter().enumerate() {
         let parent = if i == 0 { None } else { Some(&chains[i - 1]) };
-        stats.add(ensure_layer(c, snapshotter, layer, &chains[i], parent).await?);
+        stats.add(ensure_layer(c, snapshotter, layer, &chains[i], parent, None).await?);
     }
     Ok(stats)
 }
 
 impl UnpackStats {
-    fn add(&mut self, applied: bool) {
-        if applied {
-            self.applied += 1;
-        } else {
-            self.existing += 1;
+    fn add(&mut self, how: Unpacked) {
+        match how {
+            Unpacked::Existing => self.existing += 1,
+            Unpacked::Applied => self.applied += 1,
+            Unpacked::Filled => self.filled += 1,
         }
+    }
+
+    pub fn merge(&mut self, other: UnpackStats) {
+        self.applied += other.applied;
+        self.filled += other.filled;
     }
 }
 
-/// Make sure the snapshot `chain` exists: if not, apply `layer` on `parent`.
-/// Returns whether it was applied now.
+/// Make sure the snapshot `chain` exists: if not, unpack `layer` on
+/// `parent`, filling the snapshot directly when `content` is known and the
+/// snapshot is a local directory, else through `diff.Apply`.
 pub async fn ensure_layer(
     c: &Client,
     snapshotter: &str,
     layer: &LayerRecord,
     chain: &Digest,
     parent: Option<&Digest>,
-) -> Result<bool, ContainerdError> {
+    content: Option<(&LayerContent, u64)>,
+) -> Result<Unpacked, ContainerdError> {
     let chain = chain.to_string();
     if snapshot_exists(c, snapshotter, &chain).await? {
-        return Ok(false);
+        return Ok(Unpacked::Existing);
     }
     let parent = parent.map(|p| p.to_string()).unwrap_or_default();
-    apply_one(c, snapshotter, layer, &chain, &parent).await?;
-    Ok(true)
+    apply_one(c, snapshotter, layer, &chain, &parent, content).await
 }
-
-/// Layers as they become ready, in any order: (index, total, layer).
-pub type ReadyLayer = (usize, usize, LayerRecord);
 
 /// Unpack layers as they arrive, in chain order: layer i is applied as soon
 /// as it and every layer below it have arrived. Ends when all `total` are
@@ -106,20 +122,23 @@ pub async fn unpack_as_ready(
     snapshotter: String,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<ReadyLayer>,
 ) -> Result<UnpackStats, ContainerdError> {
-    let mut slots: Vec<Option<LayerRecord>> = Vec::new();
+    let mut slots: Vec<Option<ReadyLayer>> = Vec::new();
     let mut chains: Vec<Digest> = Vec::new();
     let mut stats = UnpackStats::default();
-    while let Some((i, total, layer)) = rx.recv().await {
+    while let Some(ready) = rx.recv().await {
+        let (i, total) = (ready.index, ready.total);
         if slots.len() < total {
             slots.resize(total, None);
         }
-        slots[i] = Some(layer);
+        slots[i] = Some(ready);
         while let Some(Some(next)) = slots.get(chains.len()) {
+            let layer = &next.record;
             let chain = match chains.last() {
-                None => next.diff_id.clone(),
-                Some(prev) => Digest::of(format!("{prev} {}", next.diff_id).as_bytes()),
+                None => layer.diff_id.clone(),
+                Some(prev) => Digest::of(format!("{prev} {}", layer.diff_id).as_bytes()),
             };
-            stats.add(ensure_layer(&c, &snapshotter, next, &chain, chains.last()).await?);
+            let content = next.content.as_ref().map(|c| (c, next.mtime));
+            stats.add(ensure_layer(&c, &snapshotter, layer, &chain, chains.last(), content).await?);
             chains.push(chain);
         }
         if chains.len() == total {
@@ -135,7 +154,8 @@ async fn apply_one(
     layer: &LayerRecord,
     chain: &str,
     parent: &str,
-) -> Result<(), ContainerdError> {
+    content: Option<(&LayerContent, u64)>,
+) -> Result<Unpacked, ContainerdError> {
     let mut ss = SnapshotsClient::new(c.channel.clone());
     let key = super::unique_id("nixoci-extract") + "-" + chain;
     let prepare = PrepareSnapshotRequest {
@@ -151,33 +171,31 @@ async fn apply_one(
         .into_inner()
         .mounts;
     let result = async {
-        let mut diff = DiffClient::new(c.channel.clone());
-        let req = ApplyRequest {
-            diff: Some(Descriptor {
-                media_type: layer.blob.media_type.clone(),
-                digest: layer.blob.digest.to_string(),
-                size: layer.blob.size as i64,
-                annotations: Default::default(),
-            }),
-            mounts,
-            payloads: Default::default(),
-            sync_fs: false,
+        let target = content.and_then(|_| super::fill::fill_target(&mounts));
+        let how = match (target, content) {
+            (Some(dir), Some((content, mtime))) => {
+                let content = content.clone();
+                let d = dir.clone();
+                let filled =
+                    tokio::task::spawn_blocking(move || super::fill::fill(&d, &content, mtime))
+                        .await
+                        .map_err(|e| {
+                            ContainerdError::Engine(format!("filling snapshot {chain}: {e}"))
+                        })?;
+                if let Err(e) = filled {
+                    super::fill::empty_dir(&dir);
+                    return Err(ContainerdError::Engine(format!(
+                        "filling snapshot {chain} in {}: {e}",
+                        dir.display()
+                    )));
+                }
+                Unpacked::Filled
+            }
+            _ => {
+                apply_diff(c, layer, mounts).await?;
+                Unpacked::Applied
+            }
         };
-        let applied = diff
-            .apply(c.req(req))
-            .await
-            .map_err(c.err(format!("apply layer {}", layer.blob.digest)))?
-            .into_inner()
-            .applied
-            .map(|d| d.digest)
-            .unwrap_or_default();
-        if applied != layer.diff_id.to_string() {
-            return Err(ContainerdError::DiffMismatch {
-                layer: layer.blob.digest.to_string(),
-                got: applied,
-                want: layer.diff_id.to_string(),
-            });
-        }
         let commit = CommitSnapshotRequest {
             snapshotter: snapshotter.into(),
             name: chain.into(),
@@ -185,7 +203,7 @@ async fn apply_one(
             labels: [("containerd.io/snapshot.ref".to_string(), chain.to_string())].into(),
         };
         match ss.commit(c.req(commit)).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(how),
             // Another unpack committed the same chain first: fine.
             Err(s) if s.code() == Code::AlreadyExists => Err(ContainerdError::Rpc {
                 address: c.address.clone(),
@@ -197,7 +215,7 @@ async fn apply_one(
     }
     .await;
     match result {
-        Ok(()) => Ok(()),
+        Ok(how) => Ok(how),
         Err(e) => {
             let _ = ss
                 .remove(c.req(RemoveSnapshotRequest {
@@ -206,12 +224,49 @@ async fn apply_one(
                 }))
                 .await;
             if is_code(&e, Code::AlreadyExists) {
-                Ok(())
+                Ok(Unpacked::Existing)
             } else {
                 Err(e)
             }
         }
     }
+}
+
+/// Extract the layer blob into the mounts with containerd's differ, and check
+/// the digest it reports against the layer's diff_id.
+async fn apply_diff(
+    c: &Client,
+    layer: &LayerRecord,
+    mounts: Vec<Mount>,
+) -> Result<(), ContainerdError> {
+    let mut diff = DiffClient::new(c.channel.clone());
+    let req = ApplyRequest {
+        diff: Some(Descriptor {
+            media_type: layer.blob.media_type.clone(),
+            digest: layer.blob.digest.to_string(),
+            size: layer.blob.size as i64,
+            annotations: Default::default(),
+        }),
+        mounts,
+        payloads: Default::default(),
+        sync_fs: false,
+    };
+    let applied = diff
+        .apply(c.req(req))
+        .await
+        .map_err(c.err(format!("apply layer {}", layer.blob.digest)))?
+        .into_inner()
+        .applied
+        .map(|d| d.digest)
+        .unwrap_or_default();
+    if applied != layer.diff_id.to_string() {
+        return Err(ContainerdError::DiffMismatch {
+            layer: layer.blob.digest.to_string(),
+            got: applied,
+            want: layer.diff_id.to_string(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,14 +10,16 @@ use super::cache::{LayerCache, FORMAT};
 use super::compress::Compression;
 use super::config::{config_json, LayerHistory, Platform, RuntimeConfig};
 use super::digest::{Digest, HashingWriter};
-use super::layer::{write_store_layer, LayerError};
+use super::layer::{LayerContent, LayerError};
 use super::layering::{plan, LayerKind, LayeringError, PlannedLayer};
 use super::manifest::{manifest_json, Blob, CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
 use super::reference::ImageRef;
-use super::rootfs::{write_root_layer, RootLayerOptions};
+use super::rootfs::RootLayerOptions;
 use super::tar::TarWriter;
 use crate::nix::Closure;
-use crate::sink::{BlobSink, BlobWriter, ImageRecord, LayerForm, LayerRecord, SinkError};
+use crate::sink::{
+    BlobSink, BlobWriter, ImageRecord, LayerForm, LayerRecord, ReadyLayer, SinkError,
+};
 use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -120,6 +122,17 @@ fn layer_key(spec: &ImageSpec, closure: &Closure, l: &PlannedLayer) -> String {
     Digest::of(&super::manifest::canonical_json(&key))
         .hex()
         .to_string()
+}
+
+/// What a planned layer holds.
+fn content_of(spec: &ImageSpec, closure: &Closure, l: &PlannedLayer) -> LayerContent {
+    match l.kind {
+        LayerKind::RootLayer => LayerContent::Root {
+            root: closure.root.clone(),
+            options: spec.root_layer,
+        },
+        _ => LayerContent::Store(l.paths.clone()),
+    }
 }
 
 /// Writes to several writers.
@@ -236,13 +249,9 @@ impl Job<'_> {
             total: self.bytes_read,
         };
         let mut tar = TarWriter::new(BufWriter::with_capacity(1 << 20, counting), self.spec.mtime);
-        match l.kind {
-            LayerKind::RootLayer => {
-                write_root_layer(&mut tar, &self.closure.root, self.spec.root_layer)
-                    .map_err(write_err)?
-            }
-            _ => write_store_layer(&mut tar, &l.paths, self.cancel).map_err(layer_err)?,
-        }
+        content_of(self.spec, self.closure, l)
+            .write_to(&mut tar, self.cancel)
+            .map_err(layer_err)?;
         let buffered = tar.finish().map_err(write_err)?;
         let counting = buffered
             .into_inner()
@@ -363,8 +372,15 @@ fn assemble_inner(
                 match job.run(i, &layers[i]) {
                     Ok((rec, cached)) => {
                         progress.layer_done(i, &rec, cached);
+                        let ready = ReadyLayer {
+                            index: i,
+                            total: layers.len(),
+                            record: rec.clone(),
+                            content: Some(content_of(spec, closure, &layers[i])),
+                            mtime: spec.mtime,
+                        };
                         for s in sinks {
-                            s.layer_ready(i, layers.len(), &rec);
+                            s.layer_ready(&ready);
                         }
                         results.lock().unwrap()[i] = Some((rec, cached));
                     }

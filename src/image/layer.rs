@@ -9,7 +9,7 @@
 use super::tar::TarWriter;
 use crate::nix::{StorePath, STORE_DIR};
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -36,14 +36,86 @@ pub fn store_name(p: &StorePath) -> Vec<u8> {
     format!("{}/{}", &STORE_DIR[1..], p.base_name()).into_bytes()
 }
 
-pub fn write_store_prefix<W: Write>(tar: &mut TarWriter<W>) -> io::Result<()> {
+/// Where a layer's entries go: a tar stream, or (for a local containerd) the
+/// snapshot directory itself. One walk of the store serves both, so the two
+/// cannot disagree.
+pub trait Emit {
+    /// A directory; `name` ends in '/'.
+    fn dir(&mut self, name: &[u8], mode: u32) -> io::Result<()>;
+    fn symlink(&mut self, name: &[u8], target: &[u8]) -> io::Result<()>;
+    /// A regular file of exactly `size` bytes read from `content`; `buf` is scratch space.
+    fn file(
+        &mut self,
+        name: &[u8],
+        mode: u32,
+        size: u64,
+        content: &mut dyn Read,
+        buf: &mut [u8],
+    ) -> io::Result<()>;
+
+    fn file_bytes(&mut self, name: &[u8], mode: u32, content: &[u8]) -> io::Result<()> {
+        let mut buf = [0u8; 4096];
+        self.file(
+            name,
+            mode,
+            content.len() as u64,
+            &mut &content[..],
+            &mut buf,
+        )
+    }
+}
+
+impl<W: Write> Emit for TarWriter<W> {
+    fn dir(&mut self, name: &[u8], mode: u32) -> io::Result<()> {
+        TarWriter::dir(self, name, mode)
+    }
+    fn symlink(&mut self, name: &[u8], target: &[u8]) -> io::Result<()> {
+        TarWriter::symlink(self, name, target)
+    }
+    fn file(
+        &mut self,
+        name: &[u8],
+        mode: u32,
+        size: u64,
+        content: &mut dyn Read,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
+        TarWriter::file(self, name, mode, size, content, buf)
+    }
+}
+
+/// What a layer holds, enough to write it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayerContent {
+    /// Store paths (with `nix/` and `nix/store/`).
+    Store(Vec<StorePath>),
+    /// The root layer of an output.
+    Root {
+        root: StorePath,
+        options: super::rootfs::RootLayerOptions,
+    },
+}
+
+impl LayerContent {
+    /// Write the layer's entries, in byte order of their names.
+    pub fn write_to<E: Emit>(&self, e: &mut E, cancel: &AtomicBool) -> Result<(), LayerError> {
+        match self {
+            LayerContent::Store(paths) => write_store_layer(e, paths, cancel),
+            LayerContent::Root { root, options } => {
+                super::rootfs::write_root_layer(e, root, *options).map_err(LayerError::Write)
+            }
+        }
+    }
+}
+
+pub fn write_store_prefix<E: Emit>(tar: &mut E) -> io::Result<()> {
     tar.dir(b"nix/", 0o755)?;
     tar.dir(b"nix/store/", 0o755)
 }
 
 /// Write `paths` (sorted or not) as a layer, without the end marker.
-pub fn write_store_layer<W: Write>(
-    tar: &mut TarWriter<W>,
+pub fn write_store_layer<E: Emit>(
+    tar: &mut E,
     paths: &[StorePath],
     cancel: &AtomicBool,
 ) -> Result<(), LayerError> {
@@ -103,9 +175,9 @@ struct Walker<'a> {
 impl Walker<'_> {
     /// Write one entry and, for a directory, everything below it. `name` is
     /// the tar name (with '/' for a directory), reused as a path buffer.
-    fn entry<W: Write>(
+    fn entry<E: Emit>(
         &mut self,
-        tar: &mut TarWriter<W>,
+        tar: &mut E,
         name: &mut Vec<u8>,
         path: &Path,
         md: &fs::Metadata,

@@ -2,12 +2,11 @@
 //! nixpkgs' `copyToRoot` does), `/tmp` (mode 1777), and a minimal
 //! `/etc/passwd` and `/etc/group`.
 
-use super::layer::write_store_prefix;
-use super::tar::TarWriter;
+use super::layer::{write_store_prefix, Emit};
 use crate::nix::StorePath;
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 
 pub const PASSWD: &str =
@@ -95,8 +94,8 @@ fn entries(root: &StorePath, opts: RootLayerOptions) -> io::Result<BTreeMap<Vec<
 }
 
 /// Write the root layer (without the end marker).
-pub fn write_root_layer<W: Write>(
-    tar: &mut TarWriter<W>,
+pub fn write_root_layer<E: Emit>(
+    tar: &mut E,
     root: &StorePath,
     opts: RootLayerOptions,
 ) -> io::Result<()> {

@@ -4,9 +4,9 @@
 //! labels are set, the image record written (last, so a failure never leaves
 //! an image pointing at missing content), and the lease deleted.
 
-use super::{BlobSink, BlobWriter, ImageRecord, LayerForm, LayerRecord, SinkError};
+use super::{BlobSink, BlobWriter, ImageRecord, LayerForm, ReadyLayer, SinkError};
 use crate::containerd::content::{self, Upload};
-use crate::containerd::unpack::{chain_ids, unpack, unpack_as_ready, ReadyLayer, UnpackStats};
+use crate::containerd::unpack::{chain_ids, unpack, unpack_as_ready, UnpackStats};
 use crate::containerd::{images, Client, ContainerdError};
 use crate::image::digest::Digest;
 use std::collections::BTreeMap;
@@ -85,7 +85,7 @@ impl ContainerdSink {
                 .map_err(|e| ContainerdError::Engine(format!("the unpack task failed: {e}")))??,
             None => UnpackStats::default(),
         };
-        stats.applied += unpack(c, &self.snapshotter, &image.layers).await?.applied;
+        stats.merge(unpack(c, &self.snapshotter, &image.layers).await?);
         *self.unpacked.lock().unwrap() = Some(stats);
         let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
         if let Some(top) = chain_ids(&diff_ids).last() {
@@ -162,9 +162,9 @@ impl BlobSink for ContainerdSink {
             Arc::clone(&self.sent),
         )))))
     }
-    fn layer_ready(&self, index: usize, total: usize, layer: &LayerRecord) {
+    fn layer_ready(&self, layer: &ReadyLayer) {
         if let Some(tx) = self.ready.lock().unwrap().as_ref() {
-            let _ = tx.send((index, total, layer.clone()));
+            let _ = tx.send(layer.clone());
         }
     }
     fn finish(&self, image: &ImageRecord) -> Result<(), SinkError> {
@@ -184,5 +184,8 @@ impl BlobSink for ContainerdSink {
     }
     fn bytes_written(&self) -> u64 {
         self.bytes_sent()
+    }
+    fn report(&self) -> serde_json::Value {
+        serde_json::json!({ "bytes_written": self.bytes_sent(), "unpack": self.unpack_stats() })
     }
 }

@@ -51,6 +51,17 @@ pub struct LayerRecord {
     pub blob: Blob,
 }
 
+/// A layer as it becomes ready, with what it holds (when known, so that a
+/// local containerd's snapshot can be filled without extracting the tar).
+#[derive(Debug, Clone)]
+pub struct ReadyLayer {
+    pub index: usize,
+    pub total: usize,
+    pub record: LayerRecord,
+    pub content: Option<crate::image::layer::LayerContent>,
+    pub mtime: u64,
+}
+
 /// Everything a sink needs to record an image once its blobs are in.
 #[derive(Debug, Clone)]
 pub struct ImageRecord {
@@ -75,10 +86,10 @@ pub trait BlobSink: Send + Sync {
     /// Undo what this build wrote (best effort); called when the build fails.
     fn abort(&self);
 
-    /// Layer `index` of `total` is in the sink (its blob committed or
-    /// already there). Layers arrive in any order; a sink may start work on
-    /// them (containerd unpacks in chain order) before `finish`.
-    fn layer_ready(&self, _index: usize, _total: usize, _layer: &LayerRecord) {}
+    /// A layer is in the sink (its blob committed or already there).
+    /// Layers arrive in any order; a sink may start work on them (containerd
+    /// unpacks in chain order) before `finish`.
+    fn layer_ready(&self, _layer: &ReadyLayer) {}
 
     /// Whether the sink works on layers bottom-up as they arrive (then
     /// layers are built in that order rather than largest first).
@@ -89,6 +100,11 @@ pub trait BlobSink: Send + Sync {
     /// Blob bytes this sink received (for reports and tests).
     fn bytes_written(&self) -> u64 {
         0
+    }
+
+    /// What the sink did, for `--json`: at least `bytes_written`.
+    fn report(&self) -> serde_json::Value {
+        serde_json::json!({ "bytes_written": self.bytes_written() })
     }
 
     fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<(), SinkError> {
