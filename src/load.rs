@@ -40,7 +40,7 @@ pub enum LoadError {
         path: PathBuf,
         layer: String,
         actual: Digest,
-        expected: String,
+        expected: Digest,
     },
     #[error("{path}: {why}")]
     Invalid { path: PathBuf, why: String },
@@ -272,6 +272,44 @@ fn pick_from_index(
     Ok((name, desc))
 }
 
+/// A config's `rootfs.diff_ids`, which must number `layers` (what the
+/// manifest lists).
+fn config_diff_ids(
+    path: &Path,
+    cfg: &serde_json::Value,
+    layers: usize,
+    listed_by: &str,
+) -> Result<Vec<Digest>, LoadError> {
+    let diff_ids: Vec<Digest> = cfg["rootfs"]["diff_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| Digest::parse(d.as_str().unwrap_or_default()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| LoadError::Invalid {
+            path: path.into(),
+            why: format!("config diff_ids: {e}"),
+        })?;
+    if diff_ids.len() != layers {
+        return Err(LoadError::Invalid {
+            path: path.into(),
+            why: format!(
+                "{listed_by} lists {layers} layers and the config {} diff_ids",
+                diff_ids.len()
+            ),
+        });
+    }
+    Ok(diff_ids)
+}
+
+/// The error of a sink, named.
+fn sink_err(s: &dyn BlobSink) -> impl FnOnce(SinkError) -> LoadError + '_ {
+    move |source| LoadError::Sink {
+        sink: s.describe(),
+        source,
+    }
+}
+
 /// Everything but the layer bytes of an image to load.
 struct Plan {
     name: ImageRef,
@@ -308,26 +346,7 @@ fn oci_plan(
         })?;
     let config_bytes = blobs.json(&config.digest)?;
     let cfg = parse_json(path, "config", &config_bytes)?;
-    let diff_ids: Vec<Digest> = cfg["rootfs"]["diff_ids"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|d| Digest::parse(d.as_str().unwrap_or_default()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| LoadError::Invalid {
-            path: path.into(),
-            why: format!("config diff_ids: {e}"),
-        })?;
-    if diff_ids.len() != layers.len() {
-        return Err(LoadError::Invalid {
-            path: path.into(),
-            why: format!(
-                "the manifest lists {} layers and the config {} diff_ids",
-                layers.len(),
-                diff_ids.len()
-            ),
-        });
-    }
+    let diff_ids = config_diff_ids(path, &cfg, layers.len(), "the manifest")?;
     Ok(Plan {
         name,
         platform: platform_of(&cfg),
@@ -359,10 +378,7 @@ fn copy_blob(
     }
     let mut writers: Vec<Box<dyn BlobWriter>> = Vec::new();
     for s in &needing {
-        writers.push(s.begin_blob().map_err(|source| LoadError::Sink {
-            sink: s.describe(),
-            source,
-        })?);
+        writers.push(s.begin_blob().map_err(sink_err(**s))?);
     }
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -381,10 +397,7 @@ fn copy_blob(
         }
     }
     for (w, s) in writers.into_iter().zip(needing) {
-        w.commit(digest).map_err(|source| LoadError::Sink {
-            sink: s.describe(),
-            source,
-        })?;
+        w.commit(digest).map_err(sink_err(*s))?;
     }
     Ok(())
 }
@@ -400,21 +413,11 @@ fn finish(plan: Plan, sinks: &[&dyn BlobSink]) -> Result<ImageRecord, LoadError>
         layers: plan.layers,
     };
     for s in sinks {
-        let e = |source| LoadError::Sink {
-            sink: s.describe(),
-            source,
-        };
         s.put_blob(&record.config.digest, &record.config_bytes)
-            .map_err(e)?;
+            .map_err(sink_err(*s))?;
         s.put_blob(&record.manifest.digest, &record.manifest_bytes)
-            .map_err(|source| LoadError::Sink {
-                sink: s.describe(),
-                source,
-            })?;
-        s.finish(&record).map_err(|source| LoadError::Sink {
-            sink: s.describe(),
-            source,
-        })?;
+            .map_err(sink_err(*s))?;
+        s.finish(&record).map_err(sink_err(*s))?;
     }
     Ok(record)
 }
@@ -609,22 +612,7 @@ fn load_docker(
             });
         }
     }
-    let diff_ids: Vec<String> = cfg["rootfs"]["diff_ids"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d.as_str().map(String::from))
-        .collect();
-    if diff_ids.len() != layer_names.len() {
-        return Err(LoadError::Invalid {
-            path: file.into(),
-            why: format!(
-                "manifest.json lists {} layers and the config {} diff_ids",
-                layer_names.len(),
-                diff_ids.len()
-            ),
-        });
-    }
+    let diff_ids = config_diff_ids(file, &cfg, layer_names.len(), "manifest.json")?;
     let repo_tags: Vec<String> = m["RepoTags"]
         .as_array()
         .into_iter()
@@ -657,13 +645,7 @@ fn load_docker(
         }
         let mut writers: Vec<(Box<dyn BlobWriter>, &dyn BlobSink)> = Vec::new();
         for s in sinks {
-            writers.push((
-                s.begin_blob().map_err(|source| LoadError::Sink {
-                    sink: s.describe(),
-                    source,
-                })?,
-                *s,
-            ));
+            writers.push((s.begin_blob().map_err(sink_err(*s))?, *s));
         }
         let mut h = LayerHasher {
             blob: HashingWriter::new(io::sink()),
@@ -688,7 +670,7 @@ fn load_docker(
             (None, Some(g)) => (true, g.finish().map_err(io_err(file))?.finish().0),
             (None, None) => unreachable!("one hasher is always set"),
         };
-        if diff_id.to_string() != diff_ids[i] {
+        if diff_id != diff_ids[i] {
             return Err(LoadError::DiffId {
                 path: file.into(),
                 layer: entry.into(),
@@ -697,10 +679,7 @@ fn load_docker(
             });
         }
         for (w, s) in writers {
-            w.commit(&blob_digest).map_err(|source| LoadError::Sink {
-                sink: s.describe(),
-                source,
-            })?;
+            w.commit(&blob_digest).map_err(sink_err(s))?;
         }
         let media = if gzip {
             "application/vnd.oci.image.layer.v1.tar+gzip"

@@ -9,10 +9,11 @@
 //! Anything else falls back to `diff.Apply`; `NIXOCI_UNPACK=apply` forces that.
 
 use crate::image::layer::{Emit, LayerContent, LayerError};
+use crate::image::tar::copy_exact;
 use containerd_client::types::Mount;
 use std::ffi::{CString, OsStr};
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -129,19 +130,7 @@ impl Emit for DirFiller {
             .create_new(true)
             .mode(0o600)
             .open(&p)?;
-        let mut left = size;
-        while left > 0 {
-            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = content.read(&mut buf[..want])?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("{} shrank while being read", p.display()),
-                ));
-            }
-            f.write_all(&buf[..n])?;
-            left -= n as u64;
-        }
+        copy_exact(content, &mut f, size, buf, &p.display().to_string())?;
         drop(f);
         fs::set_permissions(&p, fs::Permissions::from_mode(mode))?;
         self.set_times(&p)

@@ -17,6 +17,31 @@ pub enum EntryType {
     Symlink,
 }
 
+/// Copy exactly `size` bytes from `from` to `to`; a source that ends early
+/// (a file that shrank while being read) is an error naming `what`.
+pub fn copy_exact(
+    from: &mut dyn Read,
+    to: &mut dyn Write,
+    size: u64,
+    buf: &mut [u8],
+    what: &str,
+) -> io::Result<()> {
+    let mut left = size;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = from.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{what} shrank while being read"),
+            ));
+        }
+        to.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
 pub struct TarWriter<W> {
     inner: W,
     mtime: u64,
@@ -170,19 +195,13 @@ impl<W: Write> TarWriter<W> {
         buf: &mut [u8],
     ) -> io::Result<()> {
         self.header(name, EntryType::File, mode, size, &[])?;
-        let mut left = size;
-        while left > 0 {
-            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = content.read(&mut buf[..want])?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("{} shrank while being read", String::from_utf8_lossy(name)),
-                ));
-            }
-            self.inner.write_all(&buf[..n])?;
-            left -= n as u64;
-        }
+        copy_exact(
+            content,
+            &mut self.inner,
+            size,
+            buf,
+            &String::from_utf8_lossy(name),
+        )?;
         self.pad(size)
     }
 
