@@ -50,5 +50,11 @@ rm -rf "$work/oci"
 "$bin" build --store-path "$root" -o "oci:$work/oci" --json >/dev/null
 read -r t rss < <(time_of "$bin build --store-path $root -o oci:$work/oci --json > $work/out.json")
 printf '%-34s %8.2f %8.2f %9.1f\n' "nixoci warm rebuild (gzip)" "$t" "$(echo "$t / $f_gzip" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
+# An edit to the application: a new root over the same dependencies, into
+# the same layout with the cache filled by the builds above.
+variant=$("$make_closure" "$profile" --variant $((RANDOM % 1000 + 1)))
+read -r t_cold_ref _ < <(time_of "$bin build --store-path $root --no-cache -o oci:$work/cold-ref --json > /dev/null")
+read -r t rss < <(time_of "$bin build --store-path $variant -o oci:$work/oci --json > $work/variant.json")
+printf '%-34s %8.2f %8.2f %9.1f   (ratio to a cold gzip build: %.3f)\n' "nixoci after an edit (variant)" "$t" "$(echo "$t / $f_gzip" | bc -l)" "$(echo "$rss / 1024" | bc -l)" "$(echo "$t / $t_cold_ref" | bc -l)"
 echo "gzip blobs / pigz bytes: $(python3 -c "
 import json; d=json.load(open('$work/out.json')); print(round(sum(l['blob']['size'] for l in d['layers'])/$pigz_bytes, 3))")"

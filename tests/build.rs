@@ -670,3 +670,30 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn progress_is_lines_without_a_terminal_and_a_bar_on_one() {
+    let fx = Fixture::flake("hello");
+    let o = fx
+        .nixoci()
+        .current_dir(fx.dir())
+        .args(["build", ".", "--no-cache", "-o"])
+        .arg(format!("oci:{}", fx.out("a").display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("layer   1: built sha256:"), "{err}");
+    // On a terminal (script(1) gives the command a pty): a bar, no lines.
+    let cmd = format!(
+        "XDG_CACHE_HOME={} {} build . --no-cache -o oci:{}",
+        fx.out("cache").display(),
+        env!("CARGO_BIN_EXE_nixoci"),
+        fx.out("b").display()
+    );
+    let out = run(Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(fx.dir()));
+    assert!(out.contains("layers 5/5"), "{out}");
+    assert!(!out.contains("layer   1: built"), "{out}");
+}

@@ -117,8 +117,61 @@ fn host_system() -> String {
     format!("{arch}-{}", std::env::consts::OS)
 }
 
+/// Plain progress lines (not on a terminal, or with -v).
 struct Lines {
     on: bool,
+}
+
+/// A progress bar on a terminal: bytes of the closure, layers done.
+struct Bar {
+    bar: indicatif::ProgressBar,
+    total_layers: std::sync::atomic::AtomicUsize,
+    done: std::sync::atomic::AtomicUsize,
+    weights: std::sync::Mutex<BTreeMap<usize, u64>>,
+}
+
+impl Bar {
+    fn new(total_bytes: u64) -> Self {
+        let bar = indicatif::ProgressBar::new(total_bytes);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+                .expect("a valid template"),
+        );
+        Bar {
+            bar,
+            total_layers: Default::default(),
+            done: Default::default(),
+            weights: Default::default(),
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn layer_started(&self, index: usize, total: usize, _what: &str, bytes: u64) {
+        use std::sync::atomic::Ordering;
+        self.total_layers.store(total, Ordering::Relaxed);
+        self.weights.lock().unwrap().insert(index, bytes);
+    }
+    fn bytes(&self, n: u64) {
+        self.bar.inc(n);
+    }
+    fn layer_done(&self, index: usize, _r: &LayerRecord, cached: bool) {
+        use std::sync::atomic::Ordering;
+        if cached {
+            // Not read: count its bytes as done.
+            let w = self
+                .weights
+                .lock()
+                .unwrap()
+                .get(&index)
+                .copied()
+                .unwrap_or(0);
+            self.bar.inc(w);
+        }
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self.total_layers.load(Ordering::Relaxed);
+        self.bar.set_message(format!("layers {done}/{total}"));
+    }
 }
 
 impl Progress for Lines {
@@ -279,11 +332,20 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
     let jobs = a
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let progress = Lines {
-        on: human && (verbose > 0 || !std::io::stderr().is_terminal()),
+    let bar_on = human && verbose == 0 && std::io::stderr().is_terminal();
+    let lines = Lines {
+        on: human && !bar_on,
+    };
+    let bar = bar_on.then(|| Bar::new(closure.nar_size()));
+    let progress: &dyn Progress = match &bar {
+        Some(b) => b,
+        None => &lines,
     };
     let ctx = containerd.sink_context(mtime);
-    let result = build_into(&spec, closure, &outputs, &ctx, &cache, jobs, &progress);
+    let result = build_into(&spec, closure, &outputs, &ctx, &cache, jobs, progress);
+    if let Some(b) = &bar {
+        b.bar.finish_and_clear();
+    }
     for note in ctx.notes.lock().unwrap().drain(..) {
         eprintln!("{note}");
     }
