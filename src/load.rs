@@ -65,6 +65,8 @@ pub enum LoadSource {
     Oci(PathBuf),
     OciArchive(PathBuf),
     DockerArchive(PathBuf),
+    /// An executable that prints a docker-archive (`streamLayeredImage`).
+    Stream(PathBuf),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LoadError + '_ {
@@ -85,8 +87,10 @@ impl LoadSource {
         }
     }
 
-    /// What a path holds: a layout directory, or an archive (by its content).
+    /// What a path holds: a layout directory, a `stream-` script, or an
+    /// archive (by its content).
     pub fn detect(path: &Path) -> Result<Self, LoadError> {
+        use std::os::unix::fs::PermissionsExt;
         let md = std::fs::metadata(path).map_err(io_err(path))?;
         if md.is_dir() {
             return if path.join("oci-layout").is_file() {
@@ -94,6 +98,17 @@ impl LoadSource {
             } else {
                 Err(LoadError::Source(path.display().to_string()))
             };
+        }
+        let base = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // In the store the name is <hash>-stream-<name>.
+        let name = base.split_once('-').map_or(base.as_str(), |(_, n)| n);
+        if (name.starts_with("stream-") || base.starts_with("stream-"))
+            && md.permissions().mode() & 0o111 != 0
+        {
+            return Ok(LoadSource::Stream(path.into()));
         }
         let mut is_oci = false;
         let mut is_tar = false;
@@ -114,9 +129,27 @@ impl LoadSource {
 
     pub fn path(&self) -> &Path {
         match self {
-            LoadSource::Oci(p) | LoadSource::OciArchive(p) | LoadSource::DockerArchive(p) => p,
+            LoadSource::Oci(p)
+            | LoadSource::OciArchive(p)
+            | LoadSource::DockerArchive(p)
+            | LoadSource::Stream(p) => p,
         }
     }
+}
+
+/// A reader that gunzips what starts with the gzip magic.
+fn gunzip_if_needed(r: Box<dyn Read>) -> Result<Box<dyn Read>, LoadError> {
+    use std::io::BufRead;
+    let mut r = BufReader::with_capacity(1 << 20, r);
+    let gz = r
+        .fill_buf()
+        .map_err(io_err(Path::new("-")))?
+        .starts_with(&[0x1f, 0x8b]);
+    Ok(if gz {
+        Box::new(flate2::read::MultiGzDecoder::new(r))
+    } else {
+        Box::new(r)
+    })
 }
 
 /// Open a file, transparently gunzipping it.
@@ -326,11 +359,13 @@ fn oci_plan(
     index: &serde_json::Value,
     blobs: &Blobs,
     tag: Option<&ImageRef>,
+    fallback: Option<&ImageRef>,
 ) -> Result<Plan, LoadError> {
     let (name, desc) = pick_from_index(path, index, blobs, tag)?;
     let name = tag
         .cloned()
         .or(name)
+        .or(fallback.cloned())
         .ok_or_else(|| LoadError::NoName(path.into()))?;
     let manifest_bytes = blobs.json(&desc.digest)?;
     let manifest = parse_json(path, "manifest", &manifest_bytes)?;
@@ -428,8 +463,9 @@ pub fn load(
     source: &LoadSource,
     sinks: &[&dyn BlobSink],
     tag: Option<&ImageRef>,
+    fallback: Option<&ImageRef>,
 ) -> Result<ImageRecord, LoadError> {
-    let result = load_inner(source, sinks, tag);
+    let result = load_inner(source, sinks, tag, fallback);
     if result.is_err() {
         for s in sinks {
             s.abort();
@@ -442,6 +478,7 @@ fn load_inner(
     source: &LoadSource,
     sinks: &[&dyn BlobSink],
     tag: Option<&ImageRef>,
+    fallback: Option<&ImageRef>,
 ) -> Result<ImageRecord, LoadError> {
     let path = source.path();
     match source {
@@ -452,7 +489,7 @@ fn load_inner(
                 "index.json",
                 &std::fs::read(&index_path).map_err(io_err(&index_path))?,
             )?;
-            let plan = oci_plan(path, &index, &Blobs::Dir(root), tag)?;
+            let plan = oci_plan(path, &index, &Blobs::Dir(root), tag, fallback)?;
             for l in &plan.layers {
                 let p = root.join("blobs/sha256").join(l.blob.digest.hex());
                 if sinks.iter().all(|s| s.has_blob(&l.blob.digest)) {
@@ -481,7 +518,7 @@ fn load_inner(
                 name: "index.json".into(),
             })?;
             let index = parse_json(path, "index.json", index)?;
-            let plan = oci_plan(path, &index, &Blobs::Docs(&docs, file), tag)?;
+            let plan = oci_plan(path, &index, &Blobs::Docs(&docs, file), tag, fallback)?;
             let wanted: BTreeMap<String, Digest> = plan
                 .layers
                 .iter()
@@ -510,7 +547,10 @@ fn load_inner(
             }
             finish(plan, sinks)
         }
-        LoadSource::DockerArchive(file) => load_docker(file, sinks, tag),
+        LoadSource::DockerArchive(file) => {
+            load_docker(file, open_maybe_gzip(file)?, sinks, tag, fallback)
+        }
+        LoadSource::Stream(script) => load_stream(script, sinks, tag, fallback),
     }
 }
 
@@ -564,27 +604,56 @@ impl Write for LayerHasher {
     }
 }
 
+/// Read a docker-archive in one pass (a `stream-` script's output can be
+/// read only once): every layer-like entry (a tar or gzip stream, by its
+/// first bytes) is streamed into the sinks as it comes, hashed on the way;
+/// the small JSON documents are kept; `manifest.json` (which
+/// `streamLayeredImage` writes last) then says which blobs make the image,
+/// and each layer's diff_id is checked against the config.
 fn load_docker(
-    file: &Path,
+    label: &Path,
+    reader: Box<dyn Read>,
     sinks: &[&dyn BlobSink],
     tag: Option<&ImageRef>,
+    fallback: Option<&ImageRef>,
 ) -> Result<ImageRecord, LoadError> {
     let mut docs = BTreeMap::new();
-    let mut names = BTreeSet::new();
-    for_each_entry(file, &mut |name, r| {
-        names.insert(name.to_string());
-        if name.ends_with(".json") || name == "manifest.json" {
-            keep_small(file, name, r, &mut docs)?;
+    let mut streamed: BTreeMap<String, (Blob, Digest)> = BTreeMap::new();
+    let mut archive = tar::Archive::new(reader);
+    for e in archive.entries().map_err(io_err(label))? {
+        let mut e = e.map_err(io_err(label))?;
+        if e.header().entry_type() != tar::EntryType::Regular {
+            continue;
         }
-        Ok(())
-    })?;
+        let name = String::from_utf8_lossy(&e.path_bytes())
+            .trim_start_matches("./")
+            .to_string();
+        let mut head = Vec::with_capacity(512);
+        (&mut e)
+            .take(512)
+            .read_to_end(&mut head)
+            .map_err(io_err(label))?;
+        let is_layer = head.starts_with(&[0x1f, 0x8b])
+            || head.get(257..262) == Some(&b"ustar"[..])
+            || name.ends_with(".tar")
+            || (!head.is_empty() && head.iter().all(|b| *b == 0));
+        let mut r = (&head[..]).chain(e);
+        if is_layer {
+            if !streamed.contains_key(&name) {
+                let layer = stream_layer(label, &mut r, sinks)?;
+                streamed.insert(name, layer);
+            }
+        } else {
+            keep_small(label, &name, &mut r, &mut docs)?;
+        }
+    }
     let manifest = docs
         .get("manifest.json")
-        .ok_or_else(|| LoadError::NoManifestJson(file.into()))?;
-    let manifest = parse_json(file, "manifest.json", manifest)?;
+        .ok_or_else(|| LoadError::NoManifestJson(label.into()))?;
+    let manifest = parse_json(label, "manifest.json", manifest)?;
     let images = manifest.as_array().cloned().unwrap_or_default();
     if images.len() != 1 {
-        return Err(LoadError::SeveralImages(file.into(), images.len()));
+        return Err(LoadError::SeveralImages(label.into(), images.len()));
     }
     let m = &images[0];
     let config_name = m["Config"].as_str().unwrap_or_default().to_string();
@@ -592,27 +661,42 @@ fn load_docker(
         .get(&config_name)
         .cloned()
         .ok_or_else(|| LoadError::Missing {
-            path: file.into(),
+            path: label.into(),
             what: "config",
             name: config_name.clone(),
         })?;
-    let cfg = parse_json(file, "config", &config_bytes)?;
+    let cfg = parse_json(label, "config", &config_bytes)?;
     let layer_names: Vec<String> = m["Layers"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|l| l.as_str().map(String::from))
         .collect();
-    for l in &layer_names {
-        if !names.contains(l) {
-            return Err(LoadError::Missing {
-                path: file.into(),
+    let diff_ids = config_diff_ids(label, &cfg, layer_names.len(), "manifest.json")?;
+    let mut layers = Vec::with_capacity(layer_names.len());
+    for (name, expected) in layer_names.iter().zip(diff_ids) {
+        let (blob, diff_id) = streamed
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LoadError::Missing {
+                path: label.into(),
                 what: "layer",
-                name: l.clone(),
+                name: name.clone(),
+            })?;
+        if diff_id != expected {
+            return Err(LoadError::DiffId {
+                path: label.into(),
+                layer: name.clone(),
+                actual: diff_id,
+                expected,
             });
         }
+        layers.push(LayerRecord {
+            diff_id,
+            uncompressed_size: 0,
+            blob,
+        });
     }
-    let diff_ids = config_diff_ids(file, &cfg, layer_names.len(), "manifest.json")?;
     let repo_tags: Vec<String> = m["RepoTags"]
         .as_array()
         .into_iter()
@@ -620,12 +704,38 @@ fn load_docker(
         .filter_map(|t| t.as_str().map(String::from))
         .collect();
     let name = match (tag, repo_tags.as_slice()) {
-        (Some(t), _) => t.clone(),
+        (Some(t), tags) => {
+            if !tags
+                .iter()
+                .any(|r| ImageRef::parse(r).ok().as_ref() == Some(t))
+            {
+                tracing::warn!(
+                    "{}: the archive names {} ({}); it is stored as {t}",
+                    label.display(),
+                    if tags.is_empty() {
+                        "no image"
+                    } else {
+                        "another image"
+                    },
+                    tags.join(", ")
+                );
+            }
+            t.clone()
+        }
         (None, [one]) => ImageRef::parse(one)?,
-        (None, []) => return Err(LoadError::NoName(file.into())),
+        (None, []) => match fallback {
+            Some(f) => {
+                tracing::warn!(
+                    "{}: the archive names no image; it is stored as {f}",
+                    label.display()
+                );
+                f.clone()
+            }
+            None => return Err(LoadError::NoName(label.into())),
+        },
         (None, _) => {
             return Err(LoadError::Invalid {
-                path: file.into(),
+                path: label.into(),
                 why: format!(
                     "Image has more than 1 label/tag ({}); choose one with --tag",
                     repo_tags.join(", ")
@@ -633,83 +743,6 @@ fn load_docker(
             })
         }
     };
-    // Second pass: stream each layer into the sinks (it is hashed on the way
-    // and its diff_id checked against the config).
-    let mut found: BTreeMap<String, (Blob, Digest)> = BTreeMap::new();
-    for_each_entry(file, &mut |entry, r| {
-        let Some(i) = layer_names.iter().position(|l| l == entry) else {
-            return Ok(());
-        };
-        if found.contains_key(entry) {
-            return Ok(());
-        }
-        let mut writers: Vec<(Box<dyn BlobWriter>, &dyn BlobSink)> = Vec::new();
-        for s in sinks {
-            writers.push((s.begin_blob().map_err(sink_err(*s))?, *s));
-        }
-        let mut h = LayerHasher {
-            blob: HashingWriter::new(io::sink()),
-            plain: Some(HashingWriter::new(io::sink())),
-            gz: None,
-            first: true,
-        };
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = r.read(&mut buf).map_err(io_err(file))?;
-            if n == 0 {
-                break;
-            }
-            h.write_all(&buf[..n]).map_err(io_err(file))?;
-            for (w, _) in &mut writers {
-                w.write_all(&buf[..n]).map_err(io_err(file))?;
-            }
-        }
-        let (blob_digest, blob_size, _) = h.blob.finish();
-        let (gzip, diff_id) = match (h.plain, h.gz) {
-            (Some(p), _) => (false, p.finish().0),
-            (None, Some(g)) => (true, g.finish().map_err(io_err(file))?.finish().0),
-            (None, None) => unreachable!("one hasher is always set"),
-        };
-        if diff_id != diff_ids[i] {
-            return Err(LoadError::DiffId {
-                path: file.into(),
-                layer: entry.into(),
-                actual: diff_id,
-                expected: diff_ids[i].clone(),
-            });
-        }
-        for (w, s) in writers {
-            w.commit(&blob_digest).map_err(sink_err(s))?;
-        }
-        let media = if gzip {
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-        } else {
-            "application/vnd.oci.image.layer.v1.tar"
-        };
-        found.insert(
-            entry.to_string(),
-            (
-                Blob {
-                    media_type: media.into(),
-                    digest: blob_digest,
-                    size: blob_size,
-                },
-                diff_id,
-            ),
-        );
-        Ok(())
-    })?;
-    let layers: Vec<LayerRecord> = layer_names
-        .iter()
-        .map(|n| {
-            let (blob, diff_id) = found[n].clone();
-            LayerRecord {
-                diff_id,
-                uncompressed_size: 0,
-                blob,
-            }
-        })
-        .collect();
     let config = Blob {
         media_type: CONFIG_MEDIA_TYPE.into(),
         digest: Digest::of(&config_bytes),
@@ -735,4 +768,99 @@ fn load_docker(
         },
         sinks,
     )
+}
+
+/// Stream one layer into every sink; returns its blob and diff_id.
+fn stream_layer(
+    label: &Path,
+    r: &mut dyn Read,
+    sinks: &[&dyn BlobSink],
+) -> Result<(Blob, Digest), LoadError> {
+    let mut writers: Vec<(Box<dyn BlobWriter>, &dyn BlobSink)> = Vec::new();
+    for s in sinks {
+        writers.push((s.begin_blob().map_err(sink_err(*s))?, *s));
+    }
+    let mut h = LayerHasher {
+        blob: HashingWriter::new(io::sink()),
+        plain: Some(HashingWriter::new(io::sink())),
+        gz: None,
+        first: true,
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r.read(&mut buf).map_err(io_err(label))?;
+        if n == 0 {
+            break;
+        }
+        h.write_all(&buf[..n]).map_err(io_err(label))?;
+        for (w, _) in &mut writers {
+            w.write_all(&buf[..n]).map_err(io_err(label))?;
+        }
+    }
+    let (digest, size, _) = h.blob.finish();
+    let (gzip, diff_id) = match (h.plain, h.gz) {
+        (Some(p), _) => (false, p.finish().0),
+        (None, Some(g)) => (true, g.finish().map_err(io_err(label))?.finish().0),
+        (None, None) => unreachable!("one hasher is always set"),
+    };
+    for (w, s) in writers {
+        w.commit(&digest).map_err(sink_err(s))?;
+    }
+    let media_type = if gzip {
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    } else {
+        "application/vnd.oci.image.layer.v1.tar"
+    };
+    Ok((
+        Blob {
+            media_type: media_type.into(),
+            digest,
+            size,
+        },
+        diff_id,
+    ))
+}
+
+/// Run a `stream-` script (as `streamLayeredImage` makes) and load the
+/// docker-archive it prints, streamed: no copy of the whole image is kept.
+fn load_stream(
+    script: &Path,
+    sinks: &[&dyn BlobSink],
+    tag: Option<&ImageRef>,
+    fallback: Option<&ImageRef>,
+) -> Result<ImageRecord, LoadError> {
+    let mut child = std::process::Command::new(script)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(io_err(script))?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let stdout = child.stdout.take().expect("piped");
+    let result = gunzip_if_needed(Box::new(stdout))
+        .and_then(|r| load_docker(script, r, sinks, tag, fallback));
+    let status = child.wait().map_err(io_err(script))?;
+    let stderr = err_reader.join().unwrap_or_default();
+    match result {
+        Ok(_) if !status.success() => Err(LoadError::Invalid {
+            path: script.into(),
+            why: format!(
+                "the stream script exited with {status}:\n{}",
+                stderr.trim_end()
+            ),
+        }),
+        Err(e) if !status.success() => Err(LoadError::Invalid {
+            path: script.into(),
+            why: format!(
+                "{e}; the stream script exited with {status}:\n{}",
+                stderr.trim_end()
+            ),
+        }),
+        other => other,
+    }
 }

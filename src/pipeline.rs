@@ -4,6 +4,7 @@
 use crate::image::assemble::{assemble, AssembleError, AssembledImage, ImageSpec, Progress};
 use crate::image::cache::LayerCache;
 use crate::image::reference::{ImageRef, ReferenceError};
+use crate::load::LoadSource;
 use crate::nix::{Closure, FlakeRef, Nix, NixError, StorePath};
 use crate::sink::{BlobSink, SinkContext, SinkError, SinkSpec};
 
@@ -19,6 +20,10 @@ pub enum PipelineError {
     NoName(String),
     #[error(transparent)]
     Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Load(#[from] crate::load::LoadError),
+    #[error("flake output {0} is none of the forms nixoci builds: a package (a directory), a docker-archive (a tar or gzip file, as dockerTools.buildImage and buildLayeredImage make) or an executable named stream-* (as streamLayeredImage makes)")]
+    OutputForm(StorePath),
 }
 
 /// What to build from.
@@ -80,16 +85,11 @@ pub struct Built {
     pub reports: Vec<serde_json::Value>,
 }
 
-/// Open every sink, build into them. Sinks opened here are aborted on error.
-pub fn build_into(
-    spec: &ImageSpec,
-    closure: &Closure,
+/// Open every output; if one cannot be opened, those opened are aborted.
+pub fn open_sinks(
     outputs: &[SinkSpec],
     ctx: &SinkContext,
-    cache: &LayerCache,
-    jobs: usize,
-    progress: &dyn Progress,
-) -> Result<Built, PipelineError> {
+) -> Result<Vec<Box<dyn BlobSink>>, PipelineError> {
     let mut sinks: Vec<Box<dyn BlobSink>> = Vec::new();
     for o in outputs {
         match o.open(ctx) {
@@ -105,8 +105,58 @@ pub fn build_into(
             }
         }
     }
+    Ok(sinks)
+}
+
+/// Open every sink, build into them. Sinks opened here are aborted on error.
+pub fn build_into(
+    spec: &ImageSpec,
+    closure: &Closure,
+    outputs: &[SinkSpec],
+    ctx: &SinkContext,
+    cache: &LayerCache,
+    jobs: usize,
+    progress: &dyn Progress,
+) -> Result<Built, PipelineError> {
+    let sinks = open_sinks(outputs, ctx)?;
     let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
     let image = assemble(spec, closure, &refs, cache, jobs, progress)?;
     let reports = sinks.iter().map(|s| s.report()).collect();
     Ok(Built { image, reports })
+}
+
+/// An existing image loaded into its outputs.
+pub struct Loaded {
+    pub record: crate::sink::ImageRecord,
+    pub reports: Vec<serde_json::Value>,
+}
+
+/// Load `source` into every output (aborted on error). The image is named
+/// `tag`, else by the source, else `fallback`.
+pub fn load_into(
+    source: &LoadSource,
+    outputs: &[SinkSpec],
+    ctx: &SinkContext,
+    tag: Option<&ImageRef>,
+    fallback: Option<&ImageRef>,
+) -> Result<Loaded, PipelineError> {
+    let sinks = open_sinks(outputs, ctx)?;
+    let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
+    let record = crate::load::load(source, &refs, tag, fallback)?;
+    let reports = sinks.iter().map(|s| s.report()).collect();
+    Ok(Loaded { record, reports })
+}
+
+/// What a flake output is: a package (a directory: built natively), or an
+/// image Nix already made (a docker-archive, plain or gzip, as dockerTools'
+/// buildImage and buildLayeredImage make; an OCI archive; or a `stream-`
+/// script, as streamLayeredImage makes).
+pub fn classify_output(root: &StorePath) -> Result<Option<LoadSource>, PipelineError> {
+    let path = root.to_path_buf();
+    if path.is_dir() {
+        return Ok(None);
+    }
+    LoadSource::detect(&path)
+        .map(Some)
+        .map_err(|_| PipelineError::OutputForm(root.clone()))
 }

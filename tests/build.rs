@@ -546,7 +546,7 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
     );
     // A failure after layers were written leaves an existing layout as it was.
     let layout = fx.out("existing");
-    fx.build_ok(&[".#single", "-o", &format!("oci:{}", layout.display())]);
+    fx.build_ok(&[".#default", "-o", &format!("oci:{}", layout.display())]);
     let before: Vec<_> = std::fs::read_dir(layout.join("blobs/sha256"))
         .unwrap()
         .map(|e| e.unwrap().file_name())

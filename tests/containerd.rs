@@ -700,3 +700,75 @@ fn filling_snapshots_directly_matches_diff_apply() {
         "edge\n"
     );
 }
+
+#[test]
+fn dockertools_outputs_are_loaded_as_they_are() {
+    let cd = Containerd::start();
+    let fx = Fixture::flake("dockertools");
+    let mut digests = Vec::new();
+    for output in ["plain", "gzipped", "stream"] {
+        // Named by the archive (RepoTags web:latest) when no --tag is given.
+        let doc = build_into(&fx, &cd, output, &[&format!(".#{output}")]);
+        assert_eq!(doc["reference"], "docker.io/library/web:latest", "{output}");
+        assert_eq!(
+            cd.run_image(output, "docker.io/library/web:latest", &[]),
+            "hello from a docker-archive\n"
+        );
+        assert_images_complete(&cd, output);
+        digests.push(doc["manifest"]["digest"].clone());
+        // --tag wins, with a warning that the archive says otherwise.
+        let o = fx
+            .nixoci()
+            .current_dir(fx.dir())
+            .env("NIXOCI_HOME", fx.out("home"))
+            .args([
+                "build",
+                &format!(".#{output}"),
+                "--tag",
+                "other:2",
+                "--containerd-address",
+                &cd.socket(),
+            ])
+            .arg("-o")
+            .arg(format!("containerd:{output}"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        assert!(String::from_utf8_lossy(&o.stderr)
+            .contains("it is stored as docker.io/library/other:2"));
+        assert_eq!(
+            cd.run_image(output, "docker.io/library/other:2", &[]),
+            "hello from a docker-archive\n"
+        );
+    }
+    // Plain, gzip and streamed: the same layers, so the same image.
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+    // Into an OCI layout too, read by skopeo.
+    let oci = fx.out("oci");
+    fx.build_ok(&[".#stream", "-o", &format!("oci:{}", oci.display())]);
+    nixoci::sink::oci_dir::fsck(&oci).unwrap();
+    let cfg = skopeo_inspect(&format!("oci:{}:latest", oci.display()), true);
+    assert_eq!(
+        cfg["config"]["Entrypoint"],
+        serde_json::json!(["/bin/hello"])
+    );
+    // Anything else is refused, naming the forms accepted; nothing is written.
+    let o = fx
+        .nixoci()
+        .current_dir(fx.dir())
+        .args(["build", ".#notanimage", "-o"])
+        .arg(format!("oci:{}", fx.out("never").display()))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for want in [
+        "just-a-file",
+        "a package (a directory)",
+        "a docker-archive",
+        "stream-",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    assert!(!fx.out("never").exists());
+}

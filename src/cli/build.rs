@@ -9,8 +9,11 @@ use nixoci::image::config::{
 use nixoci::image::layering::DEFAULT_MAX_LAYERS;
 use nixoci::image::rootfs::RootLayerOptions;
 use nixoci::image::{Compression, ImageRef};
+use nixoci::load::LoadSource;
 use nixoci::nix::{FlakeRef, Nix, StorePath};
-use nixoci::pipeline::{build_into, default_reference, realise, Source};
+use nixoci::pipeline::{
+    build_into, classify_output, default_reference, load_into, realise, Source,
+};
 use nixoci::sink::oci_dir::check_output_path;
 use nixoci::sink::{LayerRecord, SinkSpec};
 use std::collections::BTreeMap;
@@ -295,6 +298,45 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
             closure.nar_size()
         );
     }
+    // An image Nix already made (dockerTools): loaded as it is, named by
+    // --tag, else by the archive, else by the store path.
+    if let Some(image) = classify_output(&closure.root)? {
+        if human {
+            eprintln!(
+                "{} is an image already ({}); loading it",
+                closure.root,
+                match image {
+                    LoadSource::Stream(_) => "a stream- script",
+                    LoadSource::OciArchive(_) => "an OCI archive",
+                    _ => "a docker-archive",
+                }
+            );
+        }
+        if outputs.iter().any(SinkSpec::is_docker_archive) {
+            return Err(usage(format!(
+                "{} is already an image; nixoci does not write it again as a docker-archive. Use it as it is, or choose containerd, oci: or oci-archive:",
+                closure.root
+            )));
+        }
+        let fallback = default_reference(&closure.root).ok();
+        let ctx = containerd.sink_context(mtime);
+        let result = load_into(&image, &outputs, &ctx, tag.as_ref(), fallback.as_ref());
+        for note in ctx.notes.lock().unwrap().drain(..) {
+            eprintln!("{note}");
+        }
+        let loaded = result.with_context(|| format!("loading the image {}", closure.root))?;
+        let r = &loaded.record;
+        return report(
+            a.json,
+            started,
+            r,
+            &outputs,
+            loaded.reports,
+            closure,
+            None,
+            built.nix_seconds,
+        );
+    }
     let reference = match tag {
         Some(t) => t,
         None => default_reference(&closure.root)?,
@@ -351,8 +393,31 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
     }
     let built_image = result.with_context(|| format!("building the image of {}", closure.root))?;
     let image = &built_image.image;
-    let r = &image.record;
-    if a.json {
+    report(
+        a.json,
+        started,
+        &image.record,
+        &outputs,
+        built_image.reports.clone(),
+        closure,
+        Some(&image.stats),
+        built.nix_seconds,
+    )
+}
+
+/// Print the result: a line per output, or one JSON document.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    json: bool,
+    started: Instant,
+    r: &nixoci::sink::ImageRecord,
+    outputs: &[SinkSpec],
+    reports: Vec<serde_json::Value>,
+    closure: &nixoci::nix::Closure,
+    stats: Option<&nixoci::image::assemble::Stats>,
+    nix_seconds: f64,
+) -> anyhow::Result<()> {
+    if json {
         let doc = serde_json::json!({
             "reference": r.reference.to_string(),
             "store_path": closure.root.to_string(),
@@ -361,34 +426,34 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
             "layers": r.layers,
             "outputs": outputs
                 .iter()
-                .zip(&built_image.reports)
-                .map(|(o, r)| {
-                    let mut r = r.clone();
-                    r["sink"] = o.to_string().into();
-                    r
+                .zip(reports)
+                .map(|(o, mut rep)| {
+                    rep["sink"] = o.to_string().into();
+                    rep
                 })
                 .collect::<Vec<_>>(),
-            "stats": image.stats,
+            "stats": stats,
             "timings": {
-                "nix_seconds": (built.nix_seconds * 1000.0).round() / 1000.0,
-                "assemble_seconds": (image.stats.seconds * 1000.0).round() / 1000.0,
+                "nix_seconds": (nix_seconds * 1000.0).round() / 1000.0,
+                "assemble_seconds": stats.map(|s| (s.seconds * 1000.0).round() / 1000.0),
                 "total_seconds": secs(started.elapsed()),
             },
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         let size: u64 = r.layers.iter().map(|l| l.blob.size).sum();
+        let how = match stats {
+            Some(s) => format!("{} built, {} cached", s.layers_built, s.layers_cached),
+            None => "loaded".into(),
+        };
         println!(
-            "{} {} ({} layers, {} built, {} cached, {} bytes) in {:.2}s",
+            "{} {} ({} layers, {how}, {size} bytes) in {:.2}s",
             r.reference,
             r.manifest.digest,
             r.layers.len(),
-            image.stats.layers_built,
-            image.stats.layers_cached,
-            size,
             started.elapsed().as_secs_f64()
         );
-        for o in &outputs {
+        for o in outputs {
             println!("  -> {o}");
         }
     }

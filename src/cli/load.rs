@@ -1,8 +1,9 @@
 use super::{usage, ContainerdArgs};
 use clap::Args;
 use nixoci::image::ImageRef;
-use nixoci::load::{load, LoadSource};
-use nixoci::sink::{BlobSink, SinkSpec};
+use nixoci::load::LoadSource;
+use nixoci::pipeline::{load_into, Loaded};
+use nixoci::sink::SinkSpec;
 
 #[derive(Args)]
 #[command(after_help = "Examples:
@@ -48,33 +49,21 @@ pub fn run(a: LoadArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
         ));
     }
     let ctx = containerd.sink_context(1);
-    let mut sinks: Vec<Box<dyn BlobSink>> = Vec::new();
-    for o in &outputs {
-        let opened = o.open(&ctx);
-        for note in ctx.notes.lock().unwrap().drain(..) {
-            eprintln!("{note}");
-        }
-        match opened {
-            Ok(s) => sinks.push(s),
-            Err(e) => {
-                sinks.iter().for_each(|s| s.abort());
-                return Err(anyhow::anyhow!("{o}: {e}"));
-            }
-        }
+    let result = load_into(&source, &outputs, &ctx, tag.as_ref(), None);
+    for note in ctx.notes.lock().unwrap().drain(..) {
+        eprintln!("{note}");
     }
-    let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
-    let record = load(&source, &refs, tag.as_ref())?;
+    let Loaded { record, reports } = result?;
     if a.json {
         let doc = serde_json::json!({
             "reference": record.reference.to_string(),
             "manifest": record.manifest,
             "config": record.config,
             "layers": record.layers,
-            "outputs": outputs.iter().zip(&sinks).map(|(o, s)| {
-                    let mut r = s.report();
-                    r["sink"] = o.to_string().into();
-                    r
-                }).collect::<Vec<_>>(),
+            "outputs": outputs.iter().zip(reports).map(|(o, mut r)| {
+                r["sink"] = o.to_string().into();
+                r
+            }).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
