@@ -639,9 +639,8 @@ fn load_docker(
             || (!head.is_empty() && head.iter().all(|b| *b == 0));
         let mut r = (&head[..]).chain(e);
         if is_layer {
-            if !streamed.contains_key(&name) {
-                let layer = stream_layer(label, &mut r, sinks)?;
-                streamed.insert(name, layer);
+            if let std::collections::btree_map::Entry::Vacant(slot) = streamed.entry(name) {
+                slot.insert(stream_layer(label, &mut r, sinks)?);
             }
         } else {
             keep_small(label, &name, &mut r, &mut docs)?;
