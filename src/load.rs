@@ -169,15 +169,24 @@ fn open_maybe_gzip(path: &Path) -> Result<Box<dyn Read>, LoadError> {
     }
 }
 
-/// Call `f(name, entry)` for every regular file of a (possibly gzip) tar.
+/// Call `f(name, entry)` for every regular file of a (possibly gzip) tar file.
 fn for_each_entry(
     path: &Path,
     f: &mut dyn FnMut(&str, &mut dyn Read) -> Result<(), LoadError>,
 ) -> Result<(), LoadError> {
-    let mut archive = tar::Archive::new(open_maybe_gzip(path)?);
-    let entries = archive.entries().map_err(io_err(path))?;
-    for e in entries {
-        let mut e = e.map_err(io_err(path))?;
+    for_each_entry_in(path, open_maybe_gzip(path)?, f)
+}
+
+/// Call `f(name, entry)` for every regular file of the tar `reader` reads;
+/// `label` names it in errors.
+fn for_each_entry_in(
+    label: &Path,
+    reader: Box<dyn Read>,
+    f: &mut dyn FnMut(&str, &mut dyn Read) -> Result<(), LoadError>,
+) -> Result<(), LoadError> {
+    let mut archive = tar::Archive::new(reader);
+    for e in archive.entries().map_err(io_err(label))? {
+        let mut e = e.map_err(io_err(label))?;
         if e.header().entry_type() != tar::EntryType::Regular {
             continue;
         }
@@ -619,33 +628,25 @@ fn load_docker(
 ) -> Result<ImageRecord, LoadError> {
     let mut docs = BTreeMap::new();
     let mut streamed: BTreeMap<String, (Blob, Digest)> = BTreeMap::new();
-    let mut archive = tar::Archive::new(reader);
-    for e in archive.entries().map_err(io_err(label))? {
-        let mut e = e.map_err(io_err(label))?;
-        if e.header().entry_type() != tar::EntryType::Regular {
-            continue;
-        }
-        let name = String::from_utf8_lossy(&e.path_bytes())
-            .trim_start_matches("./")
-            .to_string();
+    for_each_entry_in(label, reader, &mut |name, e| {
         let mut head = Vec::with_capacity(512);
-        (&mut e)
-            .take(512)
-            .read_to_end(&mut head)
-            .map_err(io_err(label))?;
+        e.take(512).read_to_end(&mut head).map_err(io_err(label))?;
         let is_layer = head.starts_with(&[0x1f, 0x8b])
             || head.get(257..262) == Some(&b"ustar"[..])
             || name.ends_with(".tar")
             || (!head.is_empty() && head.iter().all(|b| *b == 0));
         let mut r = (&head[..]).chain(e);
         if is_layer {
-            if let std::collections::btree_map::Entry::Vacant(slot) = streamed.entry(name) {
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                streamed.entry(name.to_string())
+            {
                 slot.insert(stream_layer(label, &mut r, sinks)?);
             }
         } else {
-            keep_small(label, &name, &mut r, &mut docs)?;
+            keep_small(label, name, &mut r, &mut docs)?;
         }
-    }
+        Ok(())
+    })?;
     let manifest = docs
         .get("manifest.json")
         .ok_or_else(|| LoadError::NoManifestJson(label.into()))?;
