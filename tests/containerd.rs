@@ -743,9 +743,22 @@ fn dockertools_outputs_are_loaded_as_they_are() {
     }
     // Plain, gzip and streamed: the same layers, so the same image.
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
-    // Into an OCI layout too, read by skopeo.
+    // Into an OCI layout too, read by skopeo; flags that would change the
+    // config are ignored, with a warning saying so.
     let oci = fx.out("oci");
-    fx.build_ok(&[".#stream", "-o", &format!("oci:{}", oci.display())]);
+    let o = fx
+        .nixoci()
+        .current_dir(fx.dir())
+        .args(["build", ".#stream", "--entrypoint", "/bin/sh", "-o"])
+        .arg(format!("oci:{}", oci.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("so --entrypoint is ignored"),
+        "{}",
+        show(&o)
+    );
     nixoci::sink::oci_dir::fsck(&oci).unwrap();
     let cfg = skopeo_inspect(&format!("oci:{}:latest", oci.display()), true);
     assert_eq!(

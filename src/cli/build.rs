@@ -318,6 +318,33 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
                 closure.root
             )));
         }
+        let ignored: Vec<&str> = [
+            ("--entrypoint", a.entrypoint.is_some()),
+            ("--cmd", a.cmd.is_some()),
+            ("--env", !a.env.is_empty()),
+            ("--workdir", a.workdir.is_some()),
+            ("--user", a.user.is_some()),
+            ("--expose", !a.expose.is_empty()),
+            ("--label", !a.labels.is_empty()),
+            ("--annotation", !a.annotations.is_empty()),
+            ("--created", a.created.is_some()),
+            (
+                "--compression",
+                a.compression != Compression::Gzip || a.compression_level.is_some(),
+            ),
+            ("--max-layers", a.max_layers != DEFAULT_MAX_LAYERS),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        if !ignored.is_empty() {
+            eprintln!(
+                "warning: {} is an image already; its own config and layers are kept, so {} {} ignored",
+                closure.root,
+                ignored.join(", "),
+                if ignored.len() == 1 { "is" } else { "are" }
+            );
+        }
         let fallback = default_reference(&closure.root).ok();
         let ctx = containerd.sink_context(mtime);
         let result = load_into(&image, &outputs, &ctx, tag.as_ref(), fallback.as_ref());

@@ -227,7 +227,7 @@ impl ImageRef {
         Ok(self)
     }
 
-    /// Whether the original text named a tag (rather than getting `latest`).
+    /// The tag, or `latest` for a reference by digest only.
     pub fn tag_or_latest(&self) -> &str {
         self.tag.as_deref().unwrap_or("latest")
     }
