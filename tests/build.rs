@@ -697,3 +697,57 @@ fn progress_is_lines_without_a_terminal_and_a_bar_on_one() {
     assert!(out.contains("layers 5/5"), "{out}");
     assert!(!out.contains("layer   1: built"), "{out}");
 }
+
+#[test]
+fn system_and_nix_options_reach_nix() {
+    let fx = Fixture::flake("hello");
+    let attempt = |args: &[&str]| {
+        fx.nixoci()
+            .current_dir(fx.dir())
+            .arg("build")
+            .args(args)
+            .arg("-o")
+            .arg(format!("oci:{}", fx.out("never").display()))
+            .output()
+            .unwrap()
+    };
+    // The flake has x86_64-linux packages only: Nix looks for aarch64's.
+    let ways: [&[&str]; 2] = [
+        &[".", "--system", "aarch64-linux"],
+        &[".", "--nix-option", "system=aarch64-linux"],
+    ];
+    for args in ways {
+        let o = attempt(args);
+        assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("packages.aarch64-linux.default"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(
+        attempt(&[".", "--nix-option", "no-equals"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        attempt(&[".", "--system", "vax-vms"]).status.code(),
+        Some(2)
+    );
+    // With a store path, --system names the image's platform.
+    let first = fx.build_json(&[".", "-o", &format!("oci:{}", fx.out("a").display())]);
+    let root = first["store_path"].as_str().unwrap();
+    let oci = fx.out("arm");
+    fx.build_ok(&[
+        "--store-path",
+        root,
+        "--system",
+        "aarch64-linux",
+        "-o",
+        &format!("oci:{}", oci.display()),
+    ]);
+    let cfg = skopeo_inspect(&format!("oci:{}:latest", oci.display()), true);
+    assert_eq!(cfg["architecture"], "arm64");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(oci.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["platform"]["architecture"], "arm64");
+}
