@@ -5,26 +5,13 @@
 #   bench/build.sh [small|medium|large]     (default: medium)
 #
 # Prints wall times, ratios to the floors, blob sizes and peak RSS.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-. scripts/setup.sh
-profile=${1:-medium}
-make_closure=${MAKE_CLOSURE:-$(cd .. && pwd)/shared/bench/make-closure}
-cargo build --release --locked --quiet
-bin=$PWD/target/release/nixoci
-root=$("$make_closure" "$profile")
+. "$(dirname "$0")/common.sh"
 mapfile -t paths < <(nix-store --query --requisites "$root")
-work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # Warm the page cache.
 tar -cf - --sort=name "${paths[@]}" 2>/dev/null > /dev/null
 
-# time_of CMD...: wall seconds and peak RSS (KiB) of a shell pipeline.
-time_of() {
-    /usr/bin/time -f '%e %M' -o "$work/time" bash -c "$1" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
-    cat "$work/time"
-}
 floor() { time_of "tar -cf - --sort=name ${paths[*]} 2>/dev/null $1 | sha256sum"; }
 
 read -r f_none _ < <(floor "")

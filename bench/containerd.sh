@@ -4,15 +4,7 @@
 # `ctr images import` (which unpacks) of it, in the same run.
 #
 #   bench/containerd.sh [small|medium|large]     (default: medium)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-. scripts/setup.sh
-profile=${1:-medium}
-make_closure=${MAKE_CLOSURE:-$(cd .. && pwd)/shared/bench/make-closure}
-cargo build --release --locked --quiet
-bin=$PWD/target/release/nixoci
-root=$("$make_closure" "$profile")
-work=$(mktemp -d)
+. "$(dirname "$0")/common.sh"
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -36,10 +28,6 @@ TOML
     containerd --config "$d/config.toml" > "$d/log" 2>&1 &
     pids+=($!)
     for _ in $(seq 100); do ctr -a "$d/sock" version >/dev/null 2>&1 && break; sleep 0.1; done
-}
-time_of() {
-    /usr/bin/time -f '%e %M' -o "$work/time" bash -c "$1" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
-    cat "$work/time"
 }
 export XDG_CACHE_HOME=$work/cache NIXOCI_HOME=$work/home
 tar -cf - $(nix-store -qR "$root") 2>/dev/null > /dev/null # warm the page cache
