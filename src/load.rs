@@ -14,6 +14,7 @@ use crate::sink::{BlobSink, BlobWriter, ImageRecord, LayerRecord, SinkError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 /// JSON documents larger than this are not kept from the first pass.
@@ -110,14 +111,20 @@ impl LoadSource {
         {
             return Ok(LoadSource::Stream(path.into()));
         }
+        // The first entry that tells the two apart decides, so a large
+        // archive is not read through twice (here, then when loading).
         let mut is_oci = false;
         let mut is_tar = false;
         for_each_entry(path, &mut |name, _| {
             is_tar = true;
-            if name == "oci-layout" {
-                is_oci = true;
-            }
-            Ok(())
+            Ok(match name {
+                "oci-layout" => {
+                    is_oci = true;
+                    ControlFlow::Break(())
+                }
+                "manifest.json" => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            })
         })
         .map_err(|_| LoadError::Source(path.display().to_string()))?;
         match (is_tar, is_oci) {
@@ -169,10 +176,14 @@ fn open_maybe_gzip(path: &Path) -> Result<Box<dyn Read>, LoadError> {
     }
 }
 
-/// Call `f(name, entry)` for every regular file of a (possibly gzip) tar file.
+/// What an entry callback returns: go on, or stop reading the archive.
+type EntryResult = Result<ControlFlow<()>, LoadError>;
+
+/// Call `f(name, entry)` for every regular file of a (possibly gzip) tar
+/// file, until `f` breaks.
 fn for_each_entry(
     path: &Path,
-    f: &mut dyn FnMut(&str, &mut dyn Read) -> Result<(), LoadError>,
+    f: &mut dyn FnMut(&str, &mut dyn Read) -> EntryResult,
 ) -> Result<(), LoadError> {
     for_each_entry_in(path, open_maybe_gzip(path)?, f)
 }
@@ -182,7 +193,7 @@ fn for_each_entry(
 fn for_each_entry_in(
     label: &Path,
     reader: Box<dyn Read>,
-    f: &mut dyn FnMut(&str, &mut dyn Read) -> Result<(), LoadError>,
+    f: &mut dyn FnMut(&str, &mut dyn Read) -> EntryResult,
 ) -> Result<(), LoadError> {
     let mut archive = tar::Archive::new(reader);
     for e in archive.entries().map_err(io_err(label))? {
@@ -193,7 +204,9 @@ fn for_each_entry_in(
         let name = String::from_utf8_lossy(&e.path_bytes())
             .trim_start_matches("./")
             .to_string();
-        f(&name, &mut e)?;
+        if f(&name, &mut e)?.is_break() {
+            break;
+        }
     }
     Ok(())
 }
@@ -519,7 +532,7 @@ fn load_inner(
                 if name == "index.json" || name.starts_with("blobs/") {
                     keep_small(file, name, r, &mut docs)?;
                 }
-                Ok(())
+                Ok(ControlFlow::Continue(()))
             })?;
             let index = docs.get("index.json").ok_or_else(|| LoadError::Missing {
                 path: file.clone(),
@@ -545,7 +558,11 @@ fn load_inner(
                         copy_blob(r, d, sinks)?;
                     }
                 }
-                Ok(())
+                Ok(if seen.len() == wanted.len() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                })
             })?;
             if let Some((name, _)) = wanted.iter().find(|(n, _)| !seen.contains(*n)) {
                 return Err(LoadError::Missing {
@@ -645,7 +662,7 @@ fn load_docker(
         } else {
             keep_small(label, name, &mut r, &mut docs)?;
         }
-        Ok(())
+        Ok(ControlFlow::Continue(()))
     })?;
     let manifest = docs
         .get("manifest.json")
