@@ -68,6 +68,8 @@ pub struct Upload {
     offset: i64,
     reference: String,
     sent: Arc<AtomicU64>,
+    rt: Handle,
+    client: Client,
 }
 
 impl Upload {
@@ -100,6 +102,8 @@ impl Upload {
             offset: 0,
             reference,
             sent,
+            rt: rt.clone(),
+            client: client.clone(),
         }
     }
 
@@ -140,6 +144,14 @@ impl Upload {
     pub fn commit(mut self, digest: &Digest) -> Result<(), ContainerdError> {
         let io_err = |e: io::Error| ContainerdError::Engine(format!("uploading {digest}: {e}"));
         self.flush_chunk().map_err(io_err)?;
+        // Lease the digest before committing: then the blob is protected
+        // whether this commit writes it or finds it already there (perhaps
+        // left by an aborted import and about to be collected).
+        self.rt.block_on(super::images::lease_resource(
+            &self.client,
+            &digest.to_string(),
+            "content",
+        ))?;
         self.send(WriteContentRequest {
             action: WriteAction::Commit as i32,
             r#ref: self.reference.clone(),
@@ -159,6 +171,7 @@ impl Upload {
             .blocking_recv()
             .unwrap_or_else(|_| Err(ContainerdError::Engine("the upload task ended".into())));
         match result {
+            // Already there, and under the lease since before the commit.
             Err(e) if is_code(&e, Code::AlreadyExists) => Ok(()),
             Err(ContainerdError::Rpc { status, .. })
                 if status.code() == Code::FailedPrecondition

@@ -5,8 +5,8 @@ use crate::image::manifest::Blob;
 use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::{
-    CreateImageRequest, CreateRequest, DeleteImageRequest, DeleteRequest, Image, ListImagesRequest,
-    UpdateImageRequest,
+    AddResourceRequest, CreateImageRequest, CreateRequest, DeleteImageRequest, DeleteRequest,
+    Image, ListImagesRequest, Resource, UpdateImageRequest,
 };
 use containerd_client::types::Descriptor;
 use tonic::Code;
@@ -115,4 +115,25 @@ pub async fn delete_lease(c: &Client, id: &str) -> Result<(), ContainerdError> {
         Err(s) if s.code() == Code::NotFound => Ok(()),
         Err(s) => Err(c.err(format!("delete lease {id}"))(s)),
     }
+}
+
+/// Put an existing resource (`content`, or `snapshots/<snapshotter>`) under
+/// the client's lease. A blob or snapshot that already exists may be
+/// referenced by nothing (an earlier, aborted import); without this the
+/// garbage collector could remove it before the image record refers to it.
+pub async fn lease_resource(c: &Client, id: &str, kind: &str) -> Result<(), ContainerdError> {
+    let Some(lease) = &c.lease else { return Ok(()) };
+    let mut leases = LeasesClient::new(c.channel.clone());
+    let req = AddResourceRequest {
+        id: lease.clone(),
+        resource: Some(Resource {
+            id: id.into(),
+            r#type: kind.into(),
+        }),
+    };
+    leases
+        .add_resource(c.req(req))
+        .await
+        .map_err(c.err(format!("lease {kind} {id}")))?;
+    Ok(())
 }

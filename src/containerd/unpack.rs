@@ -89,6 +89,11 @@ impl UnpackStats {
         }
     }
 
+    /// How many layers these stats account for.
+    pub fn layers(&self) -> usize {
+        self.applied + self.filled + self.existing
+    }
+
     pub fn merge(&mut self, other: UnpackStats) {
         self.applied += other.applied;
         self.filled += other.filled;
@@ -107,6 +112,9 @@ pub async fn ensure_layer(
     content: Option<(&LayerContent, u64)>,
 ) -> Result<Unpacked, ContainerdError> {
     let chain = chain.to_string();
+    // Lease first, then look, so an existing snapshot cannot be collected
+    // before the image's config refers to it.
+    super::images::lease_resource(c, &chain, &format!("snapshots/{snapshotter}")).await?;
     if snapshot_exists(c, snapshotter, &chain).await? {
         return Ok(Unpacked::Existing);
     }

@@ -56,11 +56,6 @@ impl ContainerdSink {
         })
     }
 
-    /// Blob bytes sent to containerd so far.
-    pub fn bytes_sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
-    }
-
     pub fn unpack_stats(&self) -> Option<UnpackStats> {
         *self.unpacked.lock().unwrap()
     }
@@ -75,8 +70,9 @@ impl ContainerdSink {
             .into();
             content::set_labels(c, &l.blob.digest, &labels).await?;
         }
-        // What unpacked while the image was built; then every layer is
-        // checked (and applied if the early unpack did not get it).
+        // What unpacked while the image was built; if that did not cover
+        // every layer (a load sends none), every layer is checked and
+        // applied where missing.
         self.ready.lock().unwrap().take();
         let early = self.unpacker.lock().unwrap().take();
         let mut stats = match early {
@@ -85,7 +81,14 @@ impl ContainerdSink {
                 .map_err(|e| ContainerdError::Engine(format!("the unpack task failed: {e}")))??,
             None => UnpackStats::default(),
         };
-        stats.merge(unpack(c, &self.snapshotter, &image.layers).await?);
+        if stats.layers() != image.layers.len() {
+            let all = unpack(c, &self.snapshotter, &image.layers).await?;
+            if stats.layers() == 0 {
+                stats = all;
+            } else {
+                stats.merge(all);
+            }
+        }
         *self.unpacked.lock().unwrap() = Some(stats);
         let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
         if let Some(top) = chain_ids(&diff_ids).last() {
@@ -150,10 +153,14 @@ impl BlobSink for ContainerdSink {
         LayerForm::Compressed
     }
     fn has_blob(&self, digest: &Digest) -> bool {
-        matches!(
-            self.rt.block_on(content::info(&self.client, digest)),
-            Ok(Some(_))
-        )
+        // Lease first, then look: a blob seen after it is under the lease
+        // cannot be collected before the image record refers to it.
+        self.rt.block_on(async {
+            images::lease_resource(&self.client, &digest.to_string(), "content")
+                .await
+                .is_ok()
+                && matches!(content::info(&self.client, digest).await, Ok(Some(_)))
+        })
     }
     fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, SinkError> {
         Ok(Box::new(ContainerdBlob(Some(Upload::start(
@@ -183,9 +190,9 @@ impl BlobSink for ContainerdSink {
         true
     }
     fn bytes_written(&self) -> u64 {
-        self.bytes_sent()
+        self.sent.load(Ordering::Relaxed)
     }
     fn report(&self) -> serde_json::Value {
-        serde_json::json!({ "bytes_written": self.bytes_sent(), "unpack": self.unpack_stats() })
+        serde_json::json!({ "bytes_written": self.bytes_written(), "unpack": self.unpack_stats() })
     }
 }
