@@ -1,4 +1,4 @@
-use super::usage;
+use super::{parse_outputs, print_notes, usage};
 use anyhow::Context;
 use clap::Args;
 use nixoci::image::assemble::{secs, ImageSpec, Progress};
@@ -14,7 +14,6 @@ use nixoci::nix::{FlakeRef, Nix, StorePath};
 use nixoci::pipeline::{
     build_into, classify_output, default_reference, load_into, realise, Source,
 };
-use nixoci::sink::oci_dir::check_output_path;
 use nixoci::sink::{LayerRecord, SinkSpec};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -196,23 +195,11 @@ impl Progress for Lines {
 pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     // Validate everything the user gave before running anything.
-    let outputs = a
-        .outputs
-        .iter()
-        .map(|o| SinkSpec::parse(o).map_err(usage))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let outputs = parse_outputs(&a.outputs)?;
     if a.compression == Compression::Zstd && outputs.iter().any(SinkSpec::is_docker_archive) {
         return Err(usage(
             "--compression zstd cannot go with a docker-archive output: docker-archive layers are plain tars, as `docker save` writes them, and `docker load` reads no zstd. Use gzip or none, or an oci:/oci-archive: output",
         ));
-    }
-    for o in &outputs {
-        if let Some(p) = o.path() {
-            check_output_path(p).map_err(usage)?;
-        }
-        if let SinkSpec::Containerd(Some(ns)) = o {
-            nixoci::containerd::check_namespace(ns).map_err(usage)?;
-        }
     }
     nixoci::containerd::check_namespace(&containerd.namespace).map_err(usage)?;
     let level = a.compression_level.unwrap_or(a.compression.default_level());
@@ -348,9 +335,7 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
         let fallback = default_reference(&closure.root).ok();
         let ctx = containerd.sink_context(mtime);
         let result = load_into(&image, &outputs, &ctx, tag.as_ref(), fallback.as_ref());
-        for note in ctx.notes.lock().unwrap().drain(..) {
-            eprintln!("{note}");
-        }
+        print_notes(&ctx);
         let loaded = result.with_context(|| format!("loading the image {}", closure.root))?;
         let r = &loaded.record;
         return report(
@@ -415,9 +400,7 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
     if let Some(b) = &bar {
         b.bar.finish_and_clear();
     }
-    for note in ctx.notes.lock().unwrap().drain(..) {
-        eprintln!("{note}");
-    }
+    print_notes(&ctx);
     let built_image = result.with_context(|| format!("building the image of {}", closure.root))?;
     let image = &built_image.image;
     report(

@@ -1,4 +1,4 @@
-use super::{usage, ContainerdArgs};
+use super::{parse_outputs, print_notes, usage, ContainerdArgs};
 use clap::Args;
 use nixoci::image::ImageRef;
 use nixoci::load::LoadSource;
@@ -38,11 +38,7 @@ pub fn run(a: LoadArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
         .map(ImageRef::parse)
         .transpose()
         .map_err(usage)?;
-    let outputs = a
-        .outputs
-        .iter()
-        .map(|o| SinkSpec::parse(o).map_err(usage))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let outputs = parse_outputs(&a.outputs)?;
     if outputs.iter().any(SinkSpec::is_docker_archive) {
         return Err(usage(
             "load cannot write a docker-archive (its layers may be compressed); use containerd, oci: or oci-archive:",
@@ -50,9 +46,7 @@ pub fn run(a: LoadArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
     }
     let ctx = containerd.sink_context(1);
     let result = load_into(&source, &outputs, &ctx, tag.as_ref(), None);
-    for note in ctx.notes.lock().unwrap().drain(..) {
-        eprintln!("{note}");
-    }
+    print_notes(&ctx);
     let Loaded { record, reports } = result?;
     if a.json {
         let doc = serde_json::json!({

@@ -18,6 +18,31 @@ pub fn usage(e: impl std::fmt::Display) -> anyhow::Error {
     Usage(e.to_string()).into()
 }
 
+/// Parse `--output` values and check, before anything runs, that each path
+/// can be written and each namespace is valid.
+pub fn parse_outputs(values: &[String]) -> anyhow::Result<Vec<nixoci::sink::SinkSpec>> {
+    let mut outputs = Vec::with_capacity(values.len());
+    for v in values {
+        let o = nixoci::sink::SinkSpec::parse(v).map_err(usage)?;
+        if let Some(p) = o.path() {
+            nixoci::sink::oci_dir::check_output_path(p).map_err(usage)?;
+        }
+        if let nixoci::sink::SinkSpec::Containerd(Some(ns)) = &o {
+            nixoci::containerd::check_namespace(ns).map_err(usage)?;
+        }
+        outputs.push(o);
+    }
+    Ok(outputs)
+}
+
+/// Tell the user what opening the outputs did (such as starting the
+/// private containerd).
+pub fn print_notes(ctx: &nixoci::sink::SinkContext) {
+    for note in ctx.notes.lock().unwrap().drain(..) {
+        eprintln!("{note}");
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "nixoci",
