@@ -1,7 +1,9 @@
 pub mod containerd;
+pub mod enclave;
 pub mod image;
 pub mod interrupt;
 pub mod load;
 pub mod nix;
 pub mod pipeline;
+pub mod plan;
 pub mod sink;

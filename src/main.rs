@@ -13,6 +13,9 @@ fn main() {
     let code = match cli::run(args) {
         Ok(()) => 0,
         Err(e) => {
+            if let Some(cli::ExitCode(code)) = e.downcast_ref::<cli::ExitCode>() {
+                std::process::exit(*code);
+            }
             let code = if nixoci::interrupt::interrupted() {
                 130
             } else if e.downcast_ref::<cli::Usage>().is_some() {

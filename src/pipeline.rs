@@ -22,6 +22,8 @@ pub enum PipelineError {
     Reference(#[from] ReferenceError),
     #[error(transparent)]
     Load(#[from] crate::load::LoadError),
+    #[error(transparent)]
+    Config(#[from] crate::image::config::ConfigError),
     #[error("flake output {0} is none of the forms nixoci builds: a package (a directory), a docker-archive (a tar or gzip file, as dockerTools.buildImage and buildLayeredImage make) or an executable named stream-* (as streamLayeredImage makes)")]
     OutputForm(StorePath),
 }
@@ -159,4 +161,109 @@ pub fn classify_output(root: &StorePath) -> Result<Option<LoadSource>, PipelineE
     LoadSource::detect(&path)
         .map(Some)
         .map_err(|_| PipelineError::OutputForm(root.clone()))
+}
+
+/// The Nix system of this machine.
+pub fn host_system() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86" => "i686",
+        "arm" => "armv7l",
+        "powerpc64" => "powerpc64le",
+        a => a,
+    };
+    format!("{arch}-{}", std::env::consts::OS)
+}
+
+/// An image made for a service (`NixBuildSpec`), in containerd.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServiceImage {
+    pub reference: String,
+    pub store_path: String,
+    pub manifest: String,
+    /// How it was made: `built` (native layers), `loaded` (a dockerTools image).
+    pub how: &'static str,
+    /// Layers read from the store (0: every layer came from the cache).
+    pub layers_built: usize,
+    pub layers: usize,
+    pub unpack: Option<crate::containerd::unpack::UnpackStats>,
+    pub seconds: f64,
+}
+
+/// Build a flake output into containerd (namespace of `ctx`) as `reference`,
+/// with the defaults of `nixoci build`: a package is assembled natively, an
+/// image Nix made (dockerTools) is loaded as it is.
+pub fn build_service_image(
+    nix: &Nix,
+    flake: &FlakeRef,
+    reference: &ImageRef,
+    ctx: &SinkContext,
+    cache: &LayerCache,
+    jobs: usize,
+) -> Result<ServiceImage, PipelineError> {
+    use crate::image::config::{rfc3339, Platform, RuntimeConfig};
+    let started = std::time::Instant::now();
+    let built = realise(nix, &Source::Flake(flake.clone()))?;
+    let closure = &built.closure;
+    let outputs = [SinkSpec::Containerd(None)];
+    if let Some(image) = classify_output(&closure.root)? {
+        let loaded = load_into(&image, &outputs, ctx, Some(reference), None)?;
+        return Ok(ServiceImage {
+            reference: reference.to_string(),
+            store_path: closure.root.to_string(),
+            manifest: loaded.record.manifest.digest.to_string(),
+            how: "loaded",
+            layers_built: loaded.record.layers.len(),
+            layers: loaded.record.layers.len(),
+            unpack: unpack_stats(&loaded.reports),
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    let mut runtime = RuntimeConfig::default();
+    if let Some(main) = &built.main_program {
+        runtime.entrypoint = Some(vec![format!("{}/bin/{main}", closure.root)]);
+    }
+    runtime.env.push(("PATH".into(), "/bin".into()));
+    let system = nix.system.clone().unwrap_or_else(host_system);
+    let platform = Platform::from_nix_system(&system)?;
+    let compression = crate::image::compress::Compression::Gzip;
+    let spec = ImageSpec {
+        reference: reference.clone(),
+        platform,
+        runtime,
+        created: rfc3339(ctx.mtime),
+        mtime: ctx.mtime,
+        compression,
+        level: compression.default_level(),
+        max_layers: crate::image::layering::DEFAULT_MAX_LAYERS,
+        root_layer: Default::default(),
+        annotations: Default::default(),
+    };
+    let b = build_into(
+        &spec,
+        closure,
+        &outputs,
+        ctx,
+        cache,
+        jobs,
+        &crate::image::assemble::NoProgress,
+    )?;
+    Ok(ServiceImage {
+        reference: reference.to_string(),
+        store_path: closure.root.to_string(),
+        manifest: b.image.record.manifest.digest.to_string(),
+        how: "built",
+        layers_built: b.image.stats.layers_built,
+        layers: b.image.record.layers.len(),
+        unpack: unpack_stats(&b.reports),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn unpack_stats(reports: &[serde_json::Value]) -> Option<crate::containerd::unpack::UnpackStats> {
+    let u = reports.first()?.get("unpack")?;
+    Some(crate::containerd::unpack::UnpackStats {
+        applied: u.get("applied")?.as_u64()? as usize,
+        filled: u.get("filled")?.as_u64()? as usize,
+        existing: u.get("existing")?.as_u64()? as usize,
+    })
 }

@@ -108,17 +108,6 @@ pub struct BuildArgs {
     json: bool,
 }
 
-/// The Nix system of this machine.
-fn host_system() -> String {
-    let arch = match std::env::consts::ARCH {
-        "x86" => "i686",
-        "arm" => "armv7l",
-        "powerpc64" => "powerpc64le",
-        a => a,
-    };
-    format!("{arch}-{}", std::env::consts::OS)
-}
-
 /// Plain progress lines (not on a terminal, or with -v).
 struct Lines {
     on: bool,
@@ -217,7 +206,10 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
         .map(ImageRef::parse)
         .transpose()
         .map_err(usage)?;
-    let system = a.system.clone().unwrap_or_else(host_system);
+    let system = a
+        .system
+        .clone()
+        .unwrap_or_else(nixoci::pipeline::host_system);
     let platform = Platform::from_nix_system(&system).map_err(usage)?;
     let mut runtime = RuntimeConfig {
         entrypoint: a.entrypoint.as_deref().map(parse_command),

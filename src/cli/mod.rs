@@ -3,9 +3,15 @@
 
 mod build;
 mod cache;
+mod clean;
+mod enclave;
 mod engine;
 mod images;
 mod load;
+mod run;
+mod service;
+
+pub use service::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -75,6 +81,16 @@ pub enum Command {
     /// Start, stop or show nixoci's private containerd.
     #[command(subcommand)]
     Engine(engine::EngineCommand),
+    /// Run a Kurtosis-style package (kurtosis.yml + main.star) in an enclave.
+    Run(Box<run::RunArgs>),
+    /// List, inspect or remove enclaves.
+    #[command(subcommand)]
+    Enclave(enclave::EnclaveCommand),
+    /// Logs, exec, stop, start or remove one service of an enclave.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
+    /// Remove stopped enclaves (-a: every enclave, and nixoci's images).
+    Clean(clean::CleanArgs),
 }
 
 /// How to reach containerd (DESIGN.md: address order and namespace).
@@ -152,5 +168,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Images(c) => images::run(c, &cli.containerd),
         Command::Load(a) => load::run(a, &cli.containerd),
         Command::Engine(c) => engine::run(c),
+        Command::Run(a) => run::run(*a, &cli.containerd),
+        Command::Enclave(c) => enclave::run(c, &cli.containerd),
+        Command::Service(c) => service::run(c, &cli.containerd),
+        Command::Clean(a) => clean::run(a, &cli.containerd),
     }
 }

@@ -7,7 +7,8 @@ use super::{is_code, Client, ContainerdError};
 use crate::image::digest::Digest;
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::{
-    AbortRequest, Info, InfoRequest, UpdateRequest, WriteAction, WriteContentRequest,
+    AbortRequest, Info, InfoRequest, ReadContentRequest, UpdateRequest, WriteAction,
+    WriteContentRequest,
 };
 use std::collections::BTreeMap;
 use std::io;
@@ -31,6 +32,25 @@ pub async fn info(c: &Client, d: &Digest) -> Result<Option<Info>, ContainerdErro
         Err(s) if s.code() == Code::NotFound => Ok(None),
         Err(s) => Err(c.err(format!("content info {d}"))(s)),
     }
+}
+
+/// Read a (small) blob whole: manifests, configs, indexes.
+pub async fn read_all(c: &Client, d: &str) -> Result<Vec<u8>, ContainerdError> {
+    let mut cs = ContentClient::new(c.channel.clone());
+    let mut stream = cs
+        .read(c.req(ReadContentRequest {
+            digest: d.into(),
+            offset: 0,
+            size: 0,
+        }))
+        .await
+        .map_err(c.err(format!("read {d}")))?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.message().await.map_err(c.err(format!("read {d}")))? {
+        out.extend_from_slice(&chunk.data);
+    }
+    Ok(out)
 }
 
 /// Add (or replace) labels on a blob.

@@ -11,6 +11,9 @@ use containerd_client::services::v1::{
 use containerd_client::types::Descriptor;
 use tonic::Code;
 
+/// The label on every image nixoci writes (`nixoci clean -a` removes them).
+pub const MANAGED_LABEL: &str = "nixoci.managed";
+
 /// Point `name` at `target`: `images.Update`, then `images.Create` on NotFound.
 pub async fn put(c: &Client, name: &str, target: &Blob) -> Result<(), ContainerdError> {
     let image = Image {
@@ -21,6 +24,7 @@ pub async fn put(c: &Client, name: &str, target: &Blob) -> Result<(), Containerd
             size: target.size as i64,
             annotations: Default::default(),
         }),
+        labels: [(MANAGED_LABEL.to_string(), "true".to_string())].into(),
         ..Default::default()
     };
     let mut images = ImagesClient::new(c.channel.clone());

@@ -6,6 +6,7 @@
 //! it to the synchronous image pipeline.
 
 pub mod address;
+pub mod containers;
 pub mod content;
 pub mod engine;
 pub mod fill;

@@ -1,0 +1,147 @@
+//! `nixoci run PACKAGE_DIR [ARGS]`: interpret the package, build its Nix
+//! images, run its instructions in an enclave.
+
+use super::{usage, ContainerdArgs};
+use nixoci::enclave::execute::{build_images, Executor, Options};
+use nixoci::enclave::{self, Enclave};
+use nixoci::image::cache::{default_cache_dir, LayerCache};
+use nixoci::plan::{self, Package, RunOptions};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  nixoci run ./my-package\n  nixoci run ./my-package '{\"port\": 8080}' --enclave dev\n  nixoci run ./my-package --args-file args.yaml --dry-run"
+)]
+pub struct RunArgs {
+    /// The package directory (kurtosis.yml and main.star).
+    #[arg(value_name = "PACKAGE_DIR")]
+    package: PathBuf,
+    /// Arguments: a JSON or YAML object; its keys become keyword arguments
+    /// (or the whole object, for `def run(plan, args)`).
+    #[arg(value_name = "ARGS_JSON")]
+    args: Option<String>,
+    /// The enclave to run in (created if missing; default: a new name).
+    #[arg(long)]
+    enclave: Option<String>,
+    /// Print the instructions and stop.
+    #[arg(long)]
+    dry_run: bool,
+    /// Read the arguments from a JSON or YAML file.
+    #[arg(long, value_name = "FILE")]
+    args_file: Option<PathBuf>,
+    /// The package's main file.
+    #[arg(long, default_value = "main.star", value_name = "FILE")]
+    main_file: String,
+    /// The function the main file defines and nixoci calls.
+    #[arg(long, default_value = "run", value_name = "NAME")]
+    main_function_name: String,
+    /// Print one JSON document at the end (images, instructions, output).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: RunArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
+    let args = match (&a.args, &a.args_file) {
+        (Some(_), Some(_)) => {
+            return Err(usage(
+                "give the arguments either inline or with --args-file, not both",
+            ))
+        }
+        (Some(s), None) => plan::parse_args(s, "the arguments").map_err(usage)?,
+        (None, Some(f)) => {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| usage(format!("--args-file {}: {e}", f.display())))?;
+            plan::parse_args(&text, &format!("--args-file {}", f.display())).map_err(usage)?
+        }
+        (None, None) => serde_json::Value::Null,
+    };
+    nixoci::containerd::check_namespace(&containerd.namespace).map_err(usage)?;
+    let package = Package::open(&a.package).map_err(usage)?;
+    let name = match &a.enclave {
+        Some(n) => {
+            enclave::check_name(n).map_err(usage)?;
+            n.clone()
+        }
+        None => enclave::generate_name(),
+    };
+    // Services and artifacts already in the enclave count for validation.
+    let mut opts = RunOptions {
+        main_file: a.main_file.clone(),
+        main_function: a.main_function_name.clone(),
+        args,
+        ..Default::default()
+    };
+    if enclave::list_names().contains(&name) {
+        let e = Enclave::open(&name)?;
+        opts.existing_services = e.record.services.values().map(|s| s.info.clone()).collect();
+        opts.existing_artifacts = e.record.artifacts.clone();
+    }
+    let plan = plan::interpret(&package, &opts).map_err(usage)?;
+    if a.dry_run {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            for (i, s) in plan.steps.iter().enumerate() {
+                println!("{:>3}. {}: {}", i + 1, s.location, s.instruction);
+            }
+            if !plan.output.is_null() {
+                println!("returns {}", plan.output);
+            }
+        }
+        return Ok(());
+    }
+    let say = |m: String| eprintln!("{m}");
+    let ctx = containerd.sink_context(1);
+    let client = ctx.containerd(None);
+    super::print_notes(&ctx);
+    let client = client?;
+    let rt = ctx.runtime()?;
+    let exec_opts = Options {
+        snapshotter: containerd.snapshotter.clone(),
+        jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        nix: Default::default(),
+        cache: LayerCache::new(default_cache_dir()),
+        stop_grace: Duration::from_secs(10),
+    };
+    let images = build_images(&plan, &ctx, &exec_opts, &say)?;
+    let (mut enclave, created) = Enclave::open_or_create(&name, &containerd.namespace)?;
+    eprintln!(
+        "{} enclave {name} (namespace {})",
+        if created { "created" } else { "using" },
+        containerd.namespace
+    );
+    let mut exec = Executor::new(&rt, client, &mut enclave, &exec_opts, &images, &plan);
+    let report = match exec.run(&plan, &say) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "enclave {name} keeps what ran; inspect it with `nixoci enclave inspect {name}`, remove it with `nixoci enclave rm -f {name}`"
+            );
+            return Err(e.into());
+        }
+    };
+    if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["images"] = serde_json::to_value(&images)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        eprintln!(
+            "\nenclave {name}: {} services",
+            enclave.record.services.len()
+        );
+        for s in enclave.record.services.values() {
+            let ports: Vec<String> = s
+                .info
+                .ports
+                .iter()
+                .map(|(id, p)| format!("{id}={}", p.number))
+                .collect();
+            eprintln!("  {}\t{}\t{}", s.name, s.image, ports.join(" "));
+        }
+        if !report.output.is_null() {
+            println!("{}", serde_json::to_string_pretty(&report.output)?);
+        }
+    }
+    Ok(())
+}

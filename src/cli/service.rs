@@ -1,0 +1,162 @@
+//! `nixoci service logs [-f] | exec | stop | start | rm ENCLAVE SERVICE`.
+
+use super::{usage, ContainerdArgs};
+use clap::Subcommand;
+use nixoci::enclave::{self, service, Enclave};
+use std::io::{Read, Seek, Write};
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum ServiceCommand {
+    /// Print a service's output (stdout and stderr); -f follows it.
+    Logs {
+        #[arg(short, long)]
+        follow: bool,
+        enclave: String,
+        service: String,
+    },
+    /// Run a command in a running service; exits with its exit code.
+    Exec {
+        enclave: String,
+        service: String,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Stop a service (SIGTERM, then SIGKILL after 10 s); it can be started again.
+    Stop { enclave: String, service: String },
+    /// Start a stopped service.
+    Start { enclave: String, service: String },
+    /// Remove a service from its enclave.
+    Rm { enclave: String, service: String },
+}
+
+/// A command's own exit code, passed through by `main`.
+#[derive(Debug, thiserror::Error)]
+#[error("the command exited with code {0}")]
+pub struct ExitCode(pub i32);
+
+fn open(enclave_name: &str, service_name: &str) -> anyhow::Result<Enclave> {
+    enclave::check_name(enclave_name).map_err(usage)?;
+    let e = Enclave::open(enclave_name)?;
+    e.service(service_name)?;
+    Ok(e)
+}
+
+pub fn run(c: ServiceCommand, args: &ContainerdArgs) -> anyhow::Result<()> {
+    match c {
+        ServiceCommand::Logs {
+            follow,
+            enclave,
+            service: s,
+        } => {
+            let e = open(&enclave, &s)?;
+            let path = e.log_path(&s);
+            let id = e.service(&s)?.container_id.clone();
+            let ns = e.record.namespace.clone();
+            drop(e);
+            let mut f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound && !follow => return Ok(()),
+                Err(err) => return Err(anyhow::anyhow!("{}: {err}", path.display())),
+            };
+            let mut out = std::io::stdout();
+            std::io::copy(&mut f, &mut out)?;
+            out.flush()?;
+            if follow {
+                let (rt, client) = args.connect(true)?;
+                let client = client.in_namespace(&ns);
+                let mut buf = Vec::new();
+                loop {
+                    if nixoci::interrupt::interrupted() {
+                        return Ok(());
+                    }
+                    buf.clear();
+                    f.read_to_end(&mut buf)?;
+                    if buf.is_empty() {
+                        if rt.block_on(service::exited(&client, &id))?.is_some() {
+                            return Ok(());
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                        // A truncated file starts over.
+                        let len = f.metadata()?.len();
+                        if f.stream_position()? > len {
+                            f.seek(std::io::SeekFrom::Start(0))?;
+                        }
+                        continue;
+                    }
+                    out.write_all(&buf)?;
+                    out.flush()?;
+                }
+            }
+            Ok(())
+        }
+        ServiceCommand::Exec {
+            enclave,
+            service: s,
+            command,
+        } => {
+            let e = open(&enclave, &s)?;
+            let (rt, client) = args.connect(true)?;
+            let client = client.in_namespace(&e.record.namespace);
+            let id = e.service(&s)?.container_id.clone();
+            let scratch = e.dir.join("exec");
+            let (code, output) = rt.block_on(service::exec(&client, &id, &command, &scratch))?;
+            print!("{output}");
+            std::io::stdout().flush()?;
+            if code != 0 {
+                return Err(ExitCode(code as i32).into());
+            }
+            Ok(())
+        }
+        ServiceCommand::Stop {
+            enclave,
+            service: s,
+        } => {
+            let e = open(&enclave, &s)?;
+            let (rt, client) = args.connect(true)?;
+            let client = client.in_namespace(&e.record.namespace);
+            let id = e.service(&s)?.container_id.clone();
+            match rt.block_on(service::stop_task(&client, &id, Duration::from_secs(10)))? {
+                Some(code) => println!("stopped {s} (exit {code})"),
+                None => println!("{s} was not running"),
+            }
+            Ok(())
+        }
+        ServiceCommand::Start {
+            enclave,
+            service: s,
+        } => {
+            let e = open(&enclave, &s)?;
+            let (rt, client) = args.connect(true)?;
+            let client = client.in_namespace(&e.record.namespace);
+            let r = e.service(&s)?.clone();
+            let log = e.log_path(&s);
+            rt.block_on(async {
+                service::start_task(&client, &args.snapshotter, &r.container_id, &log).await?;
+                service::check_started(&client, &r.container_id, &s, &r.config, &log).await
+            })?;
+            println!("started {s}");
+            Ok(())
+        }
+        ServiceCommand::Rm {
+            enclave,
+            service: s,
+        } => {
+            let mut e = open(&enclave, &s)?;
+            let (rt, client) = args.connect(true)?;
+            let client = client.in_namespace(&e.record.namespace);
+            let id = e.service(&s)?.container_id.clone();
+            rt.block_on(service::remove(
+                &client,
+                &args.snapshotter,
+                &id,
+                Duration::from_secs(10),
+            ))?;
+            e.record.services.remove(&s);
+            e.save()?;
+            e.write_hosts()?;
+            println!("removed {s}");
+            Ok(())
+        }
+    }
+}

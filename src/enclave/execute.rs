@@ -1,0 +1,636 @@
+//! Execution of a plan in an enclave: every distinct Nix image is built
+//! once (in parallel, bounded) into containerd, then the instructions run
+//! in order, with future references resolved as their values become known.
+
+use super::service::{self, NewService, ResolvedImage};
+use super::spec::Bind;
+use super::{container_id, Enclave, EnclaveError, ServiceRecord};
+use crate::containerd::Client;
+use crate::image::cache::LayerCache;
+use crate::image::reference::ImageRef;
+use crate::nix::{FlakeRef, Nix};
+use crate::pipeline::{build_service_image, ServiceImage};
+use crate::plan::future::Runtime as Values;
+use crate::plan::{
+    Artifact, Assertion, ImageSource, Instruction, NixBuildSpec, Plan, ServiceConfig,
+};
+use crate::sink::SinkContext;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("building image {image} (NixBuildSpec at {flake}): {source}")]
+    Build {
+        image: String,
+        flake: String,
+        source: Box<crate::pipeline::PipelineError>,
+    },
+    #[error("{location}: {instruction}: {message}")]
+    Step {
+        location: String,
+        instruction: String,
+        message: String,
+    },
+    #[error("interrupted after {ran} of {total} instructions")]
+    Interrupted { ran: usize, total: usize },
+    #[error(transparent)]
+    Enclave(#[from] EnclaveError),
+}
+
+pub struct Options {
+    pub snapshotter: String,
+    pub jobs: usize,
+    pub nix: Nix,
+    pub cache: LayerCache,
+    /// How long a stopped service gets between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub enclave: String,
+    pub images: Vec<ServiceImage>,
+    /// Instructions run, in order (their one-line descriptions).
+    pub ran: Vec<String>,
+    /// What the package's main function returned, references resolved.
+    pub output: Value,
+}
+
+/// The flake reference of a `NixBuildSpec`. Nix 2.8 cannot point `dir=` at
+/// a path flake, so the flake's own directory is the flake (a warning says
+/// so when it sits below the build context).
+pub fn flake_ref(spec: &NixBuildSpec) -> (FlakeRef, Option<String>) {
+    let mut s = spec.flake_dir.display().to_string();
+    if let Some(o) = &spec.flake_output {
+        s = format!("{s}#{o}");
+    }
+    let warning = (spec.flake_dir != spec.context).then(|| {
+        format!(
+            "warning: image {}: the flake sits in {} below the build context {}; Nix 2.8 cannot give a path flake the whole context (no dir= for path: flakes), so the flake sees only its own directory",
+            spec.image_name,
+            spec.flake_location_dir,
+            spec.context.display()
+        )
+    });
+    (
+        FlakeRef::parse(&s).expect("a local directory is a flake reference"),
+        warning,
+    )
+}
+
+/// Build every Nix image of the plan, each once, at most two at a time.
+pub fn build_images(
+    plan: &Plan,
+    ctx: &SinkContext,
+    opts: &Options,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<Vec<ServiceImage>, ExecError> {
+    let specs = plan.nix_images();
+    let results: Vec<std::sync::Mutex<Option<Result<ServiceImage, ExecError>>>> =
+        specs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = specs.len().clamp(1, 2);
+    let jobs = (opts.jobs / workers).max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(spec) = specs.get(i) else { break };
+                if crate::interrupt::interrupted() {
+                    break;
+                }
+                let (flake, warning) = flake_ref(spec);
+                if let Some(w) = warning {
+                    say(w);
+                }
+                say(format!("building image {} from {}", spec.image_name, flake.installable));
+                let r = ImageRef::parse(&spec.image_name)
+                    .map_err(crate::pipeline::PipelineError::Reference)
+                    .and_then(|reference| {
+                        build_service_image(&opts.nix, &flake, &reference, ctx, &opts.cache, jobs)
+                    })
+                    .map_err(|e| ExecError::Build {
+                        image: spec.image_name.clone(),
+                        flake: flake.installable.clone(),
+                        source: Box::new(e),
+                    });
+                if let Ok(img) = &r {
+                    let unpacked = img
+                        .unpack
+                        .map(|u| format!(", {} unpacked, {} already unpacked", u.applied + u.filled, u.existing))
+                        .unwrap_or_default();
+                    say(format!(
+                        "image {} ready ({} {}: {} of {} layers read from the store{unpacked}) in {:.1}s",
+                        img.reference, img.how, img.store_path, img.layers_built, img.layers, img.seconds
+                    ));
+                }
+                *results[i].lock().unwrap() = Some(r);
+            });
+        }
+    });
+    let mut out = Vec::new();
+    for r in results {
+        match r.into_inner().unwrap() {
+            Some(r) => out.push(r?),
+            None => {
+                return Err(ExecError::Interrupted {
+                    ran: 0,
+                    total: plan.steps.len(),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs instructions against one enclave.
+pub struct Executor<'a> {
+    pub rt: &'a tokio::runtime::Handle,
+    pub client: Client,
+    pub enclave: &'a mut Enclave,
+    pub opts: &'a Options,
+    pub values: Values,
+    /// image_name of each NixBuildSpec → full reference in containerd.
+    pub built: BTreeMap<String, String>,
+    resolved: BTreeMap<String, ResolvedImage>,
+}
+
+fn step_err(
+    location: &str,
+    instruction: &Instruction,
+    message: impl std::fmt::Display,
+) -> ExecError {
+    ExecError::Step {
+        location: location.into(),
+        instruction: instruction.to_string(),
+        message: message.to_string(),
+    }
+}
+
+impl<'a> Executor<'a> {
+    pub fn new(
+        rt: &'a tokio::runtime::Handle,
+        client: Client,
+        enclave: &'a mut Enclave,
+        opts: &'a Options,
+        images: &[ServiceImage],
+        plan: &Plan,
+    ) -> Self {
+        let mut built = BTreeMap::new();
+        for (spec, img) in plan.nix_images().iter().zip(images) {
+            built.insert(spec.image_name.clone(), img.reference.clone());
+        }
+        Executor {
+            rt,
+            client,
+            enclave,
+            opts,
+            values: Values::default(),
+            built,
+            resolved: BTreeMap::new(),
+        }
+    }
+
+    /// Run the plan's instructions in order.
+    pub fn run(&mut self, plan: &Plan, say: &dyn Fn(String)) -> Result<Report, ExecError> {
+        let mut report = Report {
+            enclave: self.enclave.name().into(),
+            ..Default::default()
+        };
+        for (i, step) in plan.steps.iter().enumerate() {
+            if crate::interrupt::interrupted() {
+                return Err(ExecError::Interrupted {
+                    ran: i,
+                    total: plan.steps.len(),
+                });
+            }
+            say(format!("> {}", step.instruction));
+            let loc = step.location.0.as_str();
+            let result = self
+                .step(&step.instruction, say)
+                .map_err(|m| step_err(loc, &step.instruction, m))?;
+            if let Some(r) = result {
+                say(r);
+            }
+            report.ran.push(step.instruction.to_string());
+        }
+        report.output = self
+            .values
+            .resolve(&plan.output)
+            .unwrap_or_else(|_| plan.output.clone());
+        Ok(report)
+    }
+
+    fn image_name(&self, source: &ImageSource) -> Result<String, String> {
+        match source {
+            ImageSource::Nix(n) => self
+                .built
+                .get(&n.image_name)
+                .cloned()
+                .ok_or_else(|| format!("image {} was not built", n.image_name)),
+            ImageSource::Named(i) => {
+                if i.registry.is_some() || i.username.is_some() {
+                    // Credentials only matter for pulling, which comes later.
+                }
+                ImageRef::parse(&i.image)
+                    .map(|r| r.to_string())
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    fn resolve_config(&self, config: &ServiceConfig) -> Result<ServiceConfig, String> {
+        let mut c = config.clone();
+        let v = &self.values;
+        let e = |e: crate::plan::future::Unresolved| e.to_string();
+        c.cmd = c.cmd.map(|x| v.resolve_all(&x)).transpose().map_err(e)?;
+        c.entrypoint = c
+            .entrypoint
+            .map(|x| v.resolve_all(&x))
+            .transpose()
+            .map_err(e)?;
+        c.env_vars = c
+            .env_vars
+            .iter()
+            .map(|(k, x)| Ok((k.clone(), v.resolve_str(x)?)))
+            .collect::<Result<_, crate::plan::future::Unresolved>>()
+            .map_err(e)?;
+        Ok(c)
+    }
+
+    fn block<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.rt.block_on(f)
+    }
+
+    fn step(&mut self, ins: &Instruction, say: &dyn Fn(String)) -> Result<Option<String>, String> {
+        let c = self.client.clone();
+        let snap = self.opts.snapshotter.clone();
+        let grace = self.opts.stop_grace;
+        match ins {
+            Instruction::AddService { name, config } => {
+                let config = self.resolve_config(config)?;
+                let image = self.image_name(&config.image)?;
+                let resolved = match self.resolved.get(&image) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let r = self
+                            .block(service::resolve_image(&c, &snap, &image))
+                            .map_err(|e| e.to_string())?;
+                        self.resolved.insert(image.clone(), r.clone());
+                        r
+                    }
+                };
+                let id = container_id(self.enclave.name(), name);
+                // A container of that name without a record is left from a
+                // killed run: it goes.
+                self.block(service::remove(&c, &snap, &id, Duration::from_secs(1)))
+                    .map_err(|e| e.to_string())?;
+                let info = crate::plan::values::ServiceInfo::host_network(name, &config.ports);
+                let mut binds = Vec::new();
+                for (mount, artifact) in &config.files {
+                    let dir = self.enclave.artifact_dir(artifact);
+                    if !dir.is_dir() {
+                        return Err(format!(
+                            "files artifact '{artifact}' does not exist in enclave {}",
+                            self.enclave.name()
+                        ));
+                    }
+                    binds.push(Bind {
+                        destination: mount.clone(),
+                        source: dir.display().to_string(),
+                        read_only: true,
+                    });
+                }
+                self.enclave.record.services.insert(
+                    name.clone(),
+                    ServiceRecord {
+                        name: name.clone(),
+                        container_id: id.clone(),
+                        image: image.clone(),
+                        config: config.clone(),
+                        info: info.clone(),
+                    },
+                );
+                self.enclave.write_hosts().map_err(|e| e.to_string())?;
+                binds.push(Bind {
+                    destination: "/etc/hosts".into(),
+                    source: self.enclave.hosts_path().display().to_string(),
+                    read_only: true,
+                });
+                let log = self.enclave.log_path(name);
+                let enclave_name = self.enclave.name().to_string();
+                let new = NewService {
+                    enclave: &enclave_name,
+                    name,
+                    id: &id,
+                    config: &config,
+                    image: &resolved,
+                    binds,
+                };
+                let started = self.block(async {
+                    service::create_container(&c, &snap, &new).await?;
+                    service::start_task(&c, &snap, &id, &log).await?;
+                    service::check_started(&c, &id, name, &config, &log).await
+                });
+                if let Err(e) = started {
+                    let _ = self.block(service::remove(&c, &snap, &id, Duration::from_secs(1)));
+                    self.enclave.record.services.remove(name);
+                    let _ = self.enclave.write_hosts();
+                    return Err(e.to_string());
+                }
+                self.enclave.save().map_err(|e| e.to_string())?;
+                let ports: Vec<String> = info
+                    .ports
+                    .iter()
+                    .map(|(id, p)| format!("{id}: {}/{}", p.number, p.transport_protocol))
+                    .collect();
+                Ok(Some(format!(
+                    "Service '{name}' added ({image}), address {}{}",
+                    info.ip_address,
+                    if ports.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", ports {}", ports.join(", "))
+                    }
+                )))
+            }
+            Instruction::RemoveService { name } => {
+                let id = self
+                    .enclave
+                    .service(name)
+                    .map_err(|e| e.to_string())?
+                    .container_id
+                    .clone();
+                self.block(service::remove(&c, &snap, &id, grace))
+                    .map_err(|e| e.to_string())?;
+                self.enclave.record.services.remove(name);
+                self.enclave.save().map_err(|e| e.to_string())?;
+                self.enclave.write_hosts().map_err(|e| e.to_string())?;
+                Ok(Some(format!("Service '{name}' removed")))
+            }
+            Instruction::StopService { name } => {
+                let id = self
+                    .enclave
+                    .service(name)
+                    .map_err(|e| e.to_string())?
+                    .container_id
+                    .clone();
+                self.block(service::stop_task(&c, &id, grace))
+                    .map_err(|e| e.to_string())?;
+                Ok(Some(format!("Service '{name}' stopped")))
+            }
+            Instruction::StartService { name } => {
+                let rec = self
+                    .enclave
+                    .service(name)
+                    .map_err(|e| e.to_string())?
+                    .clone();
+                let log = self.enclave.log_path(name);
+                self.block(async {
+                    service::start_task(&c, &snap, &rec.container_id, &log).await?;
+                    service::check_started(&c, &rec.container_id, name, &rec.config, &log).await
+                })
+                .map_err(|e| e.to_string())?;
+                Ok(Some(format!("Service '{name}' started")))
+            }
+            Instruction::Exec {
+                service_name,
+                recipe,
+                acceptable_codes,
+                skip_code_check,
+                id,
+            } => {
+                let (code, output) = self.exec(service_name, &recipe.command)?;
+                self.values.set(id, "code", json!(code));
+                self.values.set(id, "output", json!(output));
+                if !skip_code_check && !acceptable_codes.contains(&code) {
+                    return Err(format!(
+                        "the command returned exit code {code}, which is not among the acceptable codes {acceptable_codes:?}; its output:\n{}",
+                        output.trim_end()
+                    ));
+                }
+                Ok(Some(format!(
+                    "Command returned with exit code '{code}' and the following output:\n{}",
+                    output.trim_end()
+                )))
+            }
+            Instruction::Wait {
+                service_name,
+                recipe,
+                field,
+                assertion,
+                target_value,
+                interval,
+                timeout,
+                id,
+            } => {
+                let parse = |s: &str| {
+                    crate::plan::builtins::parse_duration(s).unwrap_or(Duration::from_secs(1))
+                };
+                let (interval, limit) = (parse(interval), parse(timeout));
+                let target = self
+                    .values
+                    .resolve(target_value)
+                    .map_err(|e| e.to_string())?;
+                let start = Instant::now();
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    let (code, output) = self.exec(service_name, &recipe.command)?;
+                    let got = match field.as_str() {
+                        "code" => json!(code),
+                        _ => json!(output),
+                    };
+                    if compare(&got, *assertion, &target).unwrap_or(false) {
+                        self.values.set(id, "code", json!(code));
+                        self.values.set(id, "output", json!(output));
+                        return Ok(Some(format!(
+                            "Wait took {attempts} tries ({:.1}s): {field} is {got}",
+                            start.elapsed().as_secs_f64()
+                        )));
+                    }
+                    if start.elapsed() + interval > limit || crate::interrupt::interrupted() {
+                        return Err(format!(
+                            "{field} did not satisfy {} {target} within {timeout} ({attempts} tries; last value {got})",
+                            assertion.as_str()
+                        ));
+                    }
+                    std::thread::sleep(interval);
+                }
+            }
+            Instruction::Verify {
+                value,
+                assertion,
+                target_value,
+            } => {
+                let v = self.values.resolve(value).map_err(|e| e.to_string())?;
+                let t = self
+                    .values
+                    .resolve(target_value)
+                    .map_err(|e| e.to_string())?;
+                match compare(&v, *assertion, &t) {
+                    Ok(true) => Ok(Some(format!(
+                        "Verification succeeded: {v} {} {t}",
+                        assertion.as_str()
+                    ))),
+                    Ok(false) => Err(format!(
+                        "Verification failed: {v} {} {t} is false",
+                        assertion.as_str()
+                    )),
+                    Err(e) => Err(format!("Verification failed: {e}")),
+                }
+            }
+            Instruction::Print { msg } => {
+                let m = self.values.resolve_str(msg).map_err(|e| e.to_string())?;
+                println!("{m}");
+                Ok(None)
+            }
+            Instruction::UploadFiles { name, artifact }
+            | Instruction::RenderTemplates { name, artifact } => {
+                let dir = self.enclave.artifact_dir(name);
+                let tmp = dir.with_extension("partial");
+                let _ = std::fs::remove_dir_all(&tmp);
+                std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+                let r = match artifact {
+                    Artifact::Upload { src } => {
+                        let base = src.file_name().map(|n| tmp.join(n)).unwrap_or(tmp.clone());
+                        copy_tree(src, &base).map_err(|e| format!("copying {}: {e}", src.display()))
+                    }
+                    Artifact::Templates { files } => {
+                        files.iter().try_for_each(|(path, (text, data))| {
+                            let data = self.values.resolve(data).map_err(|e| e.to_string())?;
+                            let out = crate::plan::template::render(text, &data)
+                                .map_err(|e| format!("template {path}: {e}"))?;
+                            let file = tmp.join(path);
+                            if let Some(p) = file.parent() {
+                                std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
+                            }
+                            std::fs::write(&file, out)
+                                .map_err(|e| format!("{}: {e}", file.display()))
+                        })
+                    }
+                };
+                if let Err(e) = r {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    return Err(e);
+                }
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::rename(&tmp, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                if !self.enclave.record.artifacts.contains(name) {
+                    self.enclave.record.artifacts.push(name.clone());
+                }
+                self.enclave.save().map_err(|e| e.to_string())?;
+                let _ = say;
+                Ok(Some(format!("Files artifact '{name}' created")))
+            }
+        }
+    }
+
+    fn exec(&self, service_name: &str, command: &[String]) -> Result<(i64, String), String> {
+        let rec = self
+            .enclave
+            .service(service_name)
+            .map_err(|e| e.to_string())?;
+        let command = self
+            .values
+            .resolve_all(command)
+            .map_err(|e| e.to_string())?;
+        let scratch = self.enclave.dir.join("exec");
+        self.block(service::exec(
+            &self.client,
+            &rec.container_id,
+            &command,
+            &scratch,
+        ))
+        .map_err(|e| format!("exec {command:?} in service '{service_name}': {e}"))
+    }
+}
+
+/// Compare like Kurtosis' verify: numbers as numbers (a numeric string
+/// counts as a number), strings as strings, IN/NOT_IN against a list.
+pub fn compare(v: &Value, op: Assertion, target: &Value) -> Result<bool, String> {
+    fn num(v: &Value) -> Option<f64> {
+        match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse().ok(),
+            Value::Bool(_) => None,
+            _ => None,
+        }
+    }
+    match op {
+        Assertion::In | Assertion::NotIn => {
+            let list = target
+                .as_array()
+                .ok_or_else(|| format!("{} needs a list, got {target}", op.as_str()))?;
+            let found = list
+                .iter()
+                .any(|t| t == v || matches!((num(t), num(v)), (Some(a), Some(b)) if a == b));
+            Ok(found == (op == Assertion::In))
+        }
+        _ => {
+            let ord = match (num(v), num(target)) {
+                (Some(a), Some(b)) if !(v.is_string() && target.is_string()) => a.partial_cmp(&b),
+                _ => match (v, target) {
+                    (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
+                    _ if matches!(op, Assertion::Eq | Assertion::Ne) => {
+                        return Ok((v == target) == (op == Assertion::Eq))
+                    }
+                    _ => return Err(format!("cannot compare {v} with {target}")),
+                },
+            };
+            let ord = ord.ok_or_else(|| format!("cannot compare {v} with {target}"))?;
+            use std::cmp::Ordering::*;
+            Ok(match op {
+                Assertion::Eq => ord == Equal,
+                Assertion::Ne => ord != Equal,
+                Assertion::Ge => ord != Less,
+                Assertion::Le => ord != Greater,
+                Assertion::Gt => ord == Greater,
+                Assertion::Lt => ord == Less,
+                Assertion::In | Assertion::NotIn => unreachable!(),
+            })
+        }
+    }
+}
+
+/// Copy a file or directory tree (modes and symlinks kept).
+pub fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(src)?;
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(src)?, dst)
+    } else if meta.is_dir() {
+        std::fs::create_dir_all(dst)?;
+        let mut entries: Vec<_> = std::fs::read_dir(src)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            copy_tree(&e.path(), &dst.join(e.file_name()))?;
+        }
+        std::fs::set_permissions(dst, meta.permissions())
+    } else {
+        std::fs::copy(src, dst).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_compares_like_kurtosis() {
+        let t = |v: Value, op: &str, target: Value| {
+            compare(&v, Assertion::parse(op).unwrap(), &target).unwrap()
+        };
+        assert!(t(json!(0), "==", json!(0)));
+        assert!(t(json!("0"), "==", json!(0)));
+        assert!(t(json!(3), ">", json!(2)));
+        assert!(!t(json!(3), "<=", json!(2)));
+        assert!(t(json!("abc"), "<", json!("abd")));
+        assert!(t(json!("10"), "!=", json!("9")));
+        assert!(t(json!(1), "IN", json!([0, 1])));
+        assert!(t(json!("x"), "NOT_IN", json!(["y"])));
+        assert!(compare(&json!([1]), Assertion::Gt, &json!(0)).is_err());
+    }
+}

@@ -1,0 +1,380 @@
+//! One service on containerd: its image resolved (and unpacked if needed),
+//! its container (snapshot, runtime spec, labels), its task on runc with
+//! stdout and stderr in a log file the shim writes, and exec.
+
+use super::spec::{self, Bind, ImageDefaults};
+use super::{EnclaveError, ENCLAVE_LABEL, SERVICE_LABEL};
+use crate::containerd::containers::{self, RUNTIME, SPEC_TYPE};
+use crate::containerd::{content, images, unpack, Client};
+use crate::image::digest::Digest;
+use crate::image::manifest::Blob;
+use crate::plan::ServiceConfig;
+use crate::sink::LayerRecord;
+use containerd_client::services::v1::container::Runtime;
+use containerd_client::services::v1::Container;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// An image in containerd, ready to run.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    pub name: String,
+    pub defaults: ImageDefaults,
+    /// The chain ID of the top layer: the snapshot containers start from.
+    pub top: String,
+}
+
+fn err(msg: impl Into<String>) -> EnclaveError {
+    EnclaveError::Service(msg.into())
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    }
+}
+
+/// Find `name` in the namespace, pick this platform's manifest from an
+/// index, read the config, and unpack the layers if their snapshot is
+/// missing.
+pub async fn resolve_image(
+    c: &Client,
+    snapshotter: &str,
+    name: &str,
+) -> Result<ResolvedImage, EnclaveError> {
+    let image = images::get(c, name).await?.ok_or_else(|| {
+        err(format!(
+            "image {name} is not in containerd namespace '{}': build it with `nixoci build --output containerd`, load it with `nixoci load`, or import it with `ctr images import` (pulling from registries is not supported yet)",
+            c.namespace
+        ))
+    })?;
+    let target = image
+        .target
+        .ok_or_else(|| err(format!("image {name} has no target")))?;
+    let mut manifest_digest = target.digest.clone();
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&content::read_all(c, &manifest_digest).await?)
+            .map_err(|e| err(format!("image {name}: unreadable manifest: {e}")))?;
+    if doc["manifests"].is_array() {
+        let pick = doc["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| {
+                m["platform"]["os"] == "linux" && m["platform"]["architecture"] == host_arch()
+            })
+            .and_then(|m| m["digest"].as_str())
+            .ok_or_else(|| {
+                err(format!(
+                    "image {name} has no linux/{} manifest",
+                    host_arch()
+                ))
+            })?
+            .to_string();
+        manifest_digest = pick;
+        doc = serde_json::from_slice(&content::read_all(c, &manifest_digest).await?)
+            .map_err(|e| err(format!("image {name}: unreadable manifest: {e}")))?;
+    }
+    let config_digest = doc["config"]["digest"]
+        .as_str()
+        .ok_or_else(|| err(format!("image {name}: manifest has no config")))?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&content::read_all(c, config_digest).await?)
+            .map_err(|e| err(format!("image {name}: unreadable config: {e}")))?;
+    let diff_ids: Vec<Digest> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str().and_then(|d| Digest::parse(d).ok()))
+        .collect();
+    let layers: Vec<LayerRecord> = doc["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .zip(&diff_ids)
+        .filter_map(|(l, diff_id)| {
+            Some(LayerRecord {
+                diff_id: diff_id.clone(),
+                uncompressed_size: 0,
+                blob: Blob {
+                    media_type: l["mediaType"].as_str()?.to_string(),
+                    digest: Digest::parse(l["digest"].as_str()?).ok()?,
+                    size: l["size"].as_u64()?,
+                },
+            })
+        })
+        .collect();
+    if layers.is_empty() || layers.len() != diff_ids.len() {
+        return Err(err(format!(
+            "image {name}: its manifest lists {} layers and its config {} diff_ids",
+            doc["layers"].as_array().map_or(0, |a| a.len()),
+            diff_ids.len()
+        )));
+    }
+    let top = unpack::chain_ids(&diff_ids)
+        .last()
+        .expect("at least one layer")
+        .to_string();
+    if !unpack::snapshot_exists(c, snapshotter, &top).await? {
+        let lease = images::create_lease(c).await?;
+        let leased = c.with_lease(Some(lease.clone()));
+        let r = unpack::unpack(&leased, snapshotter, &layers).await;
+        // The image config keeps the snapshots from now on; set the label
+        // containerd's own unpacker sets.
+        if r.is_ok() {
+            let key = format!("containerd.io/gc.ref.snapshot.{snapshotter}");
+            if let Ok(d) = Digest::parse(config_digest) {
+                let _ = content::set_labels(c, &d, &[(key, top.clone())].into()).await;
+            }
+        }
+        images::delete_lease(c, &lease).await?;
+        r?;
+    }
+    Ok(ResolvedImage {
+        name: name.into(),
+        defaults: ImageDefaults::from_config(&config),
+        top,
+    })
+}
+
+/// Everything needed to create a service's container.
+pub struct NewService<'a> {
+    pub enclave: &'a str,
+    pub name: &'a str,
+    pub id: &'a str,
+    pub config: &'a ServiceConfig,
+    pub image: &'a ResolvedImage,
+    pub binds: Vec<Bind>,
+}
+
+/// Create the container (snapshot, spec, labels). On failure nothing is left.
+pub async fn create_container(
+    c: &Client,
+    snapshotter: &str,
+    s: &NewService<'_>,
+) -> Result<(), EnclaveError> {
+    let args = spec::args(&s.image.defaults, s.config).map_err(|e| err(e.to_string()))?;
+    let env = spec::env(&s.image.defaults, s.config);
+    let (uid, gid) = spec::user(&s.image.defaults, s.config).map_err(|e| err(e.to_string()))?;
+    let process = spec::process(args, env, &s.image.defaults.working_dir, uid, gid);
+    let runtime_spec = spec::runtime_spec(
+        process,
+        s.name,
+        &format!("/nixoci/{}", s.id),
+        &s.binds,
+        s.config,
+    );
+    let mut labels: std::collections::HashMap<String, String> = s
+        .config
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.insert(ENCLAVE_LABEL.into(), s.enclave.into());
+    labels.insert(SERVICE_LABEL.into(), s.name.into());
+    // A lease holds the new snapshot until the container refers to it.
+    let lease = images::create_lease(c).await?;
+    let leased = c.with_lease(Some(lease.clone()));
+    let result = async {
+        containers::prepare(&leased, snapshotter, s.id, &s.image.top).await?;
+        containers::create(
+            &leased,
+            Container {
+                id: s.id.into(),
+                labels,
+                image: s.image.name.clone(),
+                runtime: Some(Runtime {
+                    name: RUNTIME.into(),
+                    options: None,
+                }),
+                spec: Some(containers::any(SPEC_TYPE, &runtime_spec)),
+                snapshotter: snapshotter.into(),
+                snapshot_key: s.id.into(),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+    .await;
+    if result.is_err() {
+        let _ = containers::remove_snapshot(c, snapshotter, s.id).await;
+    }
+    images::delete_lease(c, &lease).await?;
+    result.map_err(Into::into)
+}
+
+/// Create and start the container's task, stdout and stderr to `log`.
+pub async fn start_task(
+    c: &Client,
+    snapshotter: &str,
+    id: &str,
+    log: &Path,
+) -> Result<u32, EnclaveError> {
+    // A task left from an earlier start (exited) is deleted first.
+    if let Some(p) = containers::task(c, id).await? {
+        if p.status == containerd_client::types::v1::Status::Running as i32 {
+            return Ok(p.pid);
+        }
+        containers::delete_task(c, id).await?;
+    }
+    let rootfs = containers::mounts(c, snapshotter, id).await?;
+    containers::create_task(c, id, rootfs, log).await?;
+    if let Err(e) = containers::start(c, id, "").await {
+        let _ = containers::delete_task(c, id).await;
+        return Err(e.into());
+    }
+    Ok(containers::task(c, id).await?.map_or(0, |p| p.pid))
+}
+
+/// The exit status if the task has stopped, else None.
+pub async fn exited(c: &Client, id: &str) -> Result<Option<u32>, EnclaveError> {
+    Ok(match containers::task(c, id).await? {
+        Some(p) if p.status == containerd_client::types::v1::Status::Stopped as i32 => {
+            Some(p.exit_status)
+        }
+        Some(_) => None,
+        None => Some(0),
+    })
+}
+
+/// Check the service keeps running: a short settle time, then each TCP
+/// port with a `wait` must accept connections on 127.0.0.1 in time.
+pub async fn check_started(
+    c: &Client,
+    id: &str,
+    name: &str,
+    config: &ServiceConfig,
+    log: &Path,
+) -> Result<(), EnclaveError> {
+    let died = |code: u32| {
+        err(format!(
+            "service '{name}' exited at once with code {code}; its last log lines ({}):\n{}",
+            log.display(),
+            crate::containerd::engine::tail(log, 15)
+        ))
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if let Some(code) = exited(c, id).await? {
+        return Err(died(code));
+    }
+    for (port_id, p) in &config.ports {
+        let Some(wait) = &p.wait else { continue };
+        if p.transport_protocol != "TCP" {
+            continue;
+        }
+        let timeout =
+            crate::plan::builtins::parse_duration(wait).unwrap_or(Duration::from_secs(15));
+        let start = Instant::now();
+        loop {
+            let connect = tokio::net::TcpStream::connect(("127.0.0.1", p.number));
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), connect).await {
+                break;
+            }
+            if let Some(code) = exited(c, id).await? {
+                return Err(died(code));
+            }
+            if start.elapsed() >= timeout {
+                return Err(err(format!(
+                    "service '{name}': port '{port_id}' ({}/TCP) did not open within {wait}; its last log lines ({}):\n{}",
+                    p.number,
+                    log.display(),
+                    crate::containerd::engine::tail(log, 15)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Stop the task: SIGTERM, then SIGKILL after `grace`; the task is deleted.
+/// Its exit status, if it had a task.
+pub async fn stop_task(c: &Client, id: &str, grace: Duration) -> Result<Option<u32>, EnclaveError> {
+    let Some(p) = containers::task(c, id).await? else {
+        return Ok(None);
+    };
+    if p.status != containerd_client::types::v1::Status::Stopped as i32 {
+        let waiter = {
+            let c = c.clone();
+            let id = id.to_string();
+            tokio::spawn(async move { containers::wait(&c, &id, "").await })
+        };
+        containers::kill(c, id, "", libc::SIGTERM as u32).await?;
+        let mut waiter = waiter;
+        if tokio::time::timeout(grace, &mut waiter).await.is_err() {
+            containers::kill(c, id, "", libc::SIGKILL as u32).await?;
+            let _ = tokio::time::timeout(Duration::from_secs(10), waiter).await;
+        }
+    }
+    Ok(containers::delete_task(c, id).await?)
+}
+
+/// Remove a service's task, container and snapshot (whatever exists).
+pub async fn remove(
+    c: &Client,
+    snapshotter: &str,
+    id: &str,
+    grace: Duration,
+) -> Result<(), EnclaveError> {
+    stop_task(c, id, grace).await?;
+    let snapshotter = match containers::get(c, id).await? {
+        Some(ct) if !ct.snapshotter.is_empty() => ct.snapshotter,
+        _ => snapshotter.to_string(),
+    };
+    containers::delete(c, id).await?;
+    containers::remove_snapshot(c, &snapshotter, id).await?;
+    Ok(())
+}
+
+/// Run `command` in the service's running task; its exit code and output
+/// (stdout and stderr together).
+pub async fn exec(
+    c: &Client,
+    id: &str,
+    command: &[String],
+    scratch: &Path,
+) -> Result<(i64, String), EnclaveError> {
+    match exited(c, id).await? {
+        None => {}
+        Some(_) => {
+            return Err(err(
+                "the service is not running (start it with `nixoci service start`)",
+            ))
+        }
+    }
+    let container = containers::get(c, id)
+        .await?
+        .ok_or_else(|| err(format!("container {id} is gone")))?;
+    let spec: serde_json::Value = container
+        .spec
+        .as_ref()
+        .and_then(|s| serde_json::from_slice(&s.value).ok())
+        .ok_or_else(|| err(format!("container {id} has no readable spec")))?;
+    let mut process = spec["process"].clone();
+    process["args"] = serde_json::json!(command);
+    let exec_id = crate::containerd::unique_id("exec");
+    std::fs::create_dir_all(scratch).map_err(|e| err(format!("{}: {e}", scratch.display())))?;
+    let out = scratch.join(format!("{exec_id}.log"));
+    containers::exec(c, id, &exec_id, &process, &out).await?;
+    let result = async {
+        let waiter = {
+            let c = c.clone();
+            let id = id.to_string();
+            let exec_id = exec_id.clone();
+            tokio::spawn(async move { containers::wait(&c, &id, &exec_id).await })
+        };
+        containers::start(c, id, &exec_id).await?;
+        let code = waiter
+            .await
+            .map_err(|e| err(format!("waiting for exec: {e}")))??;
+        Ok::<_, EnclaveError>(code)
+    }
+    .await;
+    let _ = containers::delete_process(c, id, &exec_id).await;
+    let output = std::fs::read(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    let code = result?;
+    Ok((code as i64, String::from_utf8_lossy(&output).into_owned()))
+}

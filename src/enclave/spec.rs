@@ -1,0 +1,334 @@
+//! The OCI runtime spec of a service's container, from the image's config
+//! and the service's `ServiceConfig`: arguments (Docker's rules for
+//! entrypoint and cmd), environment, user, limits, mounts. Pure; the
+//! defaults (mounts, capabilities, devices, masked paths) follow those of
+//! containerd's own default spec.
+
+use crate::plan::ServiceConfig;
+use serde_json::{json, Value};
+
+/// A bind mount into the container.
+#[derive(Debug, Clone)]
+pub struct Bind {
+    pub destination: String,
+    pub source: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SpecError {
+    #[error("the image has no entrypoint and no cmd, and the service gives none: set cmd or entrypoint in its ServiceConfig")]
+    NoCommand,
+    #[error("the image's user '{0}' is a name; nixoci needs numeric ids there: give the service User(uid = ..., gid = ...)")]
+    UserName(String),
+}
+
+/// What the image config says (`config` of the OCI image config).
+#[derive(Debug, Clone, Default)]
+pub struct ImageDefaults {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+}
+
+impl ImageDefaults {
+    /// From an OCI (or Docker) image config document.
+    pub fn from_config(doc: &Value) -> Self {
+        let c = &doc["config"];
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        ImageDefaults {
+            entrypoint: strings(&c["Entrypoint"]),
+            cmd: strings(&c["Cmd"]),
+            env: strings(&c["Env"]),
+            working_dir: c["WorkingDir"].as_str().unwrap_or("").to_string(),
+            user: c["User"].as_str().unwrap_or("").to_string(),
+        }
+    }
+}
+
+/// Docker's rules: the service's entrypoint replaces the image's (and then
+/// the image's cmd is dropped); the service's cmd replaces the image's.
+pub fn args(image: &ImageDefaults, service: &ServiceConfig) -> Result<Vec<String>, SpecError> {
+    let entrypoint = service
+        .entrypoint
+        .clone()
+        .unwrap_or_else(|| image.entrypoint.clone());
+    let cmd = match (&service.cmd, &service.entrypoint) {
+        (Some(c), _) => c.clone(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => image.cmd.clone(),
+    };
+    let all: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if all.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    Ok(all)
+}
+
+/// The image's environment, then the service's (a key given again wins);
+/// PATH defaults to the usual one.
+pub fn env(image: &ImageDefaults, service: &ServiceConfig) -> Vec<String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: &str| {
+        if let Some(e) = out.iter_mut().find(|(ek, _)| ek == k) {
+            e.1 = v.into();
+        } else {
+            out.push((k.into(), v.into()));
+        }
+    };
+    for e in &image.env {
+        let (k, v) = e.split_once('=').unwrap_or((e, ""));
+        set(k, v);
+    }
+    for (k, v) in &service.env_vars {
+        set(k, v);
+    }
+    if !out.iter().any(|(k, _)| k == "PATH") {
+        out.insert(
+            0,
+            (
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ),
+        );
+    }
+    out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// (uid, gid) from the service's `User`, else the image's numeric user.
+pub fn user(image: &ImageDefaults, service: &ServiceConfig) -> Result<(u32, u32), SpecError> {
+    if let Some(u) = service.user {
+        return Ok((u.uid, u.gid.unwrap_or(u.uid)));
+    }
+    let u = image.user.trim();
+    if u.is_empty() || u == "root" {
+        return Ok((0, 0));
+    }
+    let (uid, gid) = u.split_once(':').unwrap_or((u, ""));
+    let uid: u32 = uid.parse().map_err(|_| SpecError::UserName(u.into()))?;
+    let gid: u32 = if gid.is_empty() {
+        uid
+    } else {
+        gid.parse().map_err(|_| SpecError::UserName(u.into()))?
+    };
+    Ok((uid, gid))
+}
+
+const CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// The process part (also used, with other args, for `exec`).
+pub fn process(args: Vec<String>, env: Vec<String>, cwd: &str, uid: u32, gid: u32) -> Value {
+    json!({
+        "terminal": false,
+        "user": {"uid": uid, "gid": gid},
+        "args": args,
+        "env": env,
+        "cwd": if cwd.is_empty() { "/" } else { cwd },
+        "capabilities": {
+            "bounding": CAPS, "effective": CAPS, "permitted": CAPS,
+        },
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+        "noNewPrivileges": true
+    })
+}
+
+/// CPU and memory limits: millicores and megabytes, as Kurtosis counts them.
+pub fn resources(service: &ServiceConfig) -> Value {
+    let mut r = json!({
+        "devices": [
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 7, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 8, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 5, "minor": 0, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 5, "minor": 2, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 136, "access": "rwm"}
+        ]
+    });
+    let mb = 1024 * 1024;
+    if service.max_memory.is_some() || service.min_memory.is_some() {
+        let mut m = json!({});
+        if let Some(max) = service.max_memory {
+            m["limit"] = json!(max * mb);
+        }
+        if let Some(min) = service.min_memory {
+            m["reservation"] = json!(min * mb);
+        }
+        r["memory"] = m;
+    }
+    if service.max_cpu.is_some() || service.min_cpu.is_some() {
+        let mut c = json!({});
+        if let Some(max) = service.max_cpu {
+            // 1000 millicores = one CPU = a quota of one period.
+            c["period"] = json!(100_000u64);
+            c["quota"] = json!(max * 100);
+        }
+        if let Some(min) = service.min_cpu {
+            c["shares"] = json!((min * 1024 / 1000).max(2));
+        }
+        r["cpu"] = c;
+    }
+    r
+}
+
+/// The whole runtime spec. The container shares the host network (no
+/// network namespace) and gets its own hostname.
+pub fn runtime_spec(
+    process: Value,
+    hostname: &str,
+    cgroups_path: &str,
+    binds: &[Bind],
+    service: &ServiceConfig,
+) -> Value {
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+    ];
+    for b in binds {
+        let mut options = vec!["rbind", "rprivate"];
+        if b.read_only {
+            options.push("ro");
+        }
+        mounts.push(json!({
+            "destination": b.destination, "type": "bind", "source": b.source, "options": options
+        }));
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": process,
+        "root": {"path": "rootfs", "readonly": false},
+        "hostname": hostname,
+        "mounts": mounts,
+        "linux": {
+            "resources": resources(service),
+            "cgroupsPath": cgroups_path,
+            "namespaces": [
+                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}
+            ],
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+                "/sys/firmware"
+            ],
+            "readonlyPaths": [
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
+            ]
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{ImageSource, ImageSpec, User};
+
+    fn service() -> ServiceConfig {
+        ServiceConfig {
+            image: ImageSource::Named(ImageSpec {
+                image: "x".into(),
+                registry: None,
+                username: None,
+                password: None,
+            }),
+            cmd: None,
+            entrypoint: None,
+            env_vars: Default::default(),
+            ports: Default::default(),
+            public_ports: Default::default(),
+            files: Default::default(),
+            labels: Default::default(),
+            user: None,
+            min_cpu: None,
+            max_cpu: None,
+            min_memory: None,
+            max_memory: None,
+        }
+    }
+
+    fn image() -> ImageDefaults {
+        ImageDefaults {
+            entrypoint: vec!["/bin/web".into()],
+            cmd: vec!["--port".into(), "80".into()],
+            env: vec!["PATH=/bin".into(), "MODE=prod".into()],
+            working_dir: String::new(),
+            user: String::new(),
+        }
+    }
+
+    #[test]
+    fn arguments_follow_docker() {
+        let mut s = service();
+        assert_eq!(args(&image(), &s).unwrap(), ["/bin/web", "--port", "80"]);
+        s.cmd = Some(vec!["--port".into(), "8080".into()]);
+        assert_eq!(args(&image(), &s).unwrap(), ["/bin/web", "--port", "8080"]);
+        s.cmd = None;
+        s.entrypoint = Some(vec!["/bin/sh".into()]);
+        assert_eq!(args(&image(), &s).unwrap(), ["/bin/sh"]);
+        assert_eq!(
+            args(&ImageDefaults::default(), &service()),
+            Err(SpecError::NoCommand)
+        );
+    }
+
+    #[test]
+    fn service_env_overrides_image_env() {
+        let mut s = service();
+        s.env_vars.insert("MODE".into(), "test".into());
+        s.env_vars.insert("EXTRA".into(), "1".into());
+        assert_eq!(env(&image(), &s), ["PATH=/bin", "MODE=test", "EXTRA=1"]);
+        assert!(env(&ImageDefaults::default(), &s)[0].starts_with("PATH=/usr/local/sbin"));
+    }
+
+    #[test]
+    fn users_and_limits() {
+        let mut s = service();
+        let mut i = image();
+        assert_eq!(user(&i, &s).unwrap(), (0, 0));
+        i.user = "1000:100".into();
+        assert_eq!(user(&i, &s).unwrap(), (1000, 100));
+        i.user = "nobody".into();
+        assert!(user(&i, &s).is_err());
+        s.user = Some(User { uid: 7, gid: None });
+        assert_eq!(user(&i, &s).unwrap(), (7, 7));
+        s.max_cpu = Some(500);
+        s.min_cpu = Some(250);
+        s.max_memory = Some(64);
+        let r = resources(&s);
+        assert_eq!(r["cpu"]["quota"], 50_000);
+        assert_eq!(r["cpu"]["period"], 100_000);
+        assert_eq!(r["cpu"]["shares"], 256);
+        assert_eq!(r["memory"]["limit"], 64 * 1024 * 1024);
+    }
+}
