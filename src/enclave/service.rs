@@ -372,6 +372,17 @@ pub async fn exec(
         Ok::<_, EnclaveError>(code)
     }
     .await;
+    // The shim copies the process's pipes into the file on its own time:
+    // let the file settle before reading it.
+    let mut size = u64::MAX;
+    for _ in 0..40 {
+        let now = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+        if now == size {
+            break;
+        }
+        size = now;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let _ = containers::delete_process(c, id, &exec_id).await;
     let output = std::fs::read(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);

@@ -1,0 +1,428 @@
+//! `nixoci run` with real Nix, a private containerd and runc: the packages of
+//! fixtures/packages, enclave and service commands, and bad input.
+
+mod common;
+
+use common::{copy_dir, nixoci_with_cache, show, Containerd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A package copied to a temp dir (busybox beside its flake), a private
+/// containerd and a private NIXOCI_HOME. Everything nixoci started is
+/// removed on drop (`clean -a`), before containerd stops.
+struct Env {
+    tmp: tempfile::TempDir,
+    containerd: Option<Containerd>,
+}
+
+impl Env {
+    fn new(package: &str, with_containerd: bool) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/packages")
+            .join(package);
+        let pkg = tmp.path().join("pkg");
+        copy_dir(&src, &pkg);
+        let bb = pkg.join("nix/bb");
+        if pkg.join("nix").is_dir() {
+            std::fs::create_dir_all(&bb).unwrap();
+            std::fs::copy("/bin/busybox", bb.join("busybox")).unwrap();
+        }
+        Env {
+            tmp,
+            containerd: with_containerd.then(Containerd::start),
+        }
+    }
+
+    fn pkg(&self) -> PathBuf {
+        self.tmp.path().join("pkg")
+    }
+
+    fn home(&self) -> PathBuf {
+        self.tmp.path().join("home")
+    }
+
+    fn nixoci(&self) -> Command {
+        let mut c = nixoci_with_cache(&self.tmp.path().join("cache"));
+        c.env("NIXOCI_HOME", self.home());
+        match &self.containerd {
+            Some(d) => c.env("CONTAINERD_ADDRESS", d.socket()),
+            // Nothing may answer: interpretation errors come first.
+            None => c.env("CONTAINERD_ADDRESS", self.tmp.path().join("none.sock")),
+        };
+        c
+    }
+
+    fn out(&self, args: &[&str]) -> Output {
+        self.nixoci().args(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let o = self.out(args);
+        assert!(o.status.success(), "nixoci {args:?}:\n{}", show(&o));
+        o
+    }
+
+    fn ctr(&self, args: &[&str]) -> String {
+        let o = self
+            .containerd
+            .as_ref()
+            .unwrap()
+            .ctr("default")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "ctr {args:?}: {}", show(&o));
+        String::from_utf8(o.stdout).unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.containerd.is_some() {
+            let _ = self.out(&["clean", "-a"]);
+        }
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn hello_web_runs_and_its_services_are_managed() {
+    let env = Env::new("hello-web", true);
+    let pkg = env.pkg();
+    let pkg = pkg.to_str().unwrap();
+    let o = env.ok(&["run", pkg, r#"{"port": 18080}"#, "--enclave", "e1"]);
+    // plan.print's line, then what run returned.
+    let text = stdout(&o);
+    assert!(
+        text.starts_with("hello from nix (rendered for web)\n"),
+        "{}",
+        show(&o)
+    );
+    let out: serde_json::Value = serde_json::from_str(&text[text.find("\n{").unwrap()..]).unwrap();
+    assert_eq!(
+        out["page"],
+        "hello from nix (rendered for web)\n",
+        "{}",
+        show(&o)
+    );
+    assert_eq!(out["url"], "http://web:18080");
+    assert!(stderr(&o).contains("Verification succeeded: 0 == 0"));
+
+    // Logs come from the file the shim writes.
+    let logs = stdout(&env.ok(&["service", "logs", "e1", "web"]));
+    assert!(logs.contains("serving /www on port 18080"), "{logs}");
+    assert!(logs.contains("response:200"), "{logs}");
+    // Uploaded files are mounted read-only; exec passes the exit code on.
+    let about = env.ok(&[
+        "service",
+        "exec",
+        "e1",
+        "client",
+        "--",
+        "cat",
+        "/data/static/about.txt",
+    ]);
+    assert_eq!(stdout(&about), "static file from the package\n");
+    let ro = env.out(&["service", "exec", "e1", "client", "--", "touch", "/data/x"]);
+    assert_eq!(ro.status.code(), Some(1), "{}", show(&ro));
+    let three = env.out(&[
+        "service", "exec", "e1", "client", "--", "sh", "-c", "exit 3",
+    ]);
+    assert_eq!(three.status.code(), Some(3), "{}", show(&three));
+
+    // Stop and start.
+    env.ok(&["service", "stop", "e1", "web"]);
+    let inspect = stdout(&env.ok(&["enclave", "inspect", "e1"]));
+    assert!(inspect.contains("web\tstopped"), "{inspect}");
+    let fetch = [
+        "service",
+        "exec",
+        "e1",
+        "client",
+        "--",
+        "wget",
+        "-qO-",
+        "http://127.0.0.1:18080/",
+    ];
+    assert!(!env.out(&fetch).status.success());
+    env.ok(&["service", "start", "e1", "web"]);
+    assert_eq!(
+        stdout(&env.ok(&fetch)),
+        "hello from nix (rendered for web)\n"
+    );
+
+    // A second enclave reuses the images: no layer read, nothing unpacked.
+    let o2 = env.ok(&["run", pkg, r#"{"port": 18081}"#, "--enclave", "e2"]);
+    let err2 = stderr(&o2);
+    assert_eq!(
+        err2.matches("0 of 3 layers read from the store, 0 unpacked, 3 already unpacked")
+            .count(),
+        2,
+        "{err2}"
+    );
+
+    // enclave rm: refused while running without -f, then leaves nothing.
+    let refused = env.out(&["enclave", "rm", "e1"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", show(&refused));
+    env.ok(&["enclave", "rm", "-f", "e1"]);
+    let containers = env.ctr(&["containers", "ls", "-q"]);
+    assert!(!containers.contains("nixoci-e1-"), "{containers}");
+    assert!(containers.contains("nixoci-e2-web"), "{containers}");
+    assert!(!env.ctr(&["tasks", "ls"]).contains("nixoci-e1-"));
+    assert!(!env.ctr(&["snapshots", "ls"]).contains("nixoci-e1-"));
+    assert_eq!(env.ctr(&["leases", "ls", "-q"]).trim(), "");
+    assert!(!env.home().join("enclaves/e1").exists());
+    let ls = stdout(&env.ok(&["enclave", "ls"]));
+    assert!(ls.contains("e2\tdefault\t2\t2"), "{ls}");
+    // clean -a removes the rest, and nixoci's images.
+    env.ok(&["clean", "-a"]);
+    assert_eq!(env.ctr(&["containers", "ls", "-q"]).trim(), "");
+    assert!(!env.ctr(&["images", "ls", "-q"]).contains("hello-web"));
+}
+
+#[test]
+fn builtins_run_against_real_services() {
+    let env = Env::new("checks", true);
+    let pkg = env.pkg();
+    let o = env.ok(&["run", pkg.to_str().unwrap(), "--enclave", "b"]);
+    let err = stderr(&o);
+    let out: serde_json::Value = serde_json::from_str(
+        &stdout(&o)
+            .lines()
+            .filter(|l| !l.starts_with("waited"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        serde_json::json!({"services": ["a", "b"], "a": "a"}),
+        "{err}"
+    );
+    assert!(stdout(&o).contains("waited: 0"), "{}", show(&o));
+    assert!(err.contains("Wait took 2 tries"), "{err}");
+    assert!(
+        err.contains("Verification succeeded: \"from-a a\\n\" == \"from-a a\\n\""),
+        "{err}"
+    );
+    assert!(err.contains("Service 'b' removed"), "{err}");
+    // User and limits reached runc: uid, and the memory and CPU cgroup.
+    let id = env.ok(&["service", "exec", "b", "a", "--", "id", "-u"]);
+    assert_eq!(stdout(&id), "1000\n");
+    let cg = |c: &str, f: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{c}/nixoci/nixoci-b-a/{f}"))
+            .unwrap_or_else(|e| panic!("{c}/{f}: {e}"))
+    };
+    assert_eq!(cg("memory", "memory.limit_in_bytes").trim(), "67108864");
+    assert_eq!(cg("cpu", "cpu.cfs_quota_us").trim(), "50000");
+    let labels = env.ctr(&["containers", "info", "nixoci-b-a"]);
+    assert!(labels.contains("\"team\": \"test\""), "{labels}");
+    let services = env.ctr(&["containers", "ls", "-q"]);
+    assert_eq!(
+        services.split_whitespace().collect::<Vec<_>>(),
+        ["nixoci-b-a", "nixoci-b-c"]
+    );
+}
+
+#[test]
+fn execution_failures_are_clear_and_leave_nothing_running() {
+    let env = Env::new("checks", true);
+    let pkg = env.pkg();
+    let pkg = pkg.to_str().unwrap();
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "quits",
+            &[
+                "exited at once with code 7",
+                "bye from quits",
+                "main.star:29:9",
+            ],
+        ),
+        (
+            "broken",
+            &[
+                "deliberate failure in checks-broken",
+                "building image checks-broken",
+            ],
+        ),
+        (
+            "verify",
+            &[
+                "main.star:35:9",
+                "Verification failed: \"5\\n\" == \"6\\n\" is false",
+            ],
+        ),
+        (
+            "code",
+            &[
+                "exit code 4, which is not among the acceptable codes [0]",
+                "failing",
+            ],
+        ),
+        (
+            "missing-image",
+            &["image docker.io/library/no-such-image:1 is not in containerd namespace 'default'"],
+        ),
+    ];
+    for (mode, wants) in cases {
+        let args = format!(r#"{{"mode": "{mode}"}}"#);
+        let o = env.out(&["run", pkg, &args, "--enclave", mode]);
+        assert_eq!(o.status.code(), Some(1), "{mode}: {}", show(&o));
+        for w in *wants {
+            assert!(
+                stderr(&o).contains(w),
+                "{mode}: wanted {w:?} in\n{}",
+                stderr(&o)
+            );
+        }
+        assert!(!stderr(&o).contains("not reached"));
+    }
+    // A service that quit is not left behind.
+    let containers = env.ctr(&["containers", "ls", "-q"]);
+    assert!(!containers.contains("nixoci-quits-"), "{containers}");
+    let tasks = env.ctr(&["tasks", "ls"]);
+    assert!(!tasks.contains("nixoci-quits"), "{tasks}");
+}
+
+/// A package made of one main.star.
+fn package(dir: &Path, main: &str) {
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("kurtosis.yml"), "name: github.com/test/pkg\n").unwrap();
+    std::fs::write(dir.join("main.star"), main).unwrap();
+    std::fs::create_dir_all(dir.join("nix")).unwrap();
+    std::fs::write(dir.join("nix/flake.nix"), "{ outputs = { self }: { }; }\n").unwrap();
+}
+
+#[test]
+fn arguments_are_given_inline_as_yaml_file_or_whole() {
+    let env = Env::new("hello-web", false);
+    let dir = env.tmp.path().join("args");
+    package(
+        &dir,
+        "def run(plan, name = \"x\", n = 1):\n    plan.print(\"%s-%d\" % (name, n))\n",
+    );
+    let d = dir.to_str().unwrap();
+    let o = env.ok(&["run", d, r#"{"name": "y", "n": 2}"#, "--dry-run"]);
+    assert!(stdout(&o).contains("print \"y-2\""), "{}", show(&o));
+    std::fs::write(env.tmp.path().join("a.yaml"), "name: z\nn: 3\n").unwrap();
+    let f = env.tmp.path().join("a.yaml");
+    let o = env.ok(&["run", d, "--args-file", f.to_str().unwrap(), "--dry-run"]);
+    assert!(stdout(&o).contains("print \"z-3\""), "{}", show(&o));
+    let o = env.out(&["run", d, r#"{"nope": 1}"#, "--dry-run"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("'nope' is not a parameter of run(plan, name, n)"),
+        "{}",
+        show(&o)
+    );
+    let o = env.out(&["run", d, "[1, 2]", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(2));
+    // The whole dict, another main file and function.
+    std::fs::write(
+        dir.join("other.star"),
+        "def go(plan, args):\n    plan.print(args[\"name\"] + json.encode(args))\n",
+    )
+    .unwrap();
+    let o = env.ok(&[
+        "run",
+        d,
+        "name: w",
+        "--main-file",
+        "other.star",
+        "--main-function-name",
+        "go",
+        "--dry-run",
+    ]);
+    assert!(
+        stdout(&o).contains(r#"print "w{\"name\":\"w\"}""#),
+        "{}",
+        show(&o)
+    );
+}
+
+#[test]
+fn interpretation_errors_name_the_place_and_run_nothing() {
+    let env = Env::new("hello-web", false);
+    let nb = "NixBuildSpec(image_name = \"web\", build_context_dir = \"./\", flake_location_dir = \"nix\")";
+    let cases: Vec<(String, &str, &str)> = vec![
+        ("def run(plan):\n    plan.print(\"x\"\n".into(), "main.star:3:1", "Parse error"),
+        (
+            "def run(plan):\n    plan.add_service(name = \"a\", config = ServiceConfig(image = \"x\", bogus = 1))\n".into(),
+            "main.star:2:43",
+            "bogus",
+        ),
+        (
+            "def run(plan):\n    NixBuildSpec(image_name = 1, build_context_dir = \"./\")\n".into(),
+            "main.star:2:5",
+            "Value for 'image_name' was expected to be a starlark.String but was 'starlark.Int'",
+        ),
+        (
+            "def run(plan):\n    NixBuildSpec(image_name = \"\", build_context_dir = \"./\")\n".into(),
+            "main.star:2:5",
+            "Value for 'image_name' was an empty string. This is disallowed",
+        ),
+        (
+            "def run(plan):\n    NixBuildSpec(image_name = \"w\", build_context_dir = \"./sub\")\n".into(),
+            "main.star:2:5",
+            "no flake.nix in",
+        ),
+        (
+            "def run(plan):\n    NixBuildSpec(image_name = \"w\", build_context_dir = \"../\")\n".into(),
+            "main.star:2:5",
+            "leaves the package",
+        ),
+        (
+            "def run(plan):\n    plan.upload_files(src = \"/../../etc/passwd\")\n".into(),
+            "main.star:2:5",
+            "leaves the package",
+        ),
+        (
+            format!("def run(plan):\n    plan.add_service(name = \"a\", config = ServiceConfig(image = {nb}))\n    plan.add_service(name = \"a\", config = ServiceConfig(image = {nb}))\n"),
+            "main.star:3:5",
+            "a service named 'a' already exists",
+        ),
+        (
+            "def run(plan):\n    plan.exec(service_name = \"ghost\", recipe = ExecRecipe(command = [\"true\"]))\n".into(),
+            "main.star:2:5",
+            "there is no service 'ghost'",
+        ),
+        (
+            "def run(plan):\n    unknown_builtin()\n".into(),
+            "main.star:2:5",
+            "unknown_builtin",
+        ),
+        (
+            "def run(plan):\n    plan.add_service(name = \"a\", config = ServiceConfig(image = \"x\", files = {\"/d\": \"nothing\"}))\n".into(),
+            "main.star:2:5",
+            "no artifact of that name exists",
+        ),
+    ];
+    for (i, (main, at, msg)) in cases.iter().enumerate() {
+        let dir = env.tmp.path().join(format!("bad{i}"));
+        package(&dir, main);
+        for dry in [true, false] {
+            let mut args = vec!["run", dir.to_str().unwrap(), "--enclave", "bad"];
+            if dry {
+                args.push("--dry-run");
+            }
+            let o = env.out(&args);
+            assert_eq!(o.status.code(), Some(2), "case {i}: {}", show(&o));
+            let err = stderr(&o);
+            assert!(
+                err.contains(at) && err.contains(msg),
+                "case {i}: wanted {at} and {msg:?}:\n{err}"
+            );
+        }
+        assert!(
+            !env.home().join("enclaves/bad").exists(),
+            "case {i} made an enclave"
+        );
+    }
+}
