@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The main job on the bundled example: build fixtures/flakes/hello with
+# The main job on the bundled examples: build fixtures/flakes/hello with
 # nixoci straight into containerd (starting nixoci's private containerd if
-# none answers), then run it with runc through `ctr run`. It also writes an
-# OCI layout that skopeo inspects. Installs what is missing first.
+# none answers) and run it with runc through `ctr run` (it also writes an OCI
+# layout that skopeo inspects); then run the Kurtosis-style package
+# fixtures/packages/hello-web in an enclave and end with the page its web
+# service serves. Installs what is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
@@ -10,7 +12,8 @@ cd "$(dirname "$0")/.."
 cargo build --release --locked --quiet
 nixoci=$PWD/target/release/nixoci
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+enclave=example-$$
+trap '"$nixoci" enclave rm -f "$enclave" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 # Outside the checkout, with busybox beside the flake (Nix would ignore an
 # untracked file inside the git checkout).
 cp -r fixtures/flakes/hello "$work/flake"
@@ -27,3 +30,12 @@ for addr in ${CONTAINERD_ADDRESS:-} "$home/containerd/containerd.sock" \
 done
 echo "running docker.io/library/hello:example with ctr (containerd at $addr):"
 ctr --address "$addr" --namespace "${CONTAINERD_NAMESPACE:-default}" run --rm docker.io/library/hello:example "nixoci-example-$$"
+
+# The package: its NixBuildSpec images are built natively, imported into
+# containerd, and its services run in an enclave (host network, port 18080).
+cp -r fixtures/packages/hello-web "$work/hello-web"
+mkdir -p "$work/hello-web/nix/bb" && cp /bin/busybox "$work/hello-web/nix/bb/busybox"
+"$nixoci" run "$work/hello-web" '{"port": 18080}' --enclave "$enclave" >/dev/null
+"$nixoci" enclave inspect "$enclave"
+echo "the page web serves, fetched by the client service:"
+"$nixoci" service exec "$enclave" client -- wget -qO- http://127.0.0.1:18080/
