@@ -23,10 +23,12 @@ impl Env {
             .join(package);
         let pkg = tmp.path().join("pkg");
         copy_dir(&src, &pkg);
-        let bb = pkg.join("nix/bb");
-        if pkg.join("nix").is_dir() {
-            std::fs::create_dir_all(&bb).unwrap();
-            std::fs::copy("/bin/busybox", bb.join("busybox")).unwrap();
+        // busybox beside each flake: nix/ or the package root.
+        for dir in [pkg.join("nix"), pkg.clone()] {
+            if dir.join("flake.nix").is_file() {
+                std::fs::create_dir_all(dir.join("bb")).unwrap();
+                std::fs::copy("/bin/busybox", dir.join("bb/busybox")).unwrap();
+            }
         }
         Env {
             tmp,
@@ -425,4 +427,33 @@ fn interpretation_errors_name_the_place_and_run_nothing() {
             "case {i} made an enclave"
         );
     }
+}
+
+#[test]
+fn nix_build_spec_runs_dockertools_outputs() {
+    let env = Env::new("dockertools-web", true);
+    let pkg = env.pkg();
+    for output in ["plain", "gzipped", "stream", "default"] {
+        let args = format!(r#"{{"output": "{output}"}}"#);
+        let o = env.ok(&["run", pkg.to_str().unwrap(), &args, "--enclave", output]);
+        assert!(
+            stdout(&o).contains("hello from a docker-archive"),
+            "{output}: {}",
+            show(&o)
+        );
+        assert!(
+            stderr(&o).contains("(loaded /nix/store/"),
+            "{output}: {}",
+            show(&o)
+        );
+        env.ok(&["enclave", "rm", "-f", output]);
+    }
+    // Not an image, not a package: the error names the three forms.
+    let o = env.out(&["run", pkg.to_str().unwrap(), r#"{"output": "notanimage"}"#]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        stderr(&o).contains("none of the forms nixoci builds"),
+        "{}",
+        show(&o)
+    );
 }
