@@ -32,10 +32,10 @@ echo "running docker.io/library/hello:example with ctr (containerd at $addr):"
 ctr --address "$addr" --namespace "${CONTAINERD_NAMESPACE:-default}" run --rm docker.io/library/hello:example "nixoci-example-$$"
 
 # The package: its NixBuildSpec images are built natively, imported into
-# containerd, and its services run in an enclave (host network, port 18080).
+# containerd, and its services run in an enclave with its own network.
 cp -r fixtures/packages/hello-web "$work/hello-web"
 mkdir -p "$work/hello-web/nix/bb" && cp /bin/busybox "$work/hello-web/nix/bb/busybox"
-"$nixoci" run "$work/hello-web" '{"port": 18080}' --enclave "$enclave" >/dev/null
+"$nixoci" run "$work/hello-web" --enclave "$enclave" >/dev/null
 "$nixoci" enclave inspect "$enclave"
-echo "the page web serves, fetched by the client service:"
-"$nixoci" service exec "$enclave" client -- wget -qO- http://127.0.0.1:18080/
+echo "the page web serves, fetched by the client service by name (and from the host: $("$nixoci" port print "$enclave" web http)):"
+"$nixoci" service exec "$enclave" client -- wget -qO- http://web:8080/

@@ -2,7 +2,8 @@
 # on a Debian machine and configures Nix for this offline environment.
 set -euo pipefail
 
-NIXOCI_DEBS=(nix-bin busybox-static umoci skopeo protobuf-compiler pigz zstd tar time bc containerd runc)
+NIXOCI_DEBS=(nix-bin busybox-static umoci skopeo protobuf-compiler pigz zstd tar time bc containerd runc
+    containernetworking-plugins iptables iproute2)
 
 missing=()
 for p in "${NIXOCI_DEBS[@]}"; do

@@ -5,7 +5,7 @@ mod common;
 
 use common::{copy_dir, nixoci_with_cache, show, Containerd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 /// A package copied to a temp dir (busybox beside its flake), a private
 /// containerd and a private NIXOCI_HOME. Everything nixoci started is
@@ -152,7 +152,7 @@ fn hello_web_runs_and_its_services_are_managed() {
         "--",
         "wget",
         "-qO-",
-        "http://127.0.0.1:18080/",
+        "http://web:18080/",
     ];
     assert!(!env.out(&fetch).status.success());
     env.ok(&["service", "start", "e1", "web"]);
@@ -161,8 +161,15 @@ fn hello_web_runs_and_its_services_are_managed() {
         "hello from nix (rendered for web)\n"
     );
 
-    // A second enclave reuses the images: no layer read, nothing unpacked.
-    let o2 = env.ok(&["run", pkg, r#"{"port": 18081}"#, "--enclave", "e2"]);
+    // A second enclave reuses the images (no layer read, nothing unpacked)
+    // and, in its own subnet, the same port.
+    let o2 = env.ok(&["run", pkg, r#"{"port": 18080}"#, "--enclave", "e2"]);
+    let subnet = |o: &Output| {
+        let e = stderr(o);
+        let at = e.find("subnet 10.199.").unwrap_or_else(|| panic!("{e}"));
+        e[at..].split(')').next().unwrap().to_string()
+    };
+    assert_ne!(subnet(&o), subnet(&o2));
     let err2 = stderr(&o2);
     assert_eq!(
         err2.matches("0 of 3 layers read from the store, 0 unpacked, 3 already unpacked")
@@ -170,6 +177,11 @@ fn hello_web_runs_and_its_services_are_managed() {
         2,
         "{err2}"
     );
+
+    // Without a public port, the service's own address answers from the host.
+    let url = stdout(&env.ok(&["port", "print", "e2", "web", "http"]));
+    assert!(url.starts_with("http://10.199."), "{url}");
+    assert!(host_get(url.trim()).contains("hello from nix (rendered for web)"));
 
     // enclave rm: refused while running without -f, then leaves nothing.
     let refused = env.out(&["enclave", "rm", "e1"]);
@@ -456,4 +468,209 @@ fn nix_build_spec_runs_dockertools_outputs() {
         "{}",
         show(&o)
     );
+}
+
+/// GET from the host, with the standard library only.
+fn host_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn nat_rules_of(enclave: &str) -> usize {
+    let o = Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("nixoci-{enclave}")))
+        .count()
+}
+
+#[test]
+fn enclaves_have_networks_names_recipes_and_public_ports() {
+    let env = Env::new("checks", true);
+    let pkg = env.pkg();
+    let pkg = pkg.to_str().unwrap();
+    // Two enclaves at once, each its own subnet; the same private port.
+    let a = env.ok(&[
+        "run",
+        pkg,
+        r#"{"mode": "net", "public": 18500}"#,
+        "--enclave",
+        "na",
+    ]);
+    let b = env.ok(&[
+        "run",
+        pkg,
+        r#"{"mode": "net", "public": 18501}"#,
+        "--enclave",
+        "nb",
+    ]);
+    let out = |o: &Output| -> serde_json::Value {
+        let t = stdout(o);
+        serde_json::from_str(&t[t.find('{').unwrap()..]).unwrap()
+    };
+    let (oa, ob) = (out(&a), out(&b));
+    assert!(oa["srv"].as_str().unwrap().starts_with("10.199."), "{oa}");
+    let subnet =
+        |ip: &serde_json::Value| ip.as_str().unwrap().rsplit_once('.').unwrap().0.to_string();
+    assert_ne!(subnet(&oa["srv"]), subnet(&ob["srv"]), "{oa} {ob}");
+    assert_eq!(subnet(&oa["srv"]), subnet(&oa["peer"]));
+    let err = stderr(&a);
+    for want in [
+        "Verification succeeded: \"nixoci\" == \"nixoci\"",
+        "Verification succeeded: 3 == 3",
+        "Verification succeeded: 5 == 5",
+        "http://srv:8000",
+        "(127.0.0.1:18500)",
+    ] {
+        assert!(err.contains(want), "wanted {want:?}:\n{err}");
+    }
+    // The peer's address reached the service in the POST body, resolved.
+    assert!(
+        err.contains(&format!("\"from\": \"{}\"", oa["peer"].as_str().unwrap())),
+        "{err}"
+    );
+    // Published on 127.0.0.1, and port print says where.
+    let url = stdout(&env.ok(&["port", "print", "na", "srv", "http"]));
+    assert_eq!(url.trim(), "http://127.0.0.1:18500");
+    let page = host_get(&format!("{}/data.json", url.trim()));
+    assert!(page.contains("\"name\": \"nixoci\""), "{page}");
+    let url_b = stdout(&env.ok(&["port", "print", "nb", "srv", "http"]));
+    assert_eq!(url_b.trim(), "http://127.0.0.1:18501");
+    // The hosts file names every service.
+    let hosts = stdout(&env.ok(&["service", "exec", "na", "peer", "--", "cat", "/etc/hosts"]));
+    assert!(
+        hosts.contains(&format!("{}\tsrv", oa["srv"].as_str().unwrap())),
+        "{hosts}"
+    );
+    // enclave rm leaves no namespace, link, address or NAT rule behind.
+    let bridge = {
+        let rec: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(env.home().join("enclaves/na/enclave.json")).unwrap(),
+        )
+        .unwrap();
+        rec["network"]["bridge"].as_str().unwrap().to_string()
+    };
+    assert!(Path::new("/sys/class/net").join(&bridge).exists());
+    assert!(nat_rules_of("na") > 0);
+    env.ok(&["enclave", "rm", "-f", "na"]);
+    assert!(!Path::new("/sys/class/net").join(&bridge).exists());
+    assert_eq!(nat_rules_of("na"), 0);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("/enclaves/na/"), "{mounts}");
+    assert!(nat_rules_of("nb") > 0);
+}
+
+#[test]
+fn a_port_that_never_opens_fails_in_about_its_wait() {
+    let env = Env::new("checks", true);
+    let pkg = env.pkg();
+    // Build first, so the timing below is the wait's.
+    env.ok(&[
+        "run",
+        pkg.to_str().unwrap(),
+        r#"{"mode": "builtins"}"#,
+        "--enclave",
+        "warm",
+    ]);
+    let start = std::time::Instant::now();
+    let o = env.out(&[
+        "run",
+        pkg.to_str().unwrap(),
+        r#"{"mode": "noport"}"#,
+        "--enclave",
+        "np",
+    ]);
+    let took = start.elapsed().as_secs_f64();
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(stderr(&o).contains("port 'p' (10.199."), "{}", show(&o));
+    assert!(
+        stderr(&o).contains("did not open within 2s"),
+        "{}",
+        show(&o)
+    );
+    assert!(stderr(&o).contains("idle: up"), "{}", show(&o));
+    assert!((2.0..8.0).contains(&took), "took {took:.1}s");
+    assert!(!env.ctr(&["tasks", "ls"]).contains("nixoci-np-"));
+}
+
+/// Start `run` of the slow mode and wait until its service is up.
+fn start_slow(env: &Env, enclave: &str) -> std::process::Child {
+    let log = env.tmp.path().join(format!("{enclave}.log"));
+    let child = env
+        .nixoci()
+        .args([
+            "run",
+            env.pkg().to_str().unwrap(),
+            r#"{"mode": "slow"}"#,
+            "--enclave",
+            enclave,
+        ])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("> wait")
+    {
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child
+}
+
+#[test]
+fn ctrl_c_stops_a_run_and_a_killed_run_is_cleaned_up() {
+    let env = Env::new("checks", true);
+    // Ctrl-C: a clean stop, exit 130, what ran is reported and kept.
+    let mut child = start_slow(&env, "intr");
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(env.tmp.path().join("intr.log")).unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(
+        log.contains("interrupted after 1 of 2 instructions"),
+        "{log}"
+    );
+    assert!(stdout(&env.ok(&["enclave", "inspect", "intr"])).contains("s\trunning"));
+
+    // Killed: enclave rm still removes the service, its namespace, link and address.
+    let mut child = start_slow(&env, "killed");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let dir = env.home().join("enclaves/killed");
+    assert!(dir.join("net/s.json").is_file());
+    assert!(nat_rules_of("killed") > 0);
+    env.ok(&["enclave", "rm", "-f", "killed"]);
+    assert!(!dir.exists());
+    assert_eq!(nat_rules_of("killed"), 0);
+    assert!(!env
+        .ctr(&["containers", "ls", "-q"])
+        .contains("nixoci-killed-"));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("/enclaves/killed/"), "{mounts}");
+    let bridge = {
+        let rec: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(env.home().join("enclaves/intr/enclave.json")).unwrap(),
+        )
+        .unwrap();
+        rec["network"]["bridge"].as_str().unwrap().to_string()
+    };
+    assert!(Path::new("/sys/class/net").join(&bridge).exists());
+    env.ok(&["enclave", "rm", "-f", "intr"]);
+    assert!(!Path::new("/sys/class/net").join(&bridge).exists());
 }

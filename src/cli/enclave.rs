@@ -69,6 +69,9 @@ pub fn remove(
         }
         Ok::<_, anyhow::Error>(list.len())
     })?;
+    if let Some(net) = &e.record.network {
+        nixoci::enclave::network::teardown(&e.dir, &name, net)?;
+    }
     let dir = e.dir.clone();
     drop(e);
     std::fs::remove_dir_all(&dir).map_err(|err| anyhow::anyhow!("{}: {err}", dir.display()))?;

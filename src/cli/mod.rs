@@ -8,6 +8,7 @@ mod enclave;
 mod engine;
 mod images;
 mod load;
+mod port;
 mod run;
 mod service;
 
@@ -91,6 +92,9 @@ pub enum Command {
     Service(service::ServiceCommand),
     /// Remove stopped enclaves (-a: every enclave, and nixoci's images).
     Clean(clean::CleanArgs),
+    /// Where a service's port answers from the host.
+    #[command(subcommand)]
+    Port(port::PortCommand),
 }
 
 /// How to reach containerd (DESIGN.md: address order and namespace).
@@ -172,5 +176,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Enclave(c) => enclave::run(c, &cli.containerd),
         Command::Service(c) => service::run(c, &cli.containerd),
         Command::Clean(a) => clean::run(a, &cli.containerd),
+        Command::Port(c) => port::run(c),
     }
 }

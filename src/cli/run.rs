@@ -39,6 +39,9 @@ pub struct RunArgs {
     /// Print one JSON document at the end (images, instructions, output).
     #[arg(long)]
     json: bool,
+    /// Where new enclaves take their /24 subnet from.
+    #[arg(long, env = "NIXOCI_SUBNET_POOL", default_value = nixoci::enclave::network::DEFAULT_POOL, value_name = "CIDR")]
+    subnet_pool: String,
 }
 
 pub fn run(a: RunArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
@@ -57,6 +60,7 @@ pub fn run(a: RunArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
         (None, None) => serde_json::Value::Null,
     };
     nixoci::containerd::check_namespace(&containerd.namespace).map_err(usage)?;
+    nixoci::enclave::network::parse_pool(&a.subnet_pool).map_err(usage)?;
     let package = Package::open(&a.package).map_err(usage)?;
     let name = match &a.enclave {
         Some(n) => {
@@ -91,6 +95,7 @@ pub fn run(a: RunArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    nixoci::enclave::network::check_plugins()?;
     let say = |m: String| eprintln!("{m}");
     let ctx = containerd.sink_context(1);
     let client = ctx.containerd(None);
@@ -105,11 +110,17 @@ pub fn run(a: RunArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
         stop_grace: Duration::from_secs(10),
     };
     let images = build_images(&plan, &ctx, &exec_opts, &say)?;
-    let (mut enclave, created) = Enclave::open_or_create(&name, &containerd.namespace)?;
+    let (mut enclave, created) =
+        Enclave::open_or_create(&name, &containerd.namespace, &a.subnet_pool)?;
     eprintln!(
-        "{} enclave {name} (namespace {})",
+        "{} enclave {name} (namespace {}, subnet {})",
         if created { "created" } else { "using" },
-        containerd.namespace
+        containerd.namespace,
+        enclave
+            .record
+            .network
+            .as_ref()
+            .map_or("none: host network", |n| n.subnet.as_str())
     );
     let mut exec = Executor::new(&rt, client, &mut enclave, &exec_opts, &images, &plan);
     let report = match exec.run(&plan, &say) {
@@ -137,7 +148,13 @@ pub fn run(a: RunArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|(id, p)| format!("{id}={}", p.number))
                 .collect();
-            eprintln!("  {}\t{}\t{}", s.name, s.image, ports.join(" "));
+            eprintln!(
+                "  {}\t{}\t{}\t{}",
+                s.name,
+                s.info.ip_address,
+                s.image,
+                ports.join(" ")
+            );
         }
         if !report.output.is_null() {
             println!("{}", serde_json::to_string_pretty(&report.output)?);

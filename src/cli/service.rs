@@ -133,7 +133,15 @@ pub fn run(c: ServiceCommand, args: &ContainerdArgs) -> anyhow::Result<()> {
             let log = e.log_path(&s);
             rt.block_on(async {
                 service::start_task(&client, &args.snapshotter, &r.container_id, &log).await?;
-                service::check_started(&client, &r.container_id, &s, &r.config, &log).await
+                service::check_started(
+                    &client,
+                    &r.container_id,
+                    &s,
+                    &r.info.ip_address,
+                    &r.config,
+                    &log,
+                )
+                .await
             })?;
             println!("started {s}");
             Ok(())

@@ -4,7 +4,7 @@
 
 use super::service::{self, NewService, ResolvedImage};
 use super::spec::Bind;
-use super::{container_id, Enclave, EnclaveError, ServiceRecord};
+use super::{container_id, http, network, Enclave, EnclaveError, ServiceRecord};
 use crate::containerd::Client;
 use crate::image::cache::LayerCache;
 use crate::image::reference::ImageRef;
@@ -12,7 +12,8 @@ use crate::nix::{FlakeRef, Nix};
 use crate::pipeline::{build_service_image, ServiceImage};
 use crate::plan::future::Runtime as Values;
 use crate::plan::{
-    Artifact, Assertion, ImageSource, Instruction, NixBuildSpec, Plan, ServiceConfig,
+    Artifact, Assertion, ImageSource, Instruction, NixBuildSpec, Plan, ReadyCondition, Recipe,
+    ServiceConfig,
 };
 use crate::sink::SinkContext;
 use serde_json::{json, Value};
@@ -34,7 +35,7 @@ pub enum ExecError {
         instruction: String,
         message: String,
     },
-    #[error("interrupted after {ran} of {total} instructions")]
+    #[error("interrupted after {ran} of {total} instructions; what ran stays in the enclave")]
     Interrupted { ran: usize, total: usize },
     #[error(transparent)]
     Enclave(#[from] EnclaveError),
@@ -209,9 +210,16 @@ impl<'a> Executor<'a> {
             }
             say(format!("> {}", step.instruction));
             let loc = step.location.0.as_str();
-            let result = self
-                .step(&step.instruction, say)
-                .map_err(|m| step_err(loc, &step.instruction, m))?;
+            let result = match self.step(&step.instruction, say) {
+                Ok(r) => r,
+                Err(_) if crate::interrupt::interrupted() => {
+                    return Err(ExecError::Interrupted {
+                        ran: i,
+                        total: plan.steps.len(),
+                    })
+                }
+                Err(m) => return Err(step_err(loc, &step.instruction, m)),
+            };
             if let Some(r) = result {
                 say(r);
             }
@@ -270,7 +278,11 @@ impl<'a> Executor<'a> {
         let snap = self.opts.snapshotter.clone();
         let grace = self.opts.stop_grace;
         match ins {
-            Instruction::AddService { name, config } => {
+            Instruction::AddService {
+                name,
+                config,
+                id: future_id,
+            } => {
                 let config = self.resolve_config(config)?;
                 let image = self.image_name(&config.image)?;
                 let resolved = match self.resolved.get(&image) {
@@ -284,15 +296,45 @@ impl<'a> Executor<'a> {
                     }
                 };
                 let id = container_id(self.enclave.name(), name);
-                // A container of that name without a record is left from a
-                // killed run: it goes.
+                // A container or network of that name without a record is
+                // left from a killed run: it goes.
                 self.block(service::remove(&c, &snap, &id, Duration::from_secs(1)))
                     .map_err(|e| e.to_string())?;
-                let info = crate::plan::values::ServiceInfo::host_network(name, &config.ports);
+                let net = self.enclave.record.network.clone();
+                let enclave_name = self.enclave.name().to_string();
+                let dir = self.enclave.dir.clone();
+                let (ip, netns) = match &net {
+                    Some(n) => {
+                        network::detach(&dir, &enclave_name, n, name).map_err(|e| e.to_string())?;
+                        let public: Vec<(u16, u16, String)> = config
+                            .public_ports
+                            .iter()
+                            .map(|(pid, p)| {
+                                (
+                                    p.number,
+                                    config.ports[pid].number,
+                                    p.transport_protocol.clone(),
+                                )
+                            })
+                            .collect();
+                        let att = network::attach(&dir, &enclave_name, n, name, &id, &public)
+                            .map_err(|e| e.to_string())?;
+                        (att.ip, Some(att.netns.display().to_string()))
+                    }
+                    None => ("127.0.0.1".to_string(), None),
+                };
+                let undo_net = |this: &Self| {
+                    if let Some(n) = &net {
+                        let _ = network::detach(&this.enclave.dir, &enclave_name, n, name);
+                    }
+                };
+                self.values.set(future_id, "ip_address", json!(ip));
+                let info = crate::plan::values::ServiceInfo::new(name, &ip, &config.ports);
                 let mut binds = Vec::new();
                 for (mount, artifact) in &config.files {
                     let dir = self.enclave.artifact_dir(artifact);
                     if !dir.is_dir() {
+                        undo_net(self);
                         return Err(format!(
                             "files artifact '{artifact}' does not exist in enclave {}",
                             self.enclave.name()
@@ -320,8 +362,14 @@ impl<'a> Executor<'a> {
                     source: self.enclave.hosts_path().display().to_string(),
                     read_only: true,
                 });
+                if Path::new("/etc/resolv.conf").is_file() {
+                    binds.push(Bind {
+                        destination: "/etc/resolv.conf".into(),
+                        source: "/etc/resolv.conf".into(),
+                        read_only: true,
+                    });
+                }
                 let log = self.enclave.log_path(name);
-                let enclave_name = self.enclave.name().to_string();
                 let new = NewService {
                     enclave: &enclave_name,
                     name,
@@ -329,23 +377,37 @@ impl<'a> Executor<'a> {
                     config: &config,
                     image: &resolved,
                     binds,
+                    netns,
                 };
                 let started = self.block(async {
                     service::create_container(&c, &snap, &new).await?;
                     service::start_task(&c, &snap, &id, &log).await?;
-                    service::check_started(&c, &id, name, &config, &log).await
+                    service::check_started(&c, &id, name, &ip, &config, &log).await
+                });
+                let started = started.map_err(|e| e.to_string()).and_then(|()| {
+                    match &config.ready_conditions {
+                        Some(rc) => self.ready(name, rc, &log),
+                        None => Ok(()),
+                    }
                 });
                 if let Err(e) = started {
                     let _ = self.block(service::remove(&c, &snap, &id, Duration::from_secs(1)));
+                    undo_net(self);
                     self.enclave.record.services.remove(name);
                     let _ = self.enclave.write_hosts();
-                    return Err(e.to_string());
+                    return Err(e);
                 }
                 self.enclave.save().map_err(|e| e.to_string())?;
                 let ports: Vec<String> = info
                     .ports
                     .iter()
-                    .map(|(id, p)| format!("{id}: {}/{}", p.number, p.transport_protocol))
+                    .map(|(id, p)| match config.public_ports.get(id) {
+                        Some(pp) => format!(
+                            "{id}: {}/{} (127.0.0.1:{})",
+                            p.number, p.transport_protocol, pp.number
+                        ),
+                        None => format!("{id}: {}/{}", p.number, p.transport_protocol),
+                    })
                     .collect();
                 Ok(Some(format!(
                     "Service '{name}' added ({image}), address {}{}",
@@ -366,6 +428,10 @@ impl<'a> Executor<'a> {
                     .clone();
                 self.block(service::remove(&c, &snap, &id, grace))
                     .map_err(|e| e.to_string())?;
+                if let Some(n) = &self.enclave.record.network {
+                    network::detach(&self.enclave.dir, &self.enclave.record.name, n, name)
+                        .map_err(|e| e.to_string())?;
+                }
                 self.enclave.record.services.remove(name);
                 self.enclave.save().map_err(|e| e.to_string())?;
                 self.enclave.write_hosts().map_err(|e| e.to_string())?;
@@ -391,9 +457,20 @@ impl<'a> Executor<'a> {
                 let log = self.enclave.log_path(name);
                 self.block(async {
                     service::start_task(&c, &snap, &rec.container_id, &log).await?;
-                    service::check_started(&c, &rec.container_id, name, &rec.config, &log).await
+                    service::check_started(
+                        &c,
+                        &rec.container_id,
+                        name,
+                        &rec.info.ip_address,
+                        &rec.config,
+                        &log,
+                    )
+                    .await
                 })
                 .map_err(|e| e.to_string())?;
+                if let Some(rc) = &rec.config.ready_conditions {
+                    self.ready(name, rc, &log)?;
+                }
                 Ok(Some(format!("Service '{name}' started")))
             }
             Instruction::Exec {
@@ -403,9 +480,12 @@ impl<'a> Executor<'a> {
                 skip_code_check,
                 id,
             } => {
-                let (code, output) = self.exec(service_name, &recipe.command)?;
-                self.values.set(id, "code", json!(code));
-                self.values.set(id, "output", json!(output));
+                let fields = self.run_recipe(service_name, &Recipe::Exec(recipe.clone()))?;
+                let code = fields["code"].as_i64().unwrap_or(-1);
+                let output = fields["output"].as_str().unwrap_or("").to_string();
+                for (k, v) in &fields {
+                    self.values.set(id, k, v.clone());
+                }
                 if !skip_code_check && !acceptable_codes.contains(&code) {
                     return Err(format!(
                         "the command returned exit code {code}, which is not among the acceptable codes {acceptable_codes:?}; its output:\n{}",
@@ -415,6 +495,30 @@ impl<'a> Executor<'a> {
                 Ok(Some(format!(
                     "Command returned with exit code '{code}' and the following output:\n{}",
                     output.trim_end()
+                )))
+            }
+            Instruction::Request {
+                service_name,
+                recipe,
+                acceptable_codes,
+                skip_code_check,
+                id,
+            } => {
+                let fields = self.run_recipe(service_name, &Recipe::Http(recipe.clone()))?;
+                let code = fields["code"].as_i64().unwrap_or(-1);
+                let body = fields["body"].as_str().unwrap_or("").to_string();
+                for (k, v) in &fields {
+                    self.values.set(id, k, v.clone());
+                }
+                if !skip_code_check && !acceptable_codes.contains(&code) {
+                    return Err(format!(
+                        "the request returned status {code}, which is not among the acceptable codes {acceptable_codes:?}; its body:\n{}",
+                        body.trim_end()
+                    ));
+                }
+                Ok(Some(format!(
+                    "Request returned status {code} and the following body:\n{}",
+                    body.trim_end()
                 )))
             }
             Instruction::Wait {
@@ -427,39 +531,23 @@ impl<'a> Executor<'a> {
                 timeout,
                 id,
             } => {
-                let parse = |s: &str| {
-                    crate::plan::builtins::parse_duration(s).unwrap_or(Duration::from_secs(1))
-                };
-                let (interval, limit) = (parse(interval), parse(timeout));
                 let target = self
                     .values
                     .resolve(target_value)
                     .map_err(|e| e.to_string())?;
-                let start = Instant::now();
-                let mut attempts = 0;
-                loop {
-                    attempts += 1;
-                    let (code, output) = self.exec(service_name, &recipe.command)?;
-                    let got = match field.as_str() {
-                        "code" => json!(code),
-                        _ => json!(output),
-                    };
-                    if compare(&got, *assertion, &target).unwrap_or(false) {
-                        self.values.set(id, "code", json!(code));
-                        self.values.set(id, "output", json!(output));
-                        return Ok(Some(format!(
-                            "Wait took {attempts} tries ({:.1}s): {field} is {got}",
-                            start.elapsed().as_secs_f64()
-                        )));
-                    }
-                    if start.elapsed() + interval > limit || crate::interrupt::interrupted() {
-                        return Err(format!(
-                            "{field} did not satisfy {} {target} within {timeout} ({attempts} tries; last value {got})",
-                            assertion.as_str()
-                        ));
-                    }
-                    std::thread::sleep(interval);
+                let (fields, msg) = self.poll(
+                    service_name,
+                    recipe,
+                    field,
+                    *assertion,
+                    &target,
+                    interval,
+                    timeout,
+                )?;
+                for (k, v) in &fields {
+                    self.values.set(id, k, v.clone());
                 }
+                Ok(Some(msg))
             }
             Instruction::Verify {
                 value,
@@ -546,6 +634,139 @@ impl<'a> Executor<'a> {
             &scratch,
         ))
         .map_err(|e| format!("exec {command:?} in service '{service_name}': {e}"))
+    }
+
+    /// Run a recipe once against a service: the fields of its result.
+    fn run_recipe(
+        &self,
+        service_name: &str,
+        recipe: &Recipe,
+    ) -> Result<BTreeMap<String, Value>, String> {
+        let mut fields = BTreeMap::new();
+        let text = match recipe {
+            Recipe::Exec(r) => {
+                let (code, output) = self.exec(service_name, &r.command)?;
+                fields.insert("code".to_string(), json!(code));
+                fields.insert("output".to_string(), json!(output));
+                output
+            }
+            Recipe::Http(r) => {
+                let rec = self
+                    .enclave
+                    .service(service_name)
+                    .map_err(|e| e.to_string())?;
+                let port = rec
+                    .config
+                    .ports
+                    .get(&r.port_id)
+                    .ok_or_else(|| format!("service '{service_name}' has no port '{}'", r.port_id))?
+                    .number;
+                let v = &self.values;
+                let endpoint = v.resolve_str(&r.endpoint).map_err(|e| e.to_string())?;
+                let body = v.resolve_str(&r.body).map_err(|e| e.to_string())?;
+                let headers: Vec<(String, String)> = r
+                    .headers
+                    .iter()
+                    .map(|(k, x)| Ok((k.clone(), v.resolve_str(x)?)))
+                    .collect::<Result<_, crate::plan::future::Unresolved>>()
+                    .map_err(|e| e.to_string())?;
+                let req = http::Request {
+                    method: &r.method,
+                    host: &rec.info.ip_address,
+                    port,
+                    endpoint: &endpoint,
+                    headers: &headers,
+                    content_type: r.content_type.as_deref(),
+                    body: &body,
+                };
+                let resp = http::send(&req, Duration::from_secs(10)).map_err(|e| {
+                    format!(
+                        "{} http://{}:{port}{endpoint}: {e}",
+                        r.method, rec.info.ip_address
+                    )
+                })?;
+                fields.insert("code".to_string(), json!(resp.code));
+                fields.insert("body".to_string(), json!(resp.body));
+                resp.body
+            }
+        };
+        for (k, expr) in recipe.extract() {
+            let v =
+                crate::plan::jq::extract(expr, &text).map_err(|e| format!("extract '{k}': {e}"))?;
+            fields.insert(format!("extract.{k}"), v);
+        }
+        Ok(fields)
+    }
+
+    /// Repeat a recipe until `field` satisfies the assertion, or time out.
+    #[allow(clippy::too_many_arguments)]
+    fn poll(
+        &self,
+        service_name: &str,
+        recipe: &Recipe,
+        field: &str,
+        assertion: Assertion,
+        target: &Value,
+        interval: &str,
+        timeout: &str,
+    ) -> Result<(BTreeMap<String, Value>, String), String> {
+        let parse =
+            |s: &str| crate::plan::builtins::parse_duration(s).unwrap_or(Duration::from_secs(1));
+        let (every, limit) = (parse(interval), parse(timeout));
+        let start = Instant::now();
+        let mut attempts = 0;
+        let mut last;
+        loop {
+            attempts += 1;
+            match self.run_recipe(service_name, recipe) {
+                Ok(fields) => {
+                    let got = fields.get(field).cloned().unwrap_or(Value::Null);
+                    if compare(&got, assertion, target).unwrap_or(false) {
+                        let msg = format!(
+                            "Wait took {attempts} tries ({:.1}s): {field} is {got}",
+                            start.elapsed().as_secs_f64()
+                        );
+                        return Ok((fields, msg));
+                    }
+                    last = got.to_string();
+                }
+                // An HTTP service that is not up yet is a try that failed.
+                Err(e) if matches!(recipe, Recipe::Http(_)) => last = e,
+                Err(e) => return Err(e),
+            }
+            if start.elapsed() + every > limit || crate::interrupt::interrupted() {
+                return Err(format!(
+                    "{field} did not satisfy {} {target} within {timeout} ({attempts} tries; last: {last})",
+                    assertion.as_str()
+                ));
+            }
+            std::thread::sleep(every);
+        }
+    }
+
+    /// A service's ready condition, with its last log lines on failure.
+    fn ready(&self, name: &str, rc: &ReadyCondition, log: &Path) -> Result<(), String> {
+        let target = self
+            .values
+            .resolve(&rc.target_value)
+            .map_err(|e| e.to_string())?;
+        self.poll(
+            name,
+            &rc.recipe,
+            &rc.field,
+            rc.assertion,
+            &target,
+            &rc.interval,
+            &rc.timeout,
+        )
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "service '{name}' is not ready: {e}; its last log lines ({}):\n{}",
+                log.display(),
+                crate::containerd::engine::tail(log, 15)
+            )
+        })
     }
 }
 

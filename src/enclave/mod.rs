@@ -6,6 +6,8 @@
 //! runtime spec in [`spec`].
 
 pub mod execute;
+pub mod http;
+pub mod network;
 pub mod service;
 pub mod spec;
 
@@ -74,6 +76,9 @@ pub struct EnclaveRecord {
     pub created: String,
     pub services: BTreeMap<String, ServiceRecord>,
     pub artifacts: Vec<String>,
+    /// Its bridge and subnet.
+    #[serde(default)]
+    pub network: Option<network::NetRecord>,
 }
 
 /// An enclave's state directory, locked while open.
@@ -149,8 +154,13 @@ fn lock(dir: &Path) -> Result<fs::File, EnclaveError> {
 }
 
 impl Enclave {
-    /// Open an enclave, creating it (in `namespace`) if it does not exist.
-    pub fn open_or_create(name: &str, namespace: &str) -> Result<(Self, bool), EnclaveError> {
+    /// Open an enclave, creating it (in `namespace`, with a subnet from
+    /// `pool`) if it does not exist.
+    pub fn open_or_create(
+        name: &str,
+        namespace: &str,
+        pool: &str,
+    ) -> Result<(Self, bool), EnclaveError> {
         check_name(name)?;
         let dir = enclaves_dir().join(name);
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -180,9 +190,13 @@ impl Enclave {
                 ),
                 services: BTreeMap::new(),
                 artifacts: Vec::new(),
+                network: None,
             },
             _lock: lock,
         };
+        let mut e = e;
+        // Subnets are handed out host-wide (see `network::reserve`).
+        e.record.network = Some(network::reserve(pool, name, &e.dir)?);
         for sub in ["logs", "artifacts", "exec"] {
             let d = e.dir.join(sub);
             fs::create_dir_all(&d).map_err(io_err(&d))?;

@@ -147,6 +147,8 @@ pub struct NewService<'a> {
     pub config: &'a ServiceConfig,
     pub image: &'a ResolvedImage,
     pub binds: Vec<Bind>,
+    /// The network namespace to join (None: the host's network).
+    pub netns: Option<String>,
 }
 
 /// Create the container (snapshot, spec, labels). On failure nothing is left.
@@ -165,6 +167,7 @@ pub async fn create_container(
         &format!("/nixoci/{}", s.id),
         &s.binds,
         s.config,
+        s.netns.as_deref(),
     );
     let mut labels: std::collections::HashMap<String, String> = s
         .config
@@ -240,14 +243,18 @@ pub async fn exited(c: &Client, id: &str) -> Result<Option<u32>, EnclaveError> {
 }
 
 /// Check the service keeps running: a short settle time, then each TCP
-/// port with a `wait` must accept connections on 127.0.0.1 in time.
+/// port with a `wait` must accept connections at `ip` in time.
 pub async fn check_started(
     c: &Client,
     id: &str,
     name: &str,
+    ip: &str,
     config: &ServiceConfig,
     log: &Path,
 ) -> Result<(), EnclaveError> {
+    let addr: std::net::IpAddr = ip
+        .parse()
+        .map_err(|_| err(format!("service '{name}' has no address ({ip})")))?;
     let died = |code: u32| {
         err(format!(
             "service '{name}' exited at once with code {code}; its last log lines ({}):\n{}",
@@ -268,7 +275,7 @@ pub async fn check_started(
             crate::plan::builtins::parse_duration(wait).unwrap_or(Duration::from_secs(15));
         let start = Instant::now();
         loop {
-            let connect = tokio::net::TcpStream::connect(("127.0.0.1", p.number));
+            let connect = tokio::net::TcpStream::connect((addr, p.number));
             if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), connect).await {
                 break;
             }
@@ -277,7 +284,7 @@ pub async fn check_started(
             }
             if start.elapsed() >= timeout {
                 return Err(err(format!(
-                    "service '{name}': port '{port_id}' ({}/TCP) did not open within {wait}; its last log lines ({}):\n{}",
+                    "service '{name}': port '{port_id}' ({ip}:{}/TCP) did not open within {wait}; its last log lines ({}):\n{}",
                     p.number,
                     log.display(),
                     crate::containerd::engine::tail(log, 15)

@@ -198,14 +198,15 @@ pub fn resources(service: &ServiceConfig) -> Value {
     r
 }
 
-/// The whole runtime spec. The container shares the host network (no
-/// network namespace) and gets its own hostname.
+/// The whole runtime spec: the container joins the network namespace at
+/// `netns` (else shares the host's network) and gets its own hostname.
 pub fn runtime_spec(
     process: Value,
     hostname: &str,
     cgroups_path: &str,
     binds: &[Bind],
     service: &ServiceConfig,
+    netns: Option<&str>,
 ) -> Value {
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
@@ -225,6 +226,15 @@ pub fn runtime_spec(
             "destination": b.destination, "type": "bind", "source": b.source, "options": options
         }));
     }
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    if let Some(path) = netns {
+        namespaces.push(json!({"type": "network", "path": path}));
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": process,
@@ -234,9 +244,7 @@ pub fn runtime_spec(
         "linux": {
             "resources": resources(service),
             "cgroupsPath": cgroups_path,
-            "namespaces": [
-                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}
-            ],
+            "namespaces": namespaces,
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
@@ -274,6 +282,7 @@ mod tests {
             max_cpu: None,
             min_memory: None,
             max_memory: None,
+            ready_conditions: None,
         }
     }
 

@@ -302,8 +302,64 @@ fn known_service(eval: &Evaluator, name: &str) -> anyhow::Result<ServiceInfo> {
     })
 }
 
-fn recipe(v: Value) -> anyhow::Result<ExecRecipe> {
+fn exec_recipe(v: Value) -> anyhow::Result<ExecRecipe> {
     Ok(downcast::<ExecRecipeValue>("recipe", "ExecRecipe", v)?.0)
+}
+
+fn any_recipe(v: Value) -> anyhow::Result<Recipe> {
+    if let Some(r) = v.downcast_ref::<ExecRecipeValue>() {
+        return Ok(Recipe::Exec(r.0.clone()));
+    }
+    if let Some(r) = v.downcast_ref::<HttpRecipeValue>() {
+        return Ok(Recipe::Http(r.0.clone()));
+    }
+    anyhow::bail!(
+        "Value for 'recipe' was expected to be an ExecRecipe, GetHttpRequestRecipe or PostHttpRequestRecipe but was '{}'",
+        type_name(v)
+    )
+}
+
+/// An HTTP recipe must name a port of the service.
+fn check_recipe_port(service: &ServiceInfo, recipe: &Recipe) -> anyhow::Result<()> {
+    if let Recipe::Http(h) = recipe {
+        if !service.ports.contains_key(&h.port_id) {
+            let known: Vec<&str> = service.ports.keys().map(String::as_str).collect();
+            anyhow::bail!(
+                "service '{}' has no port '{}' (ports: {})",
+                service.name,
+                h.port_id,
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn check_field(recipe: &Recipe, field: &str) -> anyhow::Result<()> {
+    let fields = recipe.fields();
+    if !fields.iter().any(|f| f == field) {
+        anyhow::bail!(
+            "field '{field}' is not a field of the recipe's result: use one of {}",
+            fields.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn extract_map(v: Option<Value>) -> anyhow::Result<BTreeMap<String, String>> {
+    let extract = opt(v, |v| string_dict("extract", v))?.unwrap_or_default();
+    for (k, expr) in &extract {
+        super::jq::check(expr).map_err(|e| anyhow::anyhow!("extract '{k}': {e}"))?;
+    }
+    Ok(extract)
+}
+
+fn ready_condition(v: Value) -> anyhow::Result<ReadyCondition> {
+    Ok(downcast::<ReadyConditionValue>("ready_conditions", "ReadyCondition", v)?.0)
 }
 
 fn assertion(v: Value) -> anyhow::Result<Assertion> {
@@ -312,17 +368,17 @@ fn assertion(v: Value) -> anyhow::Result<Assertion> {
         .ok_or_else(|| anyhow::anyhow!("assertion '{s}' is not one of {}", Assertion::ALL))
 }
 
-/// The value `plan.exec` and `plan.wait` return: future references to the
-/// output, code and extracted fields.
-fn recipe_result<'v>(eval: &Evaluator<'v, '_, '_>, id: &str, recipe: &ExecRecipe) -> Value<'v> {
-    let mut items: Vec<(String, String)> = vec![
-        ("output".into(), future::reference(id, "output")),
-        ("code".into(), future::reference(id, "code")),
-    ];
-    for k in recipe.extract.keys() {
-        let field = format!("extract.{k}");
-        items.push((field.clone(), future::reference(id, &field)));
-    }
+/// The value `plan.exec`, `plan.request` and `plan.wait` return: future
+/// references to each field of the recipe's result.
+fn recipe_result<'v>(eval: &Evaluator<'v, '_, '_>, id: &str, recipe: &Recipe) -> Value<'v> {
+    let items: Vec<(String, String)> = recipe
+        .fields()
+        .into_iter()
+        .map(|f| {
+            let r = future::reference(id, &f);
+            (f, r)
+        })
+        .collect();
     eval.heap().alloc(AllocDict(items))
 }
 
@@ -436,12 +492,21 @@ fn add_service_checked(
             }
         }
     }
-    let info = ServiceInfo::host_network(name, &config.ports);
+    if let Some(rc) = &config.ready_conditions {
+        if let Recipe::Http(h) = &rc.recipe {
+            if !config.ports.contains_key(&h.port_id) {
+                anyhow::bail!("ready_conditions of service '{name}' use port '{}', which is not among its ports", h.port_id);
+            }
+        }
+    }
+    let id = future::id_for(c.state.borrow().steps.len());
+    let info = ServiceInfo::new(name, &future::reference(&id, "ip_address"), &config.ports);
     push(
         eval,
         Instruction::AddService {
             name: name.into(),
             config: Box::new(config),
+            id,
         },
     );
     c.state
@@ -529,6 +594,7 @@ fn kurtosis_globals(builder: &mut GlobalsBuilder) {
         #[starlark(require = named)] max_cpu: Option<Value<'v>>,
         #[starlark(require = named)] min_memory: Option<Value<'v>>,
         #[starlark(require = named)] max_memory: Option<Value<'v>>,
+        #[starlark(require = named)] ready_conditions: Option<Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<ServiceConfigValue> {
         let image = image_source(eval, image)?;
@@ -548,6 +614,7 @@ fn kurtosis_globals(builder: &mut GlobalsBuilder) {
             max_cpu: opt(max_cpu, |v| unsigned("max_cpu", v))?,
             min_memory: opt(min_memory, |v| unsigned("min_memory", v))?,
             max_memory: opt(max_memory, |v| unsigned("max_memory", v))?,
+            ready_conditions: opt(ready_conditions, ready_condition)?,
         };
         if let (Some(lo), Some(hi)) = (config.min_cpu, config.max_cpu) {
             if lo > hi {
@@ -562,8 +629,17 @@ fn kurtosis_globals(builder: &mut GlobalsBuilder) {
         if config.max_memory == Some(0) || config.max_cpu == Some(0) {
             anyhow::bail!("max_cpu and max_memory must be above 0 when given");
         }
-        if !config.public_ports.is_empty() {
-            anyhow::bail!("public_ports are not supported yet: services share the host network, so their ports are already reachable on 127.0.0.1");
+        for (id, p) in &config.public_ports {
+            let Some(private) = config.ports.get(id) else {
+                anyhow::bail!("public_ports: '{id}' is not one of the service's ports; public_ports publish ports by their id");
+            };
+            if private.transport_protocol != p.transport_protocol {
+                anyhow::bail!(
+                    "public_ports: '{id}' is {} but the port is {}",
+                    p.transport_protocol,
+                    private.transport_protocol
+                );
+            }
         }
         for (k, v) in &config.labels {
             if k.starts_with("nixoci.") {
@@ -635,13 +711,77 @@ fn kurtosis_globals(builder: &mut GlobalsBuilder) {
         if command.is_empty() {
             anyhow::bail!("Value for 'command' was an empty list. This is disallowed");
         }
-        let extract = opt(extract, |v| string_dict("extract", v))?.unwrap_or_default();
-        if let Some(k) = extract.keys().next() {
-            anyhow::bail!("extract '{k}': ExecRecipe extract (jq expressions) is not supported yet; use the output and code");
-        }
+        let extract = extract_map(extract)?;
         Ok(ExecRecipeValue(super::model::ExecRecipe {
             command,
             extract,
+        }))
+    }
+
+    #[allow(non_snake_case)]
+    fn GetHttpRequestRecipe<'v>(
+        port_id: Value<'v>,
+        endpoint: Value<'v>,
+        #[starlark(require = named)] headers: Option<Value<'v>>,
+        #[starlark(require = named)] extract: Option<Value<'v>>,
+    ) -> anyhow::Result<HttpRecipeValue> {
+        Ok(HttpRecipeValue(super::model::HttpRecipe {
+            method: "GET".into(),
+            port_id: nonempty("port_id", port_id)?,
+            endpoint: string("endpoint", endpoint)?,
+            headers: opt(headers, |v| string_dict("headers", v))?.unwrap_or_default(),
+            content_type: None,
+            body: String::new(),
+            extract: extract_map(extract)?,
+        }))
+    }
+
+    #[allow(non_snake_case)]
+    fn PostHttpRequestRecipe<'v>(
+        port_id: Value<'v>,
+        endpoint: Value<'v>,
+        #[starlark(require = named)] content_type: Option<Value<'v>>,
+        #[starlark(require = named)] body: Option<Value<'v>>,
+        #[starlark(require = named)] headers: Option<Value<'v>>,
+        #[starlark(require = named)] extract: Option<Value<'v>>,
+    ) -> anyhow::Result<HttpRecipeValue> {
+        Ok(HttpRecipeValue(super::model::HttpRecipe {
+            method: "POST".into(),
+            port_id: nonempty("port_id", port_id)?,
+            endpoint: string("endpoint", endpoint)?,
+            headers: opt(headers, |v| string_dict("headers", v))?.unwrap_or_default(),
+            content_type: Some(
+                opt(content_type, |v| string("content_type", v))?
+                    .unwrap_or("application/json".into()),
+            ),
+            body: opt(body, |v| string("body", v))?.unwrap_or_default(),
+            extract: extract_map(extract)?,
+        }))
+    }
+
+    #[allow(non_snake_case)]
+    fn ReadyCondition<'v>(
+        recipe: Value<'v>,
+        field: Value<'v>,
+        assertion: Value<'v>,
+        target_value: Value<'v>,
+        #[starlark(require = named)] interval: Option<Value<'v>>,
+        #[starlark(require = named)] timeout: Option<Value<'v>>,
+    ) -> anyhow::Result<ReadyConditionValue> {
+        let recipe = any_recipe(recipe)?;
+        let field = nonempty("field", field)?;
+        check_field(&recipe, &field)?;
+        let interval = opt(interval, |v| string("interval", v))?.unwrap_or("1s".into());
+        duration("interval", &interval)?;
+        let timeout = opt(timeout, |v| string("timeout", v))?.unwrap_or("15m".into());
+        duration("timeout", &timeout)?;
+        Ok(ReadyConditionValue(super::model::ReadyCondition {
+            recipe,
+            field,
+            assertion: self::assertion(assertion)?,
+            target_value: json("target_value", target_value)?,
+            interval,
+            timeout,
         }))
     }
 
@@ -813,7 +953,7 @@ pub fn plan_methods(builder: &mut MethodsBuilder) {
     ) -> anyhow::Result<Value<'v>> {
         let _ = description;
         let service_name = nonempty("service_name", service_name)?;
-        let recipe = self::recipe(recipe)?;
+        let recipe = exec_recipe(recipe)?;
         known_service(eval, &service_name)?;
         let acceptable_codes = match opt(acceptable_codes, |v| {
             items("acceptable_codes", v)?
@@ -837,7 +977,49 @@ pub fn plan_methods(builder: &mut MethodsBuilder) {
                 id: id.clone(),
             },
         );
-        Ok(recipe_result(eval, &id, &recipe))
+        Ok(recipe_result(eval, &id, &Recipe::Exec(recipe)))
+    }
+
+    fn request<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        service_name: Value<'v>,
+        recipe: Value<'v>,
+        #[starlark(require = named)] acceptable_codes: Option<Value<'v>>,
+        #[starlark(require = named, default = false)] skip_code_check: bool,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<Value<'v>> {
+        let _ = description;
+        let service_name = nonempty("service_name", service_name)?;
+        let recipe = match any_recipe(recipe)? {
+            Recipe::Http(h) => h,
+            Recipe::Exec(_) => anyhow::bail!("plan.request takes a GetHttpRequestRecipe or PostHttpRequestRecipe; use plan.exec for an ExecRecipe"),
+        };
+        let service = known_service(eval, &service_name)?;
+        check_recipe_port(&service, &Recipe::Http(recipe.clone()))?;
+        let acceptable_codes = match opt(acceptable_codes, |v| {
+            items("acceptable_codes", v)?
+                .into_iter()
+                .enumerate()
+                .map(|(i, x)| int(&format!("acceptable_codes[{i}]"), x))
+                .collect::<anyhow::Result<Vec<i64>>>()
+        })? {
+            Some(c) => c,
+            None => vec![200, 201, 202, 203, 204, 205, 206],
+        };
+        let n = ctx(eval).state.borrow().steps.len();
+        let id = future::id_for(n);
+        push(
+            eval,
+            Instruction::Request {
+                service_name,
+                recipe: recipe.clone(),
+                acceptable_codes,
+                skip_code_check,
+                id: id.clone(),
+            },
+        );
+        Ok(recipe_result(eval, &id, &Recipe::Http(recipe)))
     }
 
     fn wait<'v>(
@@ -854,17 +1036,11 @@ pub fn plan_methods(builder: &mut MethodsBuilder) {
     ) -> anyhow::Result<Value<'v>> {
         let _ = description;
         let service_name = nonempty("service_name", service_name)?;
-        let recipe = self::recipe(recipe)?;
-        known_service(eval, &service_name)?;
+        let recipe = any_recipe(recipe)?;
+        let service = known_service(eval, &service_name)?;
+        check_recipe_port(&service, &recipe)?;
         let field = nonempty("field", field)?;
-        let allowed = ["output".to_string(), "code".to_string()];
-        if !allowed.contains(&field)
-            && !field
-                .strip_prefix("extract.")
-                .is_some_and(|k| recipe.extract.contains_key(k))
-        {
-            anyhow::bail!("field '{field}' is not a field of the exec recipe's result: use output, code, or extract.NAME for a key of its extract");
-        }
+        check_field(&recipe, &field)?;
         let assertion = self::assertion(assertion)?;
         let target_value = json("target_value", target_value)?;
         let interval = opt(interval, |v| string("interval", v))?.unwrap_or("1s".into());

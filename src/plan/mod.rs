@@ -4,6 +4,7 @@
 
 pub mod builtins;
 pub mod future;
+pub mod jq;
 pub mod model;
 pub mod package;
 pub mod template;

@@ -89,6 +89,7 @@ pub struct ServiceConfig {
     pub max_cpu: Option<u64>,
     pub min_memory: Option<u64>,
     pub max_memory: Option<u64>,
+    pub ready_conditions: Option<ReadyCondition>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -96,6 +97,73 @@ pub struct ExecRecipe {
     pub command: Vec<String>,
     /// Name → jq expression over the output.
     pub extract: BTreeMap<String, String>,
+}
+
+/// `GetHttpRequestRecipe` / `PostHttpRequestRecipe`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct HttpRecipe {
+    /// `GET` or `POST`.
+    pub method: String,
+    pub port_id: String,
+    pub endpoint: String,
+    pub headers: BTreeMap<String, String>,
+    pub content_type: Option<String>,
+    pub body: String,
+    pub extract: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind")]
+pub enum Recipe {
+    Exec(ExecRecipe),
+    Http(HttpRecipe),
+}
+
+impl Recipe {
+    pub fn extract(&self) -> &BTreeMap<String, String> {
+        match self {
+            Recipe::Exec(r) => &r.extract,
+            Recipe::Http(r) => &r.extract,
+        }
+    }
+
+    /// The fields of its result: `output`/`code` or `code`/`body`, plus
+    /// `extract.NAME`.
+    pub fn fields(&self) -> Vec<String> {
+        let base: &[&str] = match self {
+            Recipe::Exec(_) => &["output", "code"],
+            Recipe::Http(_) => &["code", "body"],
+        };
+        base.iter()
+            .map(|s| s.to_string())
+            .chain(self.extract().keys().map(|k| format!("extract.{k}")))
+            .collect()
+    }
+}
+
+impl fmt::Display for Recipe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Recipe::Exec(r) => write!(f, "command={}", list(&r.command)),
+            Recipe::Http(r) => write!(
+                f,
+                "{} port_id={:?} endpoint={:?}",
+                r.method, r.port_id, r.endpoint
+            ),
+        }
+    }
+}
+
+/// `ReadyCondition`: the service counts as started when the recipe's field
+/// satisfies the assertion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ReadyCondition {
+    pub recipe: Recipe,
+    pub field: String,
+    pub assertion: Assertion,
+    pub target_value: serde_json::Value,
+    pub interval: String,
+    pub timeout: String,
 }
 
 /// An assertion of `plan.verify` and `plan.wait`.
@@ -163,6 +231,8 @@ pub enum Instruction {
     AddService {
         name: String,
         config: Box<ServiceConfig>,
+        /// The id of its future references (`ip_address`).
+        id: String,
     },
     RemoveService {
         name: String,
@@ -181,9 +251,16 @@ pub enum Instruction {
         /// The id of its future references.
         id: String,
     },
+    Request {
+        service_name: String,
+        recipe: HttpRecipe,
+        acceptable_codes: Vec<i64>,
+        skip_code_check: bool,
+        id: String,
+    },
     Wait {
         service_name: String,
-        recipe: ExecRecipe,
+        recipe: Recipe,
         field: String,
         assertion: Assertion,
         target_value: serde_json::Value,
@@ -250,7 +327,7 @@ fn list(v: &[String]) -> String {
 impl fmt::Display for Instruction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Instruction::AddService { name, config } => {
+            Instruction::AddService { name, config, .. } => {
                 write!(f, "add_service name={name:?} image=")?;
                 match &config.image {
                     ImageSource::Nix(n) => write!(
@@ -305,6 +382,15 @@ impl fmt::Display for Instruction {
                     write!(f, " acceptable_codes={acceptable_codes:?}")
                 }
             }
+            Instruction::Request {
+                service_name,
+                recipe,
+                ..
+            } => write!(
+                f,
+                "request service_name={service_name:?} {}",
+                Recipe::Http(recipe.clone())
+            ),
             Instruction::Wait {
                 service_name,
                 recipe,
@@ -315,8 +401,7 @@ impl fmt::Display for Instruction {
                 ..
             } => write!(
                 f,
-                "wait service_name={service_name:?} command={} until {field} {} {target_value} (timeout {timeout})",
-                list(&recipe.command),
+                "wait service_name={service_name:?} {recipe} until {field} {} {target_value} (timeout {timeout})",
                 assertion.as_str()
             ),
             Instruction::Verify {

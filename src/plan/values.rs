@@ -33,13 +33,14 @@ pub struct ServicePort {
 }
 
 impl ServiceInfo {
-    /// Host networking (until enclaves get their own network): every
-    /// service is at 127.0.0.1, its hostname is its name.
-    pub fn host_network(
+    /// A service at `ip` (a future reference during interpretation); its
+    /// hostname is its name.
+    pub fn new(
         name: &str,
+        ip: &str,
         ports: &std::collections::BTreeMap<String, model::PortSpec>,
     ) -> Self {
-        let ip = "127.0.0.1".to_string();
+        let ip = ip.to_string();
         ServiceInfo {
             name: name.into(),
             hostname: name.into(),
@@ -113,6 +114,8 @@ macro_rules! record_value {
 record_value!(PortSpecValue, model::PortSpec, "PortSpec");
 record_value!(UserValue, model::User, "User");
 record_value!(ExecRecipeValue, model::ExecRecipe, "ExecRecipe");
+record_value!(HttpRecipeValue, model::HttpRecipe, "HttpRequestRecipe");
+record_value!(ReadyConditionValue, model::ReadyCondition, "ReadyCondition");
 record_value!(NixBuildSpecValue, model::NixBuildSpec, "NixBuildSpec");
 record_value!(ImageSpecValue, model::ImageSpec, "ImageSpec");
 record_value!(ServiceConfigValue, model::ServiceConfig, "ServiceConfig");

@@ -1,0 +1,496 @@
+//! Enclave networks through the standard CNI plugins (bridge, host-local,
+//! loopback, portmap): one bridge and one subnet per enclave, one network
+//! namespace per service, set up and torn down by running the plugins with
+//! a conflist nixoci writes; host-local keeps its IPAM state in the
+//! enclave's directory. Every attachment is recorded (`net/<service>.json`)
+//! before anything uses it, so `enclave rm` can undo it even after a killed
+//! run.
+
+use super::EnclaveError;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Where enclave subnets (/24 each) come from, unless `$NIXOCI_SUBNET_POOL`
+/// or `--subnet-pool` says otherwise.
+pub const DEFAULT_POOL: &str = "10.199.0.0/16";
+const CNI_VERSION: &str = "0.4.0";
+const PLUGINS: &[&str] = &["bridge", "host-local", "loopback", "portmap"];
+
+/// An enclave's network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NetRecord {
+    /// `10.199.3.0/24`.
+    pub subnet: String,
+    pub gateway: String,
+    pub bridge: String,
+}
+
+/// A service's place in it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attachment {
+    pub container_id: String,
+    pub netns: PathBuf,
+    pub ip: String,
+    /// What the conflist's ADD returned (needed for DEL).
+    pub result: Value,
+    pub port_mappings: Vec<Value>,
+}
+
+fn err(msg: impl Into<String>) -> EnclaveError {
+    EnclaveError::Service(msg.into())
+}
+
+/// `a.b.c.d/n` → (network address, prefix); the pool must leave room for /24s.
+pub fn parse_pool(pool: &str) -> Result<(u32, u8), EnclaveError> {
+    let bad = || {
+        err(format!(
+            "subnet pool '{pool}' is not an IPv4 network such as {DEFAULT_POOL} with a prefix of 8 to 24 bits"
+        ))
+    };
+    let (addr, prefix) = pool.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    if !(8..=24).contains(&prefix) {
+        return Err(bad());
+    }
+    let mask = u32::MAX << (32 - prefix);
+    Ok((u32::from(addr) & mask, prefix))
+}
+
+/// The first /24 of the pool that no other enclave has.
+pub fn allocate(pool: &str, taken: &[String], enclave: &str) -> Result<NetRecord, EnclaveError> {
+    let (base, prefix) = parse_pool(pool)?;
+    let count = 1u32 << (24 - prefix);
+    for i in 0..count {
+        let net = base + (i << 8);
+        let subnet = format!("{}/24", Ipv4Addr::from(net));
+        if taken.contains(&subnet) {
+            continue;
+        }
+        return Ok(NetRecord {
+            subnet,
+            gateway: Ipv4Addr::from(net + 1).to_string(),
+            bridge: bridge_name(enclave),
+        });
+    }
+    Err(err(format!(
+        "the subnet pool {pool} is used up ({count} enclaves); remove enclaves or set $NIXOCI_SUBNET_POOL to a larger pool"
+    )))
+}
+
+/// The host-wide registry of enclave subnets (every nixoci home on the
+/// host shares it): `$NIXOCI_RUN_DIR`, else `/run/nixoci`.
+pub fn run_dir() -> PathBuf {
+    match std::env::var_os("NIXOCI_RUN_DIR") {
+        Some(d) if !d.is_empty() => d.into(),
+        _ => "/run/nixoci".into(),
+    }
+}
+
+fn registry_entry(subnet: &str) -> PathBuf {
+    run_dir().join("subnets").join(subnet.replace('/', "_"))
+}
+
+/// IPv4 networks the host already routes (`/proc/net/route`).
+fn routed_networks() -> Vec<(u32, u32)> {
+    let text = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dst = u32::from_str_radix(f.get(1)?, 16).ok()?.swap_bytes();
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?.swap_bytes();
+            (mask != 0).then_some((dst, mask))
+        })
+        .collect()
+}
+
+/// Reserve a /24 for the enclave whose state is `dir`: not held by a live
+/// enclave of any nixoci home on this host, not routed by the host.
+pub fn reserve(pool: &str, enclave: &str, dir: &Path) -> Result<NetRecord, EnclaveError> {
+    let reg = run_dir().join("subnets");
+    std::fs::create_dir_all(&reg).map_err(|e| err(format!("{}: {e}", reg.display())))?;
+    let lock_path = run_dir().join("subnets.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| err(format!("{}: {e}", lock_path.display())))?;
+    // SAFETY: flock on an open descriptor; released when `lock` drops.
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    let mut taken = Vec::new();
+    for e in std::fs::read_dir(&reg).into_iter().flatten().flatten() {
+        let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let live = Path::new(owner.trim()).join("enclave.json").is_file()
+            || Path::new(owner.trim()) == dir;
+        if live {
+            taken.push(e.file_name().to_string_lossy().replace('_', "/"));
+        } else {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    // A /24 that overlaps a network the host routes is taken (two networks
+    // overlap when they agree under the shorter of their masks).
+    let routed = routed_networks();
+    let (base, prefix) = parse_pool(pool)?;
+    for i in 0..(1u32 << (24 - prefix)) {
+        let net = base + (i << 8);
+        if routed.iter().any(|(dst, mask)| {
+            let m = mask & 0xffff_ff00;
+            net & m == dst & m
+        }) {
+            taken.push(format!("{}/24", Ipv4Addr::from(net)));
+        }
+    }
+    let rec = allocate(pool, &taken, enclave)?;
+    std::fs::write(registry_entry(&rec.subnet), dir.display().to_string())
+        .map_err(|e| err(format!("{}: {e}", reg.display())))?;
+    Ok(rec)
+}
+
+/// Give the enclave's subnet back.
+pub fn release(net: &NetRecord) {
+    let _ = std::fs::remove_file(registry_entry(&net.subnet));
+}
+
+/// A bridge name within IFNAMSIZ: `nxo` and a hash of the enclave name.
+pub fn bridge_name(enclave: &str) -> String {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(enclave.as_bytes());
+    format!("nxo{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
+}
+
+/// Directories searched for the plugins: `$NIXOCI_CNI_PATH`, else the
+/// Debian and upstream locations.
+pub fn cni_path() -> Vec<PathBuf> {
+    match std::env::var("NIXOCI_CNI_PATH") {
+        Ok(p) if !p.is_empty() => std::env::split_paths(&p).collect(),
+        _ => vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()],
+    }
+}
+
+fn plugin(name: &str) -> Result<PathBuf, EnclaveError> {
+    cni_path()
+        .iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            err(format!(
+                "the CNI plugin '{name}' is not in {} (install Debian's containernetworking-plugins, or set $NIXOCI_CNI_PATH)",
+                cni_path()
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":")
+            ))
+        })
+}
+
+/// Check that every plugin nixoci uses is there.
+pub fn check_plugins() -> Result<(), EnclaveError> {
+    for p in PLUGINS {
+        plugin(p)?;
+    }
+    Ok(())
+}
+
+/// The conflist of an enclave: a bridge with masquerade, host-local IPAM
+/// in `ipam_dir`, portmap for public ports.
+pub fn conflist(enclave: &str, net: &NetRecord, ipam_dir: &Path) -> Value {
+    json!({
+        "cniVersion": CNI_VERSION,
+        "name": format!("nixoci-{enclave}"),
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": net.bridge,
+                "isGateway": true,
+                "ipMasq": true,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": net.subnet, "gateway": net.gateway}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": ipam_dir,
+                }
+            },
+            {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
+        ]
+    })
+}
+
+/// Run one plugin; its stdout as JSON (empty for DEL).
+fn exec_plugin(
+    command: &str,
+    config: &Value,
+    container_id: &str,
+    netns: &Path,
+    ifname: &str,
+) -> Result<Value, EnclaveError> {
+    let kind = config["type"].as_str().unwrap_or_default();
+    let bin = plugin(kind)?;
+    let path = std::env::join_paths(cni_path()).unwrap_or_default();
+    let mut child = Command::new(&bin)
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container_id)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", ifname)
+        .env("CNI_PATH", &path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| err(format!("cannot run {}: {e}", bin.display())))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(&serde_json::to_vec(config).expect("JSON"))
+        .map_err(|e| err(format!("{}: {e}", bin.display())))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| err(format!("{}: {e}", bin.display())))?;
+    let parsed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    if !out.status.success() {
+        let msg = parsed["msg"].as_str().unwrap_or("").to_string();
+        let details = parsed["details"].as_str().unwrap_or("").to_string();
+        return Err(err(format!(
+            "CNI plugin {kind} {command} failed: {msg} {details} {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(parsed)
+}
+
+/// One plugin's config as the conflist runs it.
+fn plugin_conf(list: &Value, p: &Value, prev: Option<&Value>, port_mappings: &[Value]) -> Value {
+    let mut conf = p.clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    conf["name"] = list["name"].clone();
+    if let Some(prev) = prev {
+        conf["prevResult"] = prev.clone();
+    }
+    if p["capabilities"]["portMappings"] == true {
+        conf["runtimeConfig"] = json!({"portMappings": port_mappings});
+    }
+    conf
+}
+
+/// A new network namespace, bind-mounted at `path` so it outlives the
+/// thread that made it.
+pub fn create_netns(path: &Path) -> Result<(), EnclaveError> {
+    use std::os::unix::ffi::OsStrExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+    }
+    std::fs::File::create(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    let target = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("no NUL in paths");
+    let r = std::thread::spawn(move || -> std::io::Result<()> {
+        // SAFETY: unshare and mount with valid C strings; the new namespace
+        // belongs to this thread only, which ends right after.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let tid = libc::syscall(libc::SYS_gettid);
+            let src = std::ffi::CString::new(format!("/proc/self/task/{tid}/ns/net")).unwrap();
+            if libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| err("the thread making a network namespace panicked"))?;
+    r.map_err(|e| {
+        let _ = std::fs::remove_file(path);
+        err(format!(
+            "cannot make a network namespace at {}: {e} (nixoci needs root, or CAP_SYS_ADMIN, for enclave networks)",
+            path.display()
+        ))
+    })
+}
+
+pub fn delete_netns(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(p) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
+        // SAFETY: umount2 with a valid C string.
+        unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) };
+    }
+    let _ = std::fs::remove_file(path);
+}
+
+fn attachment_file(dir: &Path, service: &str) -> PathBuf {
+    dir.join("net").join(format!("{service}.json"))
+}
+
+/// Give `service` a namespace and an address on the enclave's bridge,
+/// with `public` (host port, container port, protocol) published on
+/// 127.0.0.1.
+pub fn attach(
+    dir: &Path,
+    enclave: &str,
+    net: &NetRecord,
+    service: &str,
+    container_id: &str,
+    public: &[(u16, u16, String)],
+) -> Result<Attachment, EnclaveError> {
+    let netns = dir.join("netns").join(service);
+    let file = attachment_file(dir, service);
+    let port_mappings: Vec<Value> = public
+        .iter()
+        .map(|(host, container, proto)| {
+            json!({"hostPort": host, "containerPort": container, "protocol": proto.to_lowercase(), "hostIP": "127.0.0.1"})
+        })
+        .collect();
+    create_netns(&netns)?;
+    let mut att = Attachment {
+        container_id: container_id.into(),
+        netns: netns.clone(),
+        ip: String::new(),
+        result: Value::Null,
+        port_mappings,
+    };
+    // Recorded first: a killed run leaves what `enclave rm` needs.
+    write_attachment(&file, &att)?;
+    let result = (|| {
+        let lo = json!({"cniVersion": CNI_VERSION, "name": "lo", "type": "loopback"});
+        exec_plugin("ADD", &lo, container_id, &netns, "lo")?;
+        let list = conflist(enclave, net, &dir.join("ipam"));
+        let mut prev: Option<Value> = None;
+        for p in list["plugins"].as_array().expect("plugins") {
+            let conf = plugin_conf(&list, p, prev.as_ref(), &att.port_mappings);
+            prev = Some(exec_plugin("ADD", &conf, container_id, &netns, "eth0")?);
+        }
+        Ok::<Value, EnclaveError>(prev.unwrap_or(Value::Null))
+    })();
+    match result {
+        Ok(r) => {
+            let ip = r["ips"][0]["address"]
+                .as_str()
+                .and_then(|a| a.split('/').next())
+                .ok_or_else(|| err(format!("the bridge plugin gave no address: {r}")))?
+                .to_string();
+            att.ip = ip;
+            att.result = r;
+            write_attachment(&file, &att)?;
+            Ok(att)
+        }
+        Err(e) => {
+            let _ = detach(dir, enclave, net, service);
+            Err(e)
+        }
+    }
+}
+
+fn write_attachment(file: &Path, att: &Attachment) -> Result<(), EnclaveError> {
+    if let Some(d) = file.parent() {
+        std::fs::create_dir_all(d).map_err(|e| err(format!("{}: {e}", d.display())))?;
+    }
+    std::fs::write(file, serde_json::to_vec_pretty(att).expect("JSON"))
+        .map_err(|e| err(format!("{}: {e}", file.display())))
+}
+
+/// Undo `attach` (as far as it got): DEL through the conflist in reverse,
+/// release the address, remove the namespace.
+pub fn detach(
+    dir: &Path,
+    enclave: &str,
+    net: &NetRecord,
+    service: &str,
+) -> Result<(), EnclaveError> {
+    let file = attachment_file(dir, service);
+    let Ok(text) = std::fs::read(&file) else {
+        return Ok(());
+    };
+    let att: Attachment =
+        serde_json::from_slice(&text).map_err(|e| err(format!("{}: {e}", file.display())))?;
+    let list = conflist(enclave, net, &dir.join("ipam"));
+    let prev = (!att.result.is_null()).then_some(&att.result);
+    let mut first_error = None;
+    for p in list["plugins"].as_array().expect("plugins").iter().rev() {
+        let conf = plugin_conf(&list, p, prev, &att.port_mappings);
+        if let Err(e) = exec_plugin("DEL", &conf, &att.container_id, &att.netns, "eth0") {
+            first_error.get_or_insert(e);
+        }
+    }
+    delete_netns(&att.netns);
+    let _ = std::fs::remove_file(&file);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Detach every service recorded, then delete the bridge.
+pub fn teardown(dir: &Path, enclave: &str, net: &NetRecord) -> Result<(), EnclaveError> {
+    let mut services: Vec<String> = std::fs::read_dir(dir.join("net"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .map(String::from)
+        })
+        .collect();
+    services.sort();
+    let mut first_error = None;
+    for s in services {
+        if let Err(e) = detach(dir, enclave, net, &s) {
+            first_error.get_or_insert(e);
+        }
+    }
+    delete_link(&net.bridge);
+    release(net);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Delete a network link if it exists (`ip link delete`).
+pub fn delete_link(name: &str) {
+    if Path::new("/sys/class/net").join(name).exists() {
+        let _ = Command::new("ip")
+            .args(["link", "delete", name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_come_from_the_pool_in_order() {
+        let a = allocate(DEFAULT_POOL, &[], "a").unwrap();
+        assert_eq!(a.subnet, "10.199.0.0/24");
+        assert_eq!(a.gateway, "10.199.0.1");
+        let b = allocate(DEFAULT_POOL, std::slice::from_ref(&a.subnet), "b").unwrap();
+        assert_eq!(b.subnet, "10.199.1.0/24");
+        assert!(allocate("10.5.7.0/24", &["10.5.7.0/24".into()], "c").is_err());
+        for bad in ["10.0.0.0", "10.0.0.0/25", "x/16", "10.0.0.0/4"] {
+            assert!(parse_pool(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_pool("10.1.2.3/16").unwrap(),
+            (u32::from(Ipv4Addr::new(10, 1, 0, 0)), 16)
+        );
+        assert!(bridge_name("an-enclave-with-a-long-name").len() <= 15);
+    }
+}
