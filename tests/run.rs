@@ -238,6 +238,20 @@ fn builtins_run_against_real_services() {
     assert_eq!(cg("cpu", "cpu.cfs_quota_us").trim(), "50000");
     let labels = env.ctr(&["containers", "info", "nixoci-b-a"]);
     assert!(labels.contains("\"team\": \"test\""), "{labels}");
+    // The image is in the namespace now: by plain name and by ImageSpec.
+    let named = env.ok(&[
+        "run",
+        pkg.to_str().unwrap(),
+        r#"{"mode": "named"}"#,
+        "--enclave",
+        "named",
+    ]);
+    assert!(
+        stderr(&named).contains("Verification succeeded: \"named\\n\" == \"named\\n\""),
+        "{}",
+        show(&named)
+    );
+    env.ok(&["enclave", "rm", "-f", "named"]);
     let services = env.ctr(&["containers", "ls", "-q"]);
     assert_eq!(
         services.split_whitespace().collect::<Vec<_>>(),
