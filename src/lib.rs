@@ -6,4 +6,5 @@ pub mod load;
 pub mod nix;
 pub mod pipeline;
 pub mod plan;
+pub mod registry;
 pub mod sink;

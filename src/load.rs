@@ -248,7 +248,7 @@ fn parse_json(path: &Path, what: &str, bytes: &[u8]) -> Result<serde_json::Value
     })
 }
 
-fn platform_of(config: &serde_json::Value) -> Platform {
+pub fn platform_of(config: &serde_json::Value) -> Platform {
     Platform {
         architecture: config["architecture"].as_str().unwrap_or("amd64").into(),
         os: config["os"].as_str().unwrap_or("linux").into(),
@@ -329,7 +329,7 @@ fn pick_from_index(
 
 /// A config's `rootfs.diff_ids`, which must number `layers` (what the
 /// manifest lists).
-fn config_diff_ids(
+pub fn config_diff_ids(
     path: &Path,
     cfg: &serde_json::Value,
     layers: usize,
@@ -424,7 +424,7 @@ fn oci_plan(
 }
 
 /// Copy `reader` into every sink that lacks `digest`; verify it.
-fn copy_blob(
+pub fn copy_blob(
     reader: &mut dyn Read,
     digest: &Digest,
     sinks: &[&dyn BlobSink],
@@ -460,15 +460,26 @@ fn copy_blob(
 }
 
 fn finish(plan: Plan, sinks: &[&dyn BlobSink]) -> Result<ImageRecord, LoadError> {
-    let record = ImageRecord {
-        reference: plan.name,
-        platform: plan.platform,
-        config: plan.config,
-        config_bytes: plan.config_bytes,
-        manifest: plan.manifest,
-        manifest_bytes: plan.manifest_bytes,
-        layers: plan.layers,
-    };
+    finish_record(
+        ImageRecord {
+            reference: plan.name,
+            platform: plan.platform,
+            config: plan.config,
+            config_bytes: plan.config_bytes,
+            manifest: plan.manifest,
+            manifest_bytes: plan.manifest_bytes,
+            layers: plan.layers,
+        },
+        sinks,
+    )
+}
+
+/// Put the config and manifest into every sink and record the image
+/// (every layer blob must be there already).
+pub fn finish_record(
+    record: ImageRecord,
+    sinks: &[&dyn BlobSink],
+) -> Result<ImageRecord, LoadError> {
     for s in sinks {
         s.put_blob(&record.config.digest, &record.config_bytes)
             .map_err(sink_err(*s))?;

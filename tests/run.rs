@@ -688,3 +688,72 @@ fn ctrl_c_stops_a_run_and_a_killed_run_is_cleaned_up() {
     env.ok(&["enclave", "rm", "-f", "intr"]);
     assert!(!Path::new("/sys/class/net").join(&bridge).exists());
 }
+
+#[test]
+fn run_pulls_missing_images_with_image_spec_credentials() {
+    let env = Env::new("checks", true);
+    let htpasswd = env.tmp.path().join("htpasswd");
+    let out = common::run(Command::new("htpasswd").args(["-Bbn", "tester", "s3cret-pass"]));
+    std::fs::write(&htpasswd, out).unwrap();
+    let reg = common::Registry::start(&format!(
+        "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+        htpasswd.display()
+    ));
+    let image = format!("{}/checks/idle:1", reg.addr());
+    // Pushed with credentials from a Docker config.
+    let config = env.tmp.path().join("docker");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"username": "tester", "password": "s3cret-pass"}}}}}}"#,
+            reg.addr()
+        ),
+    )
+    .unwrap();
+    let flake = format!("{}#idle", env.pkg().join("nix").display());
+    let o = env
+        .nixoci()
+        .env("DOCKER_CONFIG", &config)
+        .args(["build", &flake, "--insecure", "--output"])
+        .arg(format!("registry:{image}"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    // The namespace lacks it: run pulls it with the ImageSpec's credentials.
+    let empty = env.tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let run = |password: &str, enclave: &str| {
+        let args = format!(
+            r#"{{"mode": "pulled", "image": "{image}", "username": "tester", "password": "{password}"}}"#
+        );
+        env.nixoci()
+            .env("DOCKER_CONFIG", &empty)
+            .args([
+                "run",
+                env.pkg().to_str().unwrap(),
+                &args,
+                "--insecure",
+                "--enclave",
+                enclave,
+            ])
+            .output()
+            .unwrap()
+    };
+    let bad = run("wrong-pass", "bad");
+    assert_eq!(bad.status.code(), Some(1), "{}", show(&bad));
+    let err = stderr(&bad);
+    assert!(
+        err.contains("refused the credentials of user 'tester'"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-pass"), "{err}");
+    let good = run("s3cret-pass", "good");
+    assert!(good.status.success(), "{}", show(&good));
+    assert!(
+        stderr(&good).contains(&format!("pulling {image}")),
+        "{}",
+        show(&good)
+    );
+    assert!(env.ctr(&["images", "ls", "-q"]).contains(&image));
+}

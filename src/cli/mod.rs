@@ -9,6 +9,8 @@ mod engine;
 mod images;
 mod load;
 mod port;
+mod pull;
+mod push;
 mod run;
 mod service;
 
@@ -95,6 +97,10 @@ pub enum Command {
     /// Where a service's port answers from the host.
     #[command(subcommand)]
     Port(port::PortCommand),
+    /// Push an image (OCI layout, OCI archive, docker-archive) to a registry.
+    Push(push::PushArgs),
+    /// Pull an image from a registry into containerd.
+    Pull(pull::PullArgs),
 }
 
 /// How to reach containerd (DESIGN.md: address order and namespace).
@@ -111,6 +117,12 @@ pub struct ContainerdArgs {
     /// Snapshotter to unpack images into.
     #[arg(long, global = true, default_value = nixoci::containerd::DEFAULT_SNAPSHOTTER)]
     pub snapshotter: String,
+    /// Talk plain HTTP to registries (only for registries without TLS).
+    #[arg(long, global = true)]
+    pub insecure: bool,
+    /// Also trust the CA certificates (PEM) in this file for registries.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl ContainerdArgs {
@@ -125,7 +137,15 @@ impl ContainerdArgs {
     pub fn sink_context(&self, mtime: u64) -> nixoci::sink::SinkContext {
         let mut ctx = nixoci::sink::SinkContext::new(mtime, self.connect_options(true));
         ctx.snapshotter = self.snapshotter.clone();
+        ctx.registry = self.registry_options();
         ctx
+    }
+
+    pub fn registry_options(&self) -> nixoci::registry::Options {
+        nixoci::registry::Options {
+            insecure: self.insecure,
+            ca_file: self.ca_file.clone(),
+        }
     }
 
     /// A runtime and a connected client (starting the private containerd
@@ -177,5 +197,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Service(c) => service::run(c, &cli.containerd),
         Command::Clean(a) => clean::run(a, &cli.containerd),
         Command::Port(c) => port::run(c),
+        Command::Push(a) => push::run(a, &cli.containerd),
+        Command::Pull(a) => pull::run(a, &cli.containerd),
     }
 }

@@ -108,6 +108,7 @@ pub fn run(a: RunArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
         nix: Default::default(),
         cache: LayerCache::new(default_cache_dir()),
         stop_grace: Duration::from_secs(10),
+        registry: containerd.registry_options(),
     };
     let images = build_images(&plan, &ctx, &exec_opts, &say)?;
     let (mut enclave, created) =

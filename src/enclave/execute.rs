@@ -48,6 +48,8 @@ pub struct Options {
     pub cache: LayerCache,
     /// How long a stopped service gets between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
+    /// How to reach registries, for images the namespace lacks.
+    pub registry: crate::registry::Options,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -285,6 +287,9 @@ impl<'a> Executor<'a> {
             } => {
                 let config = self.resolve_config(config)?;
                 let image = self.image_name(&config.image)?;
+                if let ImageSource::Named(spec) = &config.image {
+                    self.pull_if_missing(&image, spec, say)?;
+                }
                 let resolved = match self.resolved.get(&image) {
                     Some(r) => r.clone(),
                     None => {
@@ -634,6 +639,49 @@ impl<'a> Executor<'a> {
             &scratch,
         ))
         .map_err(|e| format!("exec {command:?} in service '{service_name}': {e}"))
+    }
+
+    /// Pull a named image the namespace lacks (with the ImageSpec's
+    /// credentials when given).
+    fn pull_if_missing(
+        &self,
+        image: &str,
+        spec: &crate::plan::ImageSpec,
+        say: &dyn Fn(String),
+    ) -> Result<(), String> {
+        let c = &self.client;
+        if self
+            .block(crate::containerd::images::get(c, image))
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let reference = ImageRef::parse(image).map_err(|e| e.to_string())?;
+        say(format!("pulling {reference}"));
+        let creds = match (&spec.username, &spec.password) {
+            (Some(u), Some(p)) => Some(crate::registry::auth::Credentials {
+                username: u.clone(),
+                secret: p.clone(),
+            }),
+            _ => None,
+        };
+        let client = crate::registry::pull::client(&reference, &self.opts.registry, creds)
+            .map_err(|e| format!("pulling {reference}: {e}"))?;
+        let sink = crate::sink::containerd::ContainerdSink::open(
+            self.rt.clone(),
+            c.clone(),
+            &self.opts.snapshotter,
+        )
+        .map_err(|e| e.to_string())?;
+        let sinks: [&dyn crate::sink::BlobSink; 1] = [&sink];
+        crate::registry::pull::pull(&reference, &client, &sinks).map_err(|e| {
+            format!(
+                "image {image} is not in containerd namespace '{}' and pulling it failed: {e}",
+                c.namespace
+            )
+        })?;
+        Ok(())
     }
 
     /// Run a recipe once against a service: the fields of its result.

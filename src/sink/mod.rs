@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod containerd;
 pub mod oci_dir;
+pub mod registry;
 
 use crate::image::digest::Digest;
 use crate::image::manifest::Blob;
@@ -126,16 +127,18 @@ pub enum SinkSpec {
     DockerArchive(PathBuf),
     /// The namespace, if given (else the global one).
     Containerd(Option<String>),
+    /// An image reference (its tag, else --tag's).
+    Registry(String),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SinkSpecError {
-    #[error("--output '{0}': expected oci:DIR, oci-archive:FILE, docker-archive:FILE or containerd[:NAMESPACE]")]
+    #[error("--output '{0}': expected oci:DIR, oci-archive:FILE, docker-archive:FILE, containerd[:NAMESPACE] or registry:REF")]
     Unknown(String),
     #[error("--output '{0}': the path is empty")]
     EmptyPath(String),
-    #[error("--output '{0}': {1} output is not implemented in this version of nixoci; use oci:DIR, oci-archive:FILE, docker-archive:FILE or containerd[:NAMESPACE]")]
-    NotYet(String, &'static str),
+    #[error("--output '{0}': {1}")]
+    Registry(String, String),
 }
 
 impl SinkSpec {
@@ -155,7 +158,11 @@ impl SinkSpec {
             "containerd" => Ok(SinkSpec::Containerd(
                 Some(rest.to_string()).filter(|n| !n.is_empty()),
             )),
-            "registry" => Err(SinkSpecError::NotYet(s.into(), "the registry")),
+            "registry" => {
+                crate::image::reference::ImageRef::parse(rest)
+                    .map_err(|e| SinkSpecError::Registry(s.into(), e.to_string()))?;
+                Ok(SinkSpec::Registry(rest.to_string()))
+            }
             _ => Err(SinkSpecError::Unknown(s.into())),
         }
     }
@@ -169,7 +176,7 @@ impl SinkSpec {
     pub fn path(&self) -> Option<&std::path::Path> {
         match self {
             SinkSpec::Oci(p) | SinkSpec::OciArchive(p) | SinkSpec::DockerArchive(p) => Some(p),
-            SinkSpec::Containerd(_) => None,
+            SinkSpec::Containerd(_) | SinkSpec::Registry(_) => None,
         }
     }
 
@@ -186,6 +193,7 @@ impl SinkSpec {
                 p,
                 ctx.mtime,
             )?),
+            SinkSpec::Registry(r) => Box::new(registry::RegistrySink::open(r, &ctx.registry)?),
             SinkSpec::Containerd(ns) => {
                 let client = ctx.containerd(ns.as_deref())?;
                 Box::new(containerd::ContainerdSink::open(
@@ -204,6 +212,8 @@ pub struct SinkContext {
     pub mtime: u64,
     pub containerd: crate::containerd::address::Connect,
     pub snapshotter: String,
+    /// How to reach registries (`registry:` outputs).
+    pub registry: crate::registry::Options,
     runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
     client: std::sync::Mutex<Option<crate::containerd::Client>>,
     /// Things to tell the user (such as the private containerd being started).
@@ -216,6 +226,7 @@ impl SinkContext {
             mtime,
             containerd,
             snapshotter: crate::containerd::DEFAULT_SNAPSHOTTER.into(),
+            registry: Default::default(),
             runtime: std::sync::OnceLock::new(),
             client: std::sync::Mutex::new(None),
             notes: std::sync::Mutex::new(Vec::new()),
@@ -266,6 +277,7 @@ impl std::fmt::Display for SinkSpec {
             SinkSpec::DockerArchive(p) => write!(f, "docker-archive:{}", p.display()),
             SinkSpec::Containerd(None) => write!(f, "containerd"),
             SinkSpec::Containerd(Some(ns)) => write!(f, "containerd:{ns}"),
+            SinkSpec::Registry(r) => write!(f, "registry:{r}"),
         }
     }
 }

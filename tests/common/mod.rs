@@ -283,3 +283,74 @@ impl Drop for Containerd {
         }
     }
 }
+
+/// A private `docker-registry` (the reference distribution server) on a free
+/// port of 127.0.0.1, storage under a temp dir; `auth` is YAML appended to
+/// its config. Stopped when dropped.
+pub struct Registry {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl Registry {
+    pub fn start(auth: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Registry {
+            dir,
+            port,
+            child: None,
+        };
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+            r.dir.path().join("data").display()
+        );
+        std::fs::write(r.dir.path().join("config.yml"), config).unwrap();
+        r.restart();
+        r
+    }
+
+    /// Start (again, on the same storage and port).
+    pub fn restart(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry is installed");
+        self.child = Some(child);
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed().as_secs() < 20,
+                "registry did not start: {}",
+                std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,47 @@
+//! `nixoci push SOURCE REF`: an existing image to a registry.
+
+use super::{print_notes, usage, ContainerdArgs};
+use nixoci::image::ImageRef;
+use nixoci::load::LoadSource;
+use nixoci::pipeline::load_into;
+use nixoci::sink::SinkSpec;
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  nixoci push oci:./nixoci-out:web registry.example/team/web:1\n  nixoci push docker-archive:web.tar 127.0.0.1:5000/web --insecure"
+)]
+pub struct PushArgs {
+    /// oci:DIR, oci-archive:FILE, docker-archive:FILE, or a store path holding one.
+    source: String,
+    /// Where to push: an image reference (its tag, else the source's).
+    #[arg(value_name = "REF")]
+    reference: String,
+    /// Print one JSON document.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: PushArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
+    let source = LoadSource::parse(&a.source).map_err(usage)?;
+    let target = ImageRef::parse(&a.reference).map_err(usage)?;
+    let outputs = [SinkSpec::Registry(a.reference.clone())];
+    let ctx = containerd.sink_context(1);
+    let fallback = target.clone();
+    let loaded = load_into(&source, &outputs, &ctx, None, Some(&fallback));
+    print_notes(&ctx);
+    let loaded = loaded?;
+    let report = &loaded.reports[0];
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!(
+            "pushed {} ({}): {} blobs uploaded, {} already there, {} mounted",
+            report["reference"].as_str().unwrap_or(""),
+            report["manifest_digest"].as_str().unwrap_or(""),
+            report["blobs_uploaded"],
+            report["blobs_skipped"],
+            report["blobs_mounted"],
+        );
+    }
+    Ok(())
+}

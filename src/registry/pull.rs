@@ -1,0 +1,147 @@
+//! Pulling an image from a registry into sinks (containerd): the index
+//! resolved to this platform's manifest, the config read, each layer the
+//! sinks lack streamed from the registry into them, then the image
+//! recorded (and, for containerd, unpacked).
+
+use super::{Client, Options, RegistryError};
+use crate::image::digest::Digest;
+use crate::image::manifest::Blob;
+use crate::image::reference::ImageRef;
+use crate::load::{config_diff_ids, copy_blob, finish_record, platform_of, LoadError};
+use crate::sink::{BlobSink, ImageRecord, LayerRecord};
+use std::io::Read;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("{reference}: {why}")]
+    Invalid { reference: String, why: String },
+}
+
+fn host_platform() -> (&'static str, &'static str) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    ("linux", arch)
+}
+
+const INDEX_TYPES: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// Pull `reference` into `sinks` (they are aborted on error).
+pub fn pull(
+    reference: &ImageRef,
+    client: &Client,
+    sinks: &[&dyn BlobSink],
+) -> Result<ImageRecord, PullError> {
+    let r = pull_inner(reference, client, sinks);
+    if r.is_err() {
+        for s in sinks {
+            s.abort();
+        }
+    }
+    r
+}
+
+/// A client for pulling, with `credentials` (from an `ImageSpec`) instead
+/// of the Docker config's when given.
+pub fn client(
+    reference: &ImageRef,
+    opts: &Options,
+    credentials: Option<super::auth::Credentials>,
+) -> Result<Client, RegistryError> {
+    let mut c = Client::new(reference, opts, false)?;
+    if credentials.is_some() {
+        c.set_credentials(credentials);
+    }
+    Ok(c)
+}
+
+fn pull_inner(
+    reference: &ImageRef,
+    client: &Client,
+    sinks: &[&dyn BlobSink],
+) -> Result<ImageRecord, PullError> {
+    let invalid = |why: String| PullError::Invalid {
+        reference: reference.to_string(),
+        why,
+    };
+    let want = reference
+        .digest
+        .clone()
+        .unwrap_or_else(|| reference.tag_or_latest().to_string());
+    let (mut media_type, mut bytes) = client.get_manifest(&want)?;
+    if INDEX_TYPES.contains(&media_type.as_str()) {
+        let index: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(format!("unreadable index: {e}")))?;
+        let (os, arch) = host_platform();
+        let digest = index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["platform"]["os"] == os && m["platform"]["architecture"] == arch)
+            .and_then(|m| m["digest"].as_str())
+            .ok_or_else(|| invalid(format!("the index has no {os}/{arch} manifest")))?
+            .to_string();
+        (media_type, bytes) = client.get_manifest(&digest)?;
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("unreadable manifest: {e}")))?;
+    let config: Blob = serde_json::from_value(manifest["config"].clone())
+        .map_err(|e| invalid(format!("manifest config: {e}")))?;
+    let layers: Vec<Blob> = serde_json::from_value(manifest["layers"].clone())
+        .map_err(|e| invalid(format!("manifest layers: {e}")))?;
+    let mut config_bytes = Vec::new();
+    client
+        .get_blob(&config.digest.to_string())?
+        .take(16 << 20)
+        .read_to_end(&mut config_bytes)
+        .map_err(|e| invalid(format!("reading the config: {e}")))?;
+    if Digest::of(&config_bytes) != config.digest {
+        return Err(invalid(format!(
+            "the config does not match its digest {}",
+            config.digest
+        )));
+    }
+    let cfg: serde_json::Value = serde_json::from_slice(&config_bytes)
+        .map_err(|e| invalid(format!("unreadable config: {e}")))?;
+    let path = Path::new("registry");
+    let diff_ids = config_diff_ids(path, &cfg, layers.len(), "the manifest")?;
+    for l in &layers {
+        if sinks.iter().all(|s| s.has_blob(&l.digest)) {
+            continue;
+        }
+        let mut body = client.get_blob(&l.digest.to_string())?;
+        copy_blob(&mut body, &l.digest, sinks)?;
+    }
+    let record = ImageRecord {
+        reference: reference.clone(),
+        platform: platform_of(&cfg),
+        manifest: Blob {
+            media_type,
+            digest: Digest::of(&bytes),
+            size: bytes.len() as u64,
+        },
+        manifest_bytes: bytes,
+        config,
+        config_bytes,
+        layers: layers
+            .into_iter()
+            .zip(diff_ids)
+            .map(|(blob, diff_id)| LayerRecord {
+                diff_id,
+                uncompressed_size: 0,
+                blob,
+            })
+            .collect(),
+    };
+    Ok(finish_record(record, sinks)?)
+}
