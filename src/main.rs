@@ -23,7 +23,15 @@ fn main() {
             } else {
                 1
             };
-            eprintln!("error: {e:#}");
+            // The chain, each cause once (most errors already show theirs).
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg = format!("{msg}: {c}");
+                }
+            }
+            eprintln!("error: {msg}");
             code
         }
     };

@@ -170,6 +170,29 @@ fn pull_an_image_skopeo_pushed_then_run_it() {
     assert!(o.status.success(), "{}", show(&o));
     let out = cd.run_image("default", &target, &[]);
     assert_eq!(out, "hello from nix\n");
+    // And from containerd to another repository: the same manifest.
+    let o = fx
+        .nixoci()
+        .args([
+            "push",
+            "--insecure",
+            "--json",
+            "--containerd-address",
+            &cd.socket(),
+        ])
+        .arg(format!("containerd:{target}"))
+        .arg(format!("{}/from/containerd:1", reg.addr()))
+        .output()
+        .unwrap();
+    let p = json_out(&o);
+    assert_eq!(
+        skopeo_digest(&format!("{}/from/containerd:1", reg.addr())),
+        skopeo_digest(&target)
+    );
+    assert_eq!(
+        p["manifest_digest"].as_str().unwrap(),
+        skopeo_digest(&target)
+    );
     // A missing tag is a clear error.
     let o = fx
         .nixoci()
@@ -529,4 +552,90 @@ fn a_registry_stopped_mid_push_is_a_clear_error_and_a_retry_succeeds() {
         .unwrap();
     assert!(o.status.success(), "{}", show(&o));
     assert!(!skopeo_digest(&target).is_empty());
+}
+
+#[test]
+fn tls_registry_with_a_private_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n).display().to_string();
+    // A CA, and a certificate for 127.0.0.1 that it signs.
+    run(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=nixoci test CA",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.pem"),
+    ]));
+    run(Command::new("openssl").args([
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &p("srv.key"),
+        "-out",
+        &p("srv.csr"),
+    ]));
+    std::fs::write(
+        tmp.path().join("ext.cnf"),
+        "subjectAltName = IP:127.0.0.1\n",
+    )
+    .unwrap();
+    run(Command::new("openssl").args([
+        "x509",
+        "-req",
+        "-in",
+        &p("srv.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p("ext.cnf"),
+        "-out",
+        &p("srv.pem"),
+    ]));
+    let reg = Registry::start(&format!(
+        "  tls:\n    certificate: {}\n    key: {}\n",
+        p("srv.pem"),
+        p("srv.key")
+    ));
+    let fx = Fixture::flake("hello");
+    let layout = fx.out("layout");
+    fx.build_ok(&[
+        fx.dir().to_str().unwrap(),
+        "--output",
+        &format!("oci:{}", layout.display()),
+    ]);
+    let push = |extra: &[&str]| {
+        fx.nixoci()
+            .arg("push")
+            .args(extra)
+            .arg(format!("oci:{}", layout.display()))
+            .arg(format!("{}/tls/hello:1", reg.addr()))
+            .output()
+            .unwrap()
+    };
+    let untrusted = push(&[]);
+    assert_eq!(untrusted.status.code(), Some(1), "{}", show(&untrusted));
+    assert!(
+        String::from_utf8_lossy(&untrusted.stderr).contains("--ca-file"),
+        "{}",
+        show(&untrusted)
+    );
+    let trusted = push(&["--ca-file", &p("ca.pem")]);
+    assert!(trusted.status.success(), "{}", show(&trusted));
 }

@@ -725,7 +725,7 @@ fn run_pulls_missing_images_with_image_spec_credentials() {
     std::fs::create_dir_all(&empty).unwrap();
     let run = |password: &str, enclave: &str| {
         let args = format!(
-            r#"{{"mode": "pulled", "image": "{image}", "username": "tester", "password": "{password}"}}"#
+            r#"{{"mode": "pulled", "pull_image": "{image}", "username": "tester", "password": "{password}"}}"#
         );
         env.nixoci()
             .env("DOCKER_CONFIG", &empty)

@@ -3,15 +3,16 @@
 use super::{print_notes, usage, ContainerdArgs};
 use nixoci::image::ImageRef;
 use nixoci::load::LoadSource;
-use nixoci::pipeline::load_into;
-use nixoci::sink::SinkSpec;
+use nixoci::pipeline::{load_into, open_sinks};
+use nixoci::sink::{BlobSink, SinkSpec};
 
 #[derive(clap::Args)]
 #[command(
     after_help = "Examples:\n  nixoci push oci:./nixoci-out:web registry.example/team/web:1\n  nixoci push docker-archive:web.tar 127.0.0.1:5000/web --insecure"
 )]
 pub struct PushArgs {
-    /// oci:DIR, oci-archive:FILE, docker-archive:FILE, or a store path holding one.
+    /// oci:DIR, oci-archive:FILE, docker-archive:FILE, a store path holding
+    /// one, or containerd:REF (an image of the namespace).
     source: String,
     /// Where to push: an image reference (its tag, else the source's).
     #[arg(value_name = "REF")]
@@ -22,15 +23,26 @@ pub struct PushArgs {
 }
 
 pub fn run(a: PushArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
-    let source = LoadSource::parse(&a.source).map_err(usage)?;
     let target = ImageRef::parse(&a.reference).map_err(usage)?;
     let outputs = [SinkSpec::Registry(a.reference.clone())];
     let ctx = containerd.sink_context(1);
-    let fallback = target.clone();
-    let loaded = load_into(&source, &outputs, &ctx, None, Some(&fallback));
-    print_notes(&ctx);
-    let loaded = loaded?;
-    let report = &loaded.reports[0];
+    let reports = if let Some(name) = a.source.strip_prefix("containerd:") {
+        let name = ImageRef::parse(name).map_err(usage)?;
+        let sinks = open_sinks(&outputs, &ctx)?;
+        let client = ctx.containerd(None);
+        print_notes(&ctx);
+        let client = client?;
+        let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
+        nixoci::containerd::export::export(&ctx.runtime()?, &client, &name, &refs)?;
+        sinks.iter().map(|s| s.report()).collect::<Vec<_>>()
+    } else {
+        let source = LoadSource::parse(&a.source).map_err(usage)?;
+        let fallback = target.clone();
+        let loaded = load_into(&source, &outputs, &ctx, None, Some(&fallback));
+        print_notes(&ctx);
+        loaded?.reports
+    };
+    let report = &reports[0];
     if a.json {
         println!("{}", serde_json::to_string_pretty(report)?);
     } else {

@@ -9,6 +9,7 @@ pub mod address;
 pub mod containers;
 pub mod content;
 pub mod engine;
+pub mod export;
 pub mod fill;
 pub mod images;
 pub mod unpack;

@@ -21,7 +21,7 @@ pub enum RegistryError {
         status: u16,
         body: String,
     },
-    #[error("{op} {url}: {why} (is the registry running and reachable? for a plain-HTTP registry pass --insecure)")]
+    #[error("{op} {url}: {why} ({})", transport_hint(.why))]
     Transport {
         op: String,
         url: String,
@@ -41,6 +41,15 @@ pub enum RegistryError {
     Ca { path: PathBuf, why: String },
     #[error("{0}")]
     Other(String),
+}
+
+fn transport_hint(why: &str) -> &'static str {
+    let w = why.to_ascii_lowercase();
+    if w.contains("certificate") || w.contains("issuer") || w.contains("tls") {
+        "the registry's TLS certificate is not trusted: pass --ca-file with its CA"
+    } else {
+        "is the registry running and reachable? for a plain-HTTP registry pass --insecure"
+    }
 }
 
 /// How to reach registries.

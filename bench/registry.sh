@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Benchmark: a closure pushed to a local docker-registry, cold (empty
+# registry and layer cache) and warm (nothing changed), against
+# `skopeo copy oci:... docker://...` of the same image into another empty
+# registry, in the same run.
+#
+#   bench/registry.sh [small|medium|large]     (default: medium)
+. "$(dirname "$0")/common.sh"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# start_registry NAME PORT: a private docker-registry under $work/NAME.
+start_registry() {
+    local d=$work/$1
+    mkdir -p "$d"
+    cat > "$d/config.yml" <<YML
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $d/data
+http:
+  addr: 127.0.0.1:$2
+YML
+    docker-registry serve "$d/config.yml" > "$d/log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$2") 2>/dev/null && break; sleep 0.1; done
+}
+export XDG_CACHE_HOME=$work/cache NIXOCI_HOME=$work/home
+tar -cf - $(nix-store -qR "$root") 2>/dev/null > /dev/null # warm the page cache
+
+start_registry base 5701
+start_registry ours 5702
+# The baseline pushes the very image nixoci makes, from an OCI layout.
+"$bin" build --store-path "$root" --no-cache -o "oci:$work/layout" --tag "closure:1" >/dev/null
+read -r t_base _ < <(time_of "skopeo copy --dest-tls-verify=false oci:$work/layout:1 docker://127.0.0.1:5701/closure:1")
+rm -rf "$XDG_CACHE_HOME"
+read -r t_cold rss < <(time_of "$bin build --store-path $root --insecure -o registry:127.0.0.1:5702/closure:1")
+read -r t_warm rss_w < <(time_of "$bin build --store-path $root --insecure -o registry:127.0.0.1:5702/closure:1")
+read -r t_push _ < <(time_of "$bin push --insecure oci:$work/layout 127.0.0.1:5702/pushed:1")
+
+echo "closure: $profile, $root, $(nix path-info -S "$root" | awk '{print $2}') bytes"
+printf '%-58s %8s %8s %9s\n' what seconds ratio "peak MiB"
+printf '%-58s %8.2f\n' "baseline: skopeo copy oci: -> docker:// (image already built)" "$t_base"
+printf '%-58s %8.2f %8.2f %9.1f\n' "nixoci build -> registry, cold (builds the layers too)" "$t_cold" "$(echo "$t_cold / $t_base" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
+printf '%-58s %8.2f %8.2f %9.1f\n' "nixoci build -> registry, warm (nothing changed)" "$t_warm" "$(echo "$t_warm / $t_base" | bc -l)" "$(echo "$rss_w / 1024" | bc -l)"
+printf '%-58s %8.2f %8.2f\n' "nixoci push oci: -> other repository (blobs mounted)" "$t_push" "$(echo "$t_push / $t_base" | bc -l)"

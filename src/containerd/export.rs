@@ -1,0 +1,193 @@
+//! Reading an image out of containerd's content store into sinks (for
+//! `nixoci push containerd:REF`): the image record's manifest (this
+//! platform's, from an index), its config, and each layer the sinks lack,
+//! streamed from `content.Read`.
+
+use super::{content, images, Client, ContainerdError};
+use crate::image::digest::Digest;
+use crate::image::manifest::Blob;
+use crate::image::reference::ImageRef;
+use crate::load::{config_diff_ids, copy_blob, finish_record, platform_of, LoadError};
+use crate::sink::{BlobSink, ImageRecord, LayerRecord};
+use containerd_client::services::v1::content_client::ContentClient;
+use containerd_client::services::v1::ReadContentRequest;
+use std::io::Read;
+use std::path::Path;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Containerd(#[from] ContainerdError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("containerd image {name}: {why}")]
+    Invalid { name: String, why: String },
+}
+
+/// A blob of the content store as a `Read`, fed by a task.
+struct BlobReader {
+    rx: mpsc::Receiver<Result<Vec<u8>, String>>,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.buf.len() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(chunk)) => {
+                    self.buf = chunk;
+                    self.at = 0;
+                }
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+fn reader(rt: &Handle, c: &Client, digest: &str) -> BlobReader {
+    let (tx, rx) = mpsc::channel(4);
+    let c = c.clone();
+    let digest = digest.to_string();
+    rt.spawn(async move {
+        let mut cs = ContentClient::new(c.channel.clone());
+        let req = c.req(ReadContentRequest {
+            digest: digest.clone(),
+            offset: 0,
+            size: 0,
+        });
+        let mut stream = match cs.read(req).await {
+            Ok(s) => s.into_inner(),
+            Err(s) => {
+                let _ = tx
+                    .send(Err(format!("read {digest}: {}", s.message())))
+                    .await;
+                return;
+            }
+        };
+        loop {
+            match stream.message().await {
+                Ok(Some(m)) => {
+                    if tx.send(Ok(m.data)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(s) => {
+                    let _ = tx
+                        .send(Err(format!("read {digest}: {}", s.message())))
+                        .await;
+                    return;
+                }
+            }
+        }
+    });
+    BlobReader {
+        rx,
+        buf: Vec::new(),
+        at: 0,
+    }
+}
+
+/// Put the image `name` of the client's namespace into `sinks` (aborted on
+/// error). Called from outside the runtime.
+pub fn export(
+    rt: &Handle,
+    c: &Client,
+    reference: &ImageRef,
+    sinks: &[&dyn BlobSink],
+) -> Result<ImageRecord, ExportError> {
+    let r = export_inner(rt, c, reference, sinks);
+    if r.is_err() {
+        for s in sinks {
+            s.abort();
+        }
+    }
+    r
+}
+
+fn export_inner(
+    rt: &Handle,
+    c: &Client,
+    reference: &ImageRef,
+    sinks: &[&dyn BlobSink],
+) -> Result<ImageRecord, ExportError> {
+    let name = reference.to_string();
+    let invalid = |why: String| ExportError::Invalid {
+        name: name.clone(),
+        why,
+    };
+    let image = rt.block_on(images::get(c, &name))?.ok_or_else(|| {
+        invalid(format!(
+            "not in namespace '{}' (see `nixoci images ls`)",
+            c.namespace
+        ))
+    })?;
+    let target = image.target.ok_or_else(|| invalid("no target".into()))?;
+    let mut media_type = target.media_type.clone();
+    let mut bytes = rt.block_on(content::read_all(c, &target.digest))?;
+    let json = |b: &[u8], what: &str| -> Result<serde_json::Value, ExportError> {
+        serde_json::from_slice(b).map_err(|e| invalid(format!("unreadable {what}: {e}")))
+    };
+    let doc = json(&bytes, "manifest")?;
+    if doc["manifests"].is_array() {
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            a => a,
+        };
+        let m = doc["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
+            .ok_or_else(|| invalid(format!("its index has no linux/{arch} manifest")))?;
+        media_type = m["mediaType"].as_str().unwrap_or_default().to_string();
+        let d = m["digest"].as_str().unwrap_or_default().to_string();
+        bytes = rt.block_on(content::read_all(c, &d))?;
+    }
+    let manifest = json(&bytes, "manifest")?;
+    let config: Blob = serde_json::from_value(manifest["config"].clone())
+        .map_err(|e| invalid(format!("manifest config: {e}")))?;
+    let layers: Vec<Blob> = serde_json::from_value(manifest["layers"].clone())
+        .map_err(|e| invalid(format!("manifest layers: {e}")))?;
+    let config_bytes = rt.block_on(content::read_all(c, &config.digest.to_string()))?;
+    let cfg = json(&config_bytes, "config")?;
+    let diff_ids = config_diff_ids(Path::new(&name), &cfg, layers.len(), "the manifest")?;
+    for l in &layers {
+        if sinks.iter().all(|s| s.has_blob(&l.digest)) {
+            continue;
+        }
+        let mut r = reader(rt, c, &l.digest.to_string());
+        copy_blob(&mut r, &l.digest, sinks)?;
+    }
+    let record = ImageRecord {
+        reference: reference.clone(),
+        platform: platform_of(&cfg),
+        manifest: Blob {
+            media_type,
+            digest: Digest::of(&bytes),
+            size: bytes.len() as u64,
+        },
+        manifest_bytes: bytes,
+        config,
+        config_bytes,
+        layers: layers
+            .into_iter()
+            .zip(diff_ids)
+            .map(|(blob, diff_id)| LayerRecord {
+                diff_id,
+                uncompressed_size: 0,
+                blob,
+            })
+            .collect(),
+    };
+    Ok(finish_record(record, sinks)?)
+}
