@@ -37,9 +37,12 @@ tar -cf - $(nix-store -qR "$root") 2>/dev/null > /dev/null # warm the page cache
 
 start_registry base 5701
 start_registry ours 5702
+start_registry fresh 5703
 # The baseline pushes the very image nixoci makes, from an OCI layout.
 "$bin" build --store-path "$root" --no-cache -o "oci:$work/layout" --tag "closure:1" >/dev/null
 read -r t_base _ < <(time_of "skopeo copy --dest-tls-verify=false oci:$work/layout:1 docker://127.0.0.1:5701/closure:1")
+read -r t_base_w _ < <(time_of "skopeo copy --dest-tls-verify=false oci:$work/layout:1 docker://127.0.0.1:5701/closure:1")
+read -r t_pushc rss_p < <(time_of "$bin push --insecure oci:$work/layout 127.0.0.1:5703/closure:1")
 rm -rf "$XDG_CACHE_HOME"
 read -r t_cold rss < <(time_of "$bin build --store-path $root --insecure -o registry:127.0.0.1:5702/closure:1")
 read -r t_warm rss_w < <(time_of "$bin build --store-path $root --insecure -o registry:127.0.0.1:5702/closure:1")
@@ -47,7 +50,9 @@ read -r t_push _ < <(time_of "$bin push --insecure oci:$work/layout 127.0.0.1:57
 
 echo "closure: $profile, $root, $(nix path-info -S "$root" | awk '{print $2}') bytes"
 printf '%-58s %8s %8s %9s\n' what seconds ratio "peak MiB"
-printf '%-58s %8.2f\n' "baseline: skopeo copy oci: -> docker:// (image already built)" "$t_base"
+printf '%-58s %8.2f\n' "baseline: skopeo copy oci: -> docker://, cold" "$t_base"
+printf '%-58s %8.2f\n' "baseline: skopeo copy oci: -> docker://, again (warm)" "$t_base_w"
+printf '%-58s %8.2f %8.2f %9.1f\n' "nixoci push oci: -> docker registry, cold" "$t_pushc" "$(echo "$t_pushc / $t_base" | bc -l)" "$(echo "$rss_p / 1024" | bc -l)"
 printf '%-58s %8.2f %8.2f %9.1f\n' "nixoci build -> registry, cold (builds the layers too)" "$t_cold" "$(echo "$t_cold / $t_base" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
-printf '%-58s %8.2f %8.2f %9.1f\n' "nixoci build -> registry, warm (nothing changed)" "$t_warm" "$(echo "$t_warm / $t_base" | bc -l)" "$(echo "$rss_w / 1024" | bc -l)"
+printf '%-58s %8.2f %8.2f %9.1f\n' "nixoci build -> registry, warm (ratio to skopeo warm)" "$t_warm" "$(echo "$t_warm / $t_base_w" | bc -l)" "$(echo "$rss_w / 1024" | bc -l)"
 printf '%-58s %8.2f %8.2f\n' "nixoci push oci: -> other repository (blobs mounted)" "$t_push" "$(echo "$t_push / $t_base" | bc -l)"
