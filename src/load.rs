@@ -892,3 +892,65 @@ fn load_stream(
         other => other,
     }
 }
+
+/// The config and layer blobs a manifest lists (`origin` names where it
+/// came from, for messages).
+pub fn manifest_blobs(origin: &Path, manifest: &[u8]) -> Result<(Blob, Vec<Blob>), LoadError> {
+    let m = parse_json(origin, "manifest", manifest)?;
+    let invalid = |what: &str, e: serde_json::Error| LoadError::Invalid {
+        path: origin.into(),
+        why: format!("manifest {what}: {e}"),
+    };
+    let config = serde_json::from_value(m["config"].clone()).map_err(|e| invalid("config", e))?;
+    let layers = serde_json::from_value(m["layers"].clone()).map_err(|e| invalid("layers", e))?;
+    Ok((config, layers))
+}
+
+/// An image held as documents elsewhere (a registry, a content store):
+/// copy each layer the sinks lack through `open`, then record the image
+/// with its own manifest and config bytes.
+pub fn store_documents<E: From<LoadError>>(
+    origin: &Path,
+    reference: ImageRef,
+    manifest: Blob,
+    manifest_bytes: Vec<u8>,
+    config_bytes: Vec<u8>,
+    sinks: &[&dyn BlobSink],
+    mut open: impl FnMut(&Digest) -> Result<Box<dyn Read>, E>,
+) -> Result<ImageRecord, E> {
+    let (config, layers) = manifest_blobs(origin, &manifest_bytes)?;
+    if Digest::of(&config_bytes) != config.digest {
+        return Err(LoadError::Invalid {
+            path: origin.into(),
+            why: format!("the config does not match its digest {}", config.digest),
+        }
+        .into());
+    }
+    let cfg = parse_json(origin, "config", &config_bytes)?;
+    let diff_ids = config_diff_ids(origin, &cfg, layers.len(), "the manifest")?;
+    for l in &layers {
+        if sinks.iter().all(|s| s.has_blob(&l.digest)) {
+            continue;
+        }
+        let mut r = open(&l.digest)?;
+        copy_blob(&mut r, &l.digest, sinks)?;
+    }
+    let record = ImageRecord {
+        reference,
+        platform: platform_of(&cfg),
+        manifest,
+        manifest_bytes,
+        config,
+        config_bytes,
+        layers: layers
+            .into_iter()
+            .zip(diff_ids)
+            .map(|(blob, diff_id)| LayerRecord {
+                diff_id,
+                uncompressed_size: 0,
+                blob,
+            })
+            .collect(),
+    };
+    Ok(finish_record(record, sinks)?)
+}

@@ -238,6 +238,17 @@ fn builtins_run_against_real_services() {
     assert_eq!(cg("cpu", "cpu.cfs_quota_us").trim(), "50000");
     let labels = env.ctr(&["containers", "info", "nixoci-b-a"]);
     assert!(labels.contains("\"team\": \"test\""), "{labels}");
+    // service rm: container, namespace and hosts entry go.
+    env.ok(&["service", "rm", "b", "c"]);
+    let dir = env.home().join("enclaves/b");
+    assert!(!dir.join("net/c.json").exists());
+    assert!(dir.join("net/a.json").exists());
+    let hosts = std::fs::read_to_string(dir.join("hosts")).unwrap();
+    assert!(
+        !hosts.contains("\tc\n") && hosts.contains("\ta\n"),
+        "{hosts}"
+    );
+    assert!(!env.ctr(&["containers", "ls", "-q"]).contains("nixoci-b-c"));
     // The image is in the namespace now: by plain name and by ImageSpec.
     let named = env.ok(&[
         "run",
@@ -255,7 +266,7 @@ fn builtins_run_against_real_services() {
     let services = env.ctr(&["containers", "ls", "-q"]);
     assert_eq!(
         services.split_whitespace().collect::<Vec<_>>(),
-        ["nixoci-b-a", "nixoci-b-c"]
+        ["nixoci-b-a"]
     );
 }
 

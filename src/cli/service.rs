@@ -42,6 +42,24 @@ fn open(enclave_name: &str, service_name: &str) -> anyhow::Result<Enclave> {
     Ok(e)
 }
 
+/// The enclave, its service's record, and containerd in its namespace.
+fn connected(
+    enclave_name: &str,
+    service_name: &str,
+    args: &ContainerdArgs,
+) -> anyhow::Result<(
+    Enclave,
+    nixoci::enclave::ServiceRecord,
+    tokio::runtime::Runtime,
+    nixoci::containerd::Client,
+)> {
+    let e = open(enclave_name, service_name)?;
+    let (rt, client) = args.connect(true)?;
+    let client = client.in_namespace(&e.record.namespace);
+    let r = e.service(service_name)?.clone();
+    Ok((e, r, rt, client))
+}
+
 pub fn run(c: ServiceCommand, args: &ContainerdArgs) -> anyhow::Result<()> {
     match c {
         ServiceCommand::Logs {
@@ -95,12 +113,10 @@ pub fn run(c: ServiceCommand, args: &ContainerdArgs) -> anyhow::Result<()> {
             service: s,
             command,
         } => {
-            let e = open(&enclave, &s)?;
-            let (rt, client) = args.connect(true)?;
-            let client = client.in_namespace(&e.record.namespace);
-            let id = e.service(&s)?.container_id.clone();
+            let (e, r, rt, client) = connected(&enclave, &s, args)?;
             let scratch = e.dir.join("exec");
-            let (code, output) = rt.block_on(service::exec(&client, &id, &command, &scratch))?;
+            let (code, output) =
+                rt.block_on(service::exec(&client, &r.container_id, &command, &scratch))?;
             print!("{output}");
             std::io::stdout().flush()?;
             if code != 0 {
@@ -112,11 +128,9 @@ pub fn run(c: ServiceCommand, args: &ContainerdArgs) -> anyhow::Result<()> {
             enclave,
             service: s,
         } => {
-            let e = open(&enclave, &s)?;
-            let (rt, client) = args.connect(true)?;
-            let client = client.in_namespace(&e.record.namespace);
-            let id = e.service(&s)?.container_id.clone();
-            match rt.block_on(service::stop_task(&client, &id, Duration::from_secs(10)))? {
+            let (_e, r, rt, client) = connected(&enclave, &s, args)?;
+            let grace = Duration::from_secs(10);
+            match rt.block_on(service::stop_task(&client, &r.container_id, grace))? {
                 Some(code) => println!("stopped {s} (exit {code})"),
                 None => println!("{s} was not running"),
             }
@@ -126,10 +140,7 @@ pub fn run(c: ServiceCommand, args: &ContainerdArgs) -> anyhow::Result<()> {
             enclave,
             service: s,
         } => {
-            let e = open(&enclave, &s)?;
-            let (rt, client) = args.connect(true)?;
-            let client = client.in_namespace(&e.record.namespace);
-            let r = e.service(&s)?.clone();
+            let (e, r, rt, client) = connected(&enclave, &s, args)?;
             let log = e.log_path(&s);
             rt.block_on(async {
                 service::start_task(&client, &args.snapshotter, &r.container_id, &log).await?;
@@ -150,16 +161,16 @@ pub fn run(c: ServiceCommand, args: &ContainerdArgs) -> anyhow::Result<()> {
             enclave,
             service: s,
         } => {
-            let mut e = open(&enclave, &s)?;
-            let (rt, client) = args.connect(true)?;
-            let client = client.in_namespace(&e.record.namespace);
-            let id = e.service(&s)?.container_id.clone();
+            let (mut e, r, rt, client) = connected(&enclave, &s, args)?;
             rt.block_on(service::remove(
                 &client,
                 &args.snapshotter,
-                &id,
+                &r.container_id,
                 Duration::from_secs(10),
             ))?;
+            if let Some(n) = &e.record.network {
+                nixoci::enclave::network::detach(&e.dir, &e.record.name, n, &s)?;
+            }
             e.record.services.remove(&s);
             e.save()?;
             e.write_hosts()?;

@@ -7,8 +7,8 @@ use super::{content, images, Client, ContainerdError};
 use crate::image::digest::Digest;
 use crate::image::manifest::Blob;
 use crate::image::reference::ImageRef;
-use crate::load::{config_diff_ids, copy_blob, finish_record, platform_of, LoadError};
-use crate::sink::{BlobSink, ImageRecord, LayerRecord};
+use crate::load::{store_documents, LoadError};
+use crate::sink::{BlobSink, ImageRecord};
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::ReadContentRequest;
 use std::io::Read;
@@ -153,41 +153,21 @@ fn export_inner(
         let d = m["digest"].as_str().unwrap_or_default().to_string();
         bytes = rt.block_on(content::read_all(c, &d))?;
     }
-    let manifest = json(&bytes, "manifest")?;
-    let config: Blob = serde_json::from_value(manifest["config"].clone())
-        .map_err(|e| invalid(format!("manifest config: {e}")))?;
-    let layers: Vec<Blob> = serde_json::from_value(manifest["layers"].clone())
-        .map_err(|e| invalid(format!("manifest layers: {e}")))?;
+    let origin = Path::new(&name);
+    let (config, _) = crate::load::manifest_blobs(origin, &bytes)?;
     let config_bytes = rt.block_on(content::read_all(c, &config.digest.to_string()))?;
-    let cfg = json(&config_bytes, "config")?;
-    let diff_ids = config_diff_ids(Path::new(&name), &cfg, layers.len(), "the manifest")?;
-    for l in &layers {
-        if sinks.iter().all(|s| s.has_blob(&l.digest)) {
-            continue;
-        }
-        let mut r = reader(rt, c, &l.digest.to_string());
-        copy_blob(&mut r, &l.digest, sinks)?;
-    }
-    let record = ImageRecord {
-        reference: reference.clone(),
-        platform: platform_of(&cfg),
-        manifest: Blob {
-            media_type,
-            digest: Digest::of(&bytes),
-            size: bytes.len() as u64,
-        },
-        manifest_bytes: bytes,
-        config,
-        config_bytes,
-        layers: layers
-            .into_iter()
-            .zip(diff_ids)
-            .map(|(blob, diff_id)| LayerRecord {
-                diff_id,
-                uncompressed_size: 0,
-                blob,
-            })
-            .collect(),
+    let manifest = Blob {
+        media_type,
+        digest: Digest::of(&bytes),
+        size: bytes.len() as u64,
     };
-    Ok(finish_record(record, sinks)?)
+    store_documents(
+        origin,
+        reference.clone(),
+        manifest,
+        bytes,
+        config_bytes,
+        sinks,
+        |d| Ok::<Box<dyn Read>, ExportError>(Box::new(reader(rt, c, &d.to_string()))),
+    )
 }

@@ -484,48 +484,26 @@ impl<'a> Executor<'a> {
                 acceptable_codes,
                 skip_code_check,
                 id,
-            } => {
-                let fields = self.run_recipe(service_name, &Recipe::Exec(recipe.clone()))?;
-                let code = fields["code"].as_i64().unwrap_or(-1);
-                let output = fields["output"].as_str().unwrap_or("").to_string();
-                for (k, v) in &fields {
-                    self.values.set(id, k, v.clone());
-                }
-                if !skip_code_check && !acceptable_codes.contains(&code) {
-                    return Err(format!(
-                        "the command returned exit code {code}, which is not among the acceptable codes {acceptable_codes:?}; its output:\n{}",
-                        output.trim_end()
-                    ));
-                }
-                Ok(Some(format!(
-                    "Command returned with exit code '{code}' and the following output:\n{}",
-                    output.trim_end()
-                )))
-            }
+            } => self.checked_recipe(
+                service_name,
+                &Recipe::Exec(recipe.clone()),
+                acceptable_codes,
+                *skip_code_check,
+                id,
+            ),
             Instruction::Request {
                 service_name,
                 recipe,
                 acceptable_codes,
                 skip_code_check,
                 id,
-            } => {
-                let fields = self.run_recipe(service_name, &Recipe::Http(recipe.clone()))?;
-                let code = fields["code"].as_i64().unwrap_or(-1);
-                let body = fields["body"].as_str().unwrap_or("").to_string();
-                for (k, v) in &fields {
-                    self.values.set(id, k, v.clone());
-                }
-                if !skip_code_check && !acceptable_codes.contains(&code) {
-                    return Err(format!(
-                        "the request returned status {code}, which is not among the acceptable codes {acceptable_codes:?}; its body:\n{}",
-                        body.trim_end()
-                    ));
-                }
-                Ok(Some(format!(
-                    "Request returned status {code} and the following body:\n{}",
-                    body.trim_end()
-                )))
-            }
+            } => self.checked_recipe(
+                service_name,
+                &Recipe::Http(recipe.clone()),
+                acceptable_codes,
+                *skip_code_check,
+                id,
+            ),
             Instruction::Wait {
                 service_name,
                 recipe,
@@ -682,6 +660,40 @@ impl<'a> Executor<'a> {
             )
         })?;
         Ok(())
+    }
+
+    /// `plan.exec` and `plan.request`: run the recipe once, keep its fields
+    /// for later references, check its code.
+    fn checked_recipe(
+        &mut self,
+        service_name: &str,
+        recipe: &Recipe,
+        acceptable_codes: &[i64],
+        skip_code_check: bool,
+        id: &str,
+    ) -> Result<Option<String>, String> {
+        let fields = self.run_recipe(service_name, recipe)?;
+        let code = fields["code"].as_i64().unwrap_or(-1);
+        for (k, v) in &fields {
+            self.values.set(id, k, v.clone());
+        }
+        let (what, status, text_name, text) = match recipe {
+            Recipe::Exec(_) => ("the command", "exit code", "output", &fields["output"]),
+            Recipe::Http(_) => ("the request", "status", "body", &fields["body"]),
+        };
+        let text = text.as_str().unwrap_or("").trim_end();
+        if !skip_code_check && !acceptable_codes.contains(&code) {
+            return Err(format!(
+                "{what} returned {status} {code}, which is not among the acceptable codes {acceptable_codes:?}; its {text_name}:\n{text}"
+            ));
+        }
+        let head = match recipe {
+            Recipe::Exec(_) => "Command returned with exit code",
+            Recipe::Http(_) => "Request returned status",
+        };
+        Ok(Some(format!(
+            "{head} '{code}' and the following {text_name}:\n{text}"
+        )))
     }
 
     /// Run a recipe once against a service: the fields of its result.

@@ -379,8 +379,9 @@ pub async fn exec(
         Ok::<_, EnclaveError>(code)
     }
     .await;
-    // The shim copies the process's pipes into the file on its own time:
-    // let the file settle before reading it.
+    // Deleting the process waits in the shim until its pipes are copied
+    // into the file; then let the file settle, in case a runtime does not.
+    let _ = containers::delete_process(c, id, &exec_id).await;
     let mut size = u64::MAX;
     for _ in 0..40 {
         let now = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
@@ -390,7 +391,6 @@ pub async fn exec(
         size = now;
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let _ = containers::delete_process(c, id, &exec_id).await;
     let output = std::fs::read(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
     let code = result?;

@@ -302,6 +302,30 @@ fn known_service(eval: &Evaluator, name: &str) -> anyhow::Result<ServiceInfo> {
     })
 }
 
+/// `stop_service` and `start_service`: an instruction on a known service.
+fn service_step(
+    eval: &Evaluator,
+    name: Value,
+    make: fn(String) -> Instruction,
+) -> anyhow::Result<NoneType> {
+    let name = nonempty("name", name)?;
+    known_service(eval, &name)?;
+    push(eval, make(name));
+    Ok(NoneType)
+}
+
+/// `acceptable_codes`, else `default`.
+fn codes(v: Option<Value>, default: &[i64]) -> anyhow::Result<Vec<i64>> {
+    Ok(opt(v, |v| {
+        items("acceptable_codes", v)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, x)| int(&format!("acceptable_codes[{i}]"), x))
+            .collect::<anyhow::Result<Vec<i64>>>()
+    })?
+    .unwrap_or_else(|| default.to_vec()))
+}
+
 fn exec_recipe(v: Value) -> anyhow::Result<ExecRecipe> {
     Ok(downcast::<ExecRecipeValue>("recipe", "ExecRecipe", v)?.0)
 }
@@ -923,10 +947,7 @@ pub fn plan_methods(builder: &mut MethodsBuilder) {
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<NoneType> {
         let _ = description;
-        let name = nonempty("name", name)?;
-        known_service(eval, &name)?;
-        push(eval, Instruction::StopService { name });
-        Ok(NoneType)
+        service_step(eval, name, |name| Instruction::StopService { name })
     }
 
     fn start_service<'v>(
@@ -936,10 +957,7 @@ pub fn plan_methods(builder: &mut MethodsBuilder) {
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<NoneType> {
         let _ = description;
-        let name = nonempty("name", name)?;
-        known_service(eval, &name)?;
-        push(eval, Instruction::StartService { name });
-        Ok(NoneType)
+        service_step(eval, name, |name| Instruction::StartService { name })
     }
 
     fn exec<'v>(
@@ -955,16 +973,7 @@ pub fn plan_methods(builder: &mut MethodsBuilder) {
         let service_name = nonempty("service_name", service_name)?;
         let recipe = exec_recipe(recipe)?;
         known_service(eval, &service_name)?;
-        let acceptable_codes = match opt(acceptable_codes, |v| {
-            items("acceptable_codes", v)?
-                .into_iter()
-                .enumerate()
-                .map(|(i, x)| int(&format!("acceptable_codes[{i}]"), x))
-                .collect::<anyhow::Result<Vec<i64>>>()
-        })? {
-            Some(c) => c,
-            None => vec![0],
-        };
+        let acceptable_codes = codes(acceptable_codes, &[0])?;
         let n = ctx(eval).state.borrow().steps.len();
         let id = future::id_for(n);
         push(
@@ -997,16 +1006,7 @@ pub fn plan_methods(builder: &mut MethodsBuilder) {
         };
         let service = known_service(eval, &service_name)?;
         check_recipe_port(&service, &Recipe::Http(recipe.clone()))?;
-        let acceptable_codes = match opt(acceptable_codes, |v| {
-            items("acceptable_codes", v)?
-                .into_iter()
-                .enumerate()
-                .map(|(i, x)| int(&format!("acceptable_codes[{i}]"), x))
-                .collect::<anyhow::Result<Vec<i64>>>()
-        })? {
-            Some(c) => c,
-            None => vec![200, 201, 202, 203, 204, 205, 206],
-        };
+        let acceptable_codes = codes(acceptable_codes, &[200, 201, 202, 203, 204, 205, 206])?;
         let n = ctx(eval).state.borrow().steps.len();
         let id = future::id_for(n);
         push(

@@ -7,8 +7,8 @@ use super::{Client, Options, RegistryError};
 use crate::image::digest::Digest;
 use crate::image::manifest::Blob;
 use crate::image::reference::ImageRef;
-use crate::load::{config_diff_ids, copy_blob, finish_record, platform_of, LoadError};
-use crate::sink::{BlobSink, ImageRecord, LayerRecord};
+use crate::load::{store_documents, LoadError};
+use crate::sink::{BlobSink, ImageRecord};
 use std::io::Read;
 use std::path::Path;
 
@@ -93,55 +93,26 @@ fn pull_inner(
             .to_string();
         (media_type, bytes) = client.get_manifest(&digest)?;
     }
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("unreadable manifest: {e}")))?;
-    let config: Blob = serde_json::from_value(manifest["config"].clone())
-        .map_err(|e| invalid(format!("manifest config: {e}")))?;
-    let layers: Vec<Blob> = serde_json::from_value(manifest["layers"].clone())
-        .map_err(|e| invalid(format!("manifest layers: {e}")))?;
+    let origin = Path::new(&want);
+    let (config, _) = crate::load::manifest_blobs(origin, &bytes)?;
     let mut config_bytes = Vec::new();
     client
         .get_blob(&config.digest.to_string())?
         .take(16 << 20)
         .read_to_end(&mut config_bytes)
         .map_err(|e| invalid(format!("reading the config: {e}")))?;
-    if Digest::of(&config_bytes) != config.digest {
-        return Err(invalid(format!(
-            "the config does not match its digest {}",
-            config.digest
-        )));
-    }
-    let cfg: serde_json::Value = serde_json::from_slice(&config_bytes)
-        .map_err(|e| invalid(format!("unreadable config: {e}")))?;
-    let path = Path::new("registry");
-    let diff_ids = config_diff_ids(path, &cfg, layers.len(), "the manifest")?;
-    for l in &layers {
-        if sinks.iter().all(|s| s.has_blob(&l.digest)) {
-            continue;
-        }
-        let mut body = client.get_blob(&l.digest.to_string())?;
-        copy_blob(&mut body, &l.digest, sinks)?;
-    }
-    let record = ImageRecord {
-        reference: reference.clone(),
-        platform: platform_of(&cfg),
-        manifest: Blob {
-            media_type,
-            digest: Digest::of(&bytes),
-            size: bytes.len() as u64,
-        },
-        manifest_bytes: bytes,
-        config,
-        config_bytes,
-        layers: layers
-            .into_iter()
-            .zip(diff_ids)
-            .map(|(blob, diff_id)| LayerRecord {
-                diff_id,
-                uncompressed_size: 0,
-                blob,
-            })
-            .collect(),
+    let manifest = Blob {
+        media_type,
+        digest: Digest::of(&bytes),
+        size: bytes.len() as u64,
     };
-    Ok(finish_record(record, sinks)?)
+    store_documents(
+        origin,
+        reference.clone(),
+        manifest,
+        bytes,
+        config_bytes,
+        sinks,
+        |d| Ok::<Box<dyn Read>, PullError>(Box::new(client.get_blob(&d.to_string())?)),
+    )
 }
