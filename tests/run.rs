@@ -230,12 +230,21 @@ fn builtins_run_against_real_services() {
     // User and limits reached runc: uid, and the memory and CPU cgroup.
     let id = env.ok(&["service", "exec", "b", "a", "--", "id", "-u"]);
     assert_eq!(stdout(&id), "1000\n");
-    let cg = |c: &str, f: &str| {
-        std::fs::read_to_string(format!("/sys/fs/cgroup/{c}/nixoci/nixoci-b-a/{f}"))
-            .unwrap_or_else(|e| panic!("{c}/{f}: {e}"))
+    let cg = |f: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{f}"))
+            .unwrap_or_else(|e| panic!("{f}: {e}"))
     };
-    assert_eq!(cg("memory", "memory.limit_in_bytes").trim(), "67108864");
-    assert_eq!(cg("cpu", "cpu.cfs_quota_us").trim(), "50000");
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        // cgroup v2
+        assert_eq!(cg("nixoci/nixoci-b-a/memory.max").trim(), "67108864");
+        assert_eq!(cg("nixoci/nixoci-b-a/cpu.max").trim(), "50000 100000");
+    } else {
+        assert_eq!(
+            cg("memory/nixoci/nixoci-b-a/memory.limit_in_bytes").trim(),
+            "67108864"
+        );
+        assert_eq!(cg("cpu/nixoci/nixoci-b-a/cpu.cfs_quota_us").trim(), "50000");
+    }
     let labels = env.ctr(&["containers", "info", "nixoci-b-a"]);
     assert!(labels.contains("\"team\": \"test\""), "{labels}");
     // service rm: container, namespace and hosts entry go.
