@@ -81,12 +81,25 @@ impl OciDir {
             }
             Err(_) => true,
         };
+        // `oci-layout` comes first, so that a concurrent build into the same
+        // new directory sees either an empty directory or a layout.
+        fs::create_dir_all(root).map_err(SinkError::io(root))?;
+        let layout = root.join("oci-layout");
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&layout)
+        {
+            Ok(mut f) => {
+                use std::io::Write as _;
+                f.write_all(LAYOUT.as_bytes())
+                    .map_err(SinkError::io(&layout))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(SinkError::io(&layout)(e)),
+        }
         let blobs = root.join("blobs/sha256");
         fs::create_dir_all(&blobs).map_err(SinkError::io(&blobs))?;
-        let layout = root.join("oci-layout");
-        if !layout.exists() {
-            write_atomic(&layout, LAYOUT.as_bytes())?;
-        }
         Ok(OciDir {
             root: root.to_path_buf(),
             form,
