@@ -231,21 +231,22 @@ pub async fn delete_task(c: &Client, id: &str) -> Result<Option<u32>, Containerd
     }
 }
 
-/// Start an extra process in a running task; output to `log`.
+/// Start an extra process in a running task; its stdout and stderr go to
+/// the FIFOs (or files, with a `file://` URI) given.
 pub async fn exec(
     c: &Client,
     id: &str,
     exec_id: &str,
     process: &impl serde::Serialize,
-    log: &std::path::Path,
+    stdout: &str,
+    stderr: &str,
 ) -> Result<(), ContainerdError> {
-    let uri = format!("file://{}", log.display());
     tasks(c)
         .exec(c.req(ExecProcessRequest {
             container_id: id.into(),
             stdin: String::new(),
-            stdout: uri.clone(),
-            stderr: uri,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
             terminal: false,
             spec: Some(any(PROCESS_TYPE, process)),
             exec_id: exec_id.into(),

@@ -12,6 +12,7 @@ use crate::plan::ServiceConfig;
 use crate::sink::LayerRecord;
 use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::Container;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -363,9 +364,39 @@ pub async fn exec(
     process["args"] = serde_json::json!(command);
     let exec_id = crate::containerd::unique_id("exec");
     std::fs::create_dir_all(scratch).map_err(|e| err(format!("{}: {e}", scratch.display())))?;
-    let out = scratch.join(format!("{exec_id}.log"));
-    containers::exec(c, id, &exec_id, &process, &out).await?;
+    // FIFOs, read to their end: the shim closes them once the process has
+    // exited and everything it wrote is through, so no output is lost.
+    let fifos = [
+        scratch.join(format!("{exec_id}.out")),
+        scratch.join(format!("{exec_id}.err")),
+    ];
+    let mut readers = Vec::new();
+    for f in &fifos {
+        let c_path = std::ffi::CString::new(f.as_os_str().as_encoded_bytes())
+            .map_err(|_| err("a NUL in the scratch path"))?;
+        // SAFETY: mkfifo with a valid C string.
+        if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+            return Err(err(format!(
+                "mkfifo {}: {}",
+                f.display(),
+                std::io::Error::last_os_error()
+            )));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = f.clone();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Ok(mut file) = std::fs::File::open(&path) {
+                let _ = std::io::Read::read_to_end(&mut file, &mut buf);
+            }
+            let _ = tx.send(buf);
+        });
+        readers.push(rx);
+    }
+    let out = fifos[0].display().to_string();
+    let errp = fifos[1].display().to_string();
     let result = async {
+        containers::exec(c, id, &exec_id, &process, &out, &errp).await?;
         let waiter = {
             let c = c.clone();
             let id = id.to_string();
@@ -379,20 +410,23 @@ pub async fn exec(
         Ok::<_, EnclaveError>(code)
     }
     .await;
-    // Deleting the process waits in the shim until its pipes are copied
-    // into the file; then let the file settle, in case a runtime does not.
     let _ = containers::delete_process(c, id, &exec_id).await;
-    let mut size = u64::MAX;
-    for _ in 0..40 {
-        let now = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-        if now == size {
-            break;
+    if result.is_err() {
+        // Readers still waiting for a writer: give them one that closes.
+        for f in &fifos {
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(f);
         }
-        size = now;
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let output = std::fs::read(&out).unwrap_or_default();
-    let _ = std::fs::remove_file(&out);
+    let mut output = Vec::new();
+    for rx in readers {
+        output.extend(rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default());
+    }
+    for f in &fifos {
+        let _ = std::fs::remove_file(f);
+    }
     let code = result?;
     Ok((code as i64, String::from_utf8_lossy(&output).into_owned()))
 }
