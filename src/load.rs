@@ -248,6 +248,23 @@ fn parse_json(path: &Path, what: &str, bytes: &[u8]) -> Result<serde_json::Value
     })
 }
 
+/// This machine's architecture as OCI names it (`amd64`, `arm64`).
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    }
+}
+
+/// The entry of an index (or manifest list) for linux on this machine.
+pub fn platform_entry(index: &serde_json::Value) -> Option<&serde_json::Value> {
+    index["manifests"]
+        .as_array()?
+        .iter()
+        .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == host_arch())
+}
+
 pub fn platform_of(config: &serde_json::Value) -> Platform {
     Platform {
         architecture: config["architecture"].as_str().unwrap_or("amd64").into(),
@@ -305,20 +322,10 @@ fn pick_from_index(
     if desc.media_type.ends_with("image.index.v1+json") || desc.media_type.contains("manifest.list")
     {
         let nested = parse_json(path, "index", &blobs.json(&desc.digest)?)?;
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            a => a,
-        };
-        let m = nested["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["platform"]["architecture"] == arch && m["platform"]["os"] == "linux")
-            .ok_or_else(|| LoadError::Invalid {
-                path: path.into(),
-                why: format!("the index has no linux/{arch} image"),
-            })?;
+        let m = platform_entry(&nested).ok_or_else(|| LoadError::Invalid {
+            path: path.into(),
+            why: format!("the index has no linux/{} image", host_arch()),
+        })?;
         desc = serde_json::from_value(m.clone()).map_err(|e| LoadError::Invalid {
             path: path.into(),
             why: format!("index entry: {e}"),

@@ -168,12 +168,7 @@ pub fn run(c: ServiceCommand, args: &ContainerdArgs) -> anyhow::Result<()> {
                 &r.container_id,
                 Duration::from_secs(10),
             ))?;
-            if let Some(n) = &e.record.network {
-                nixoci::enclave::network::detach(&e.dir, &e.record.name, n, &s)?;
-            }
-            e.record.services.remove(&s);
-            e.save()?;
-            e.write_hosts()?;
+            e.forget_service(&s)?;
             println!("removed {s}");
             Ok(())
         }

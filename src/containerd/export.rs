@@ -138,17 +138,12 @@ fn export_inner(
     };
     let doc = json(&bytes, "manifest")?;
     if doc["manifests"].is_array() {
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            a => a,
-        };
-        let m = doc["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
-            .ok_or_else(|| invalid(format!("its index has no linux/{arch} manifest")))?;
+        let m = crate::load::platform_entry(&doc).ok_or_else(|| {
+            invalid(format!(
+                "its index has no linux/{} manifest",
+                crate::load::host_arch()
+            ))
+        })?;
         media_type = m["mediaType"].as_str().unwrap_or_default().to_string();
         let d = m["digest"].as_str().unwrap_or_default().to_string();
         bytes = rt.block_on(content::read_all(c, &d))?;

@@ -433,13 +433,9 @@ impl<'a> Executor<'a> {
                     .clone();
                 self.block(service::remove(&c, &snap, &id, grace))
                     .map_err(|e| e.to_string())?;
-                if let Some(n) = &self.enclave.record.network {
-                    network::detach(&self.enclave.dir, &self.enclave.record.name, n, name)
-                        .map_err(|e| e.to_string())?;
-                }
-                self.enclave.record.services.remove(name);
-                self.enclave.save().map_err(|e| e.to_string())?;
-                self.enclave.write_hosts().map_err(|e| e.to_string())?;
+                self.enclave
+                    .forget_service(name)
+                    .map_err(|e| e.to_string())?;
                 Ok(Some(format!("Service '{name}' removed")))
             }
             Instruction::StopService { name } => {

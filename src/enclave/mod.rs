@@ -283,6 +283,17 @@ impl Enclave {
             })
     }
 
+    /// Drop a removed service: its network attachment, its record and its
+    /// hosts entry (its container goes first, through `service::remove`).
+    pub fn forget_service(&mut self, name: &str) -> Result<(), EnclaveError> {
+        if let Some(n) = &self.record.network {
+            network::detach(&self.dir, &self.record.name, n, name)?;
+        }
+        self.record.services.remove(name);
+        self.save()?;
+        self.write_hosts()
+    }
+
     /// Write the hosts file every service mounts: localhost, and every
     /// service's hostname at its address.
     pub fn write_hosts(&self) -> Result<(), EnclaveError> {

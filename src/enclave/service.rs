@@ -29,14 +29,6 @@ fn err(msg: impl Into<String>) -> EnclaveError {
     EnclaveError::Service(msg.into())
 }
 
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        a => a,
-    }
-}
-
 /// Find `name` in the namespace, pick this platform's manifest from an
 /// index, read the config, and unpack the layers if their snapshot is
 /// missing.
@@ -59,18 +51,12 @@ pub async fn resolve_image(
         serde_json::from_slice(&content::read_all(c, &manifest_digest).await?)
             .map_err(|e| err(format!("image {name}: unreadable manifest: {e}")))?;
     if doc["manifests"].is_array() {
-        let pick = doc["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| {
-                m["platform"]["os"] == "linux" && m["platform"]["architecture"] == host_arch()
-            })
+        let pick = crate::load::platform_entry(&doc)
             .and_then(|m| m["digest"].as_str())
             .ok_or_else(|| {
                 err(format!(
                     "image {name} has no linux/{} manifest",
-                    host_arch()
+                    crate::load::host_arch()
                 ))
             })?
             .to_string();

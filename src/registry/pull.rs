@@ -22,15 +22,6 @@ pub enum PullError {
     Invalid { reference: String, why: String },
 }
 
-fn host_platform() -> (&'static str, &'static str) {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        a => a,
-    };
-    ("linux", arch)
-}
-
 const INDEX_TYPES: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -82,14 +73,14 @@ fn pull_inner(
     if INDEX_TYPES.contains(&media_type.as_str()) {
         let index: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| invalid(format!("unreadable index: {e}")))?;
-        let (os, arch) = host_platform();
-        let digest = index["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["platform"]["os"] == os && m["platform"]["architecture"] == arch)
+        let digest = crate::load::platform_entry(&index)
             .and_then(|m| m["digest"].as_str())
-            .ok_or_else(|| invalid(format!("the index has no {os}/{arch} manifest")))?
+            .ok_or_else(|| {
+                invalid(format!(
+                    "the index has no linux/{} manifest",
+                    crate::load::host_arch()
+                ))
+            })?
             .to_string();
         (media_type, bytes) = client.get_manifest(&digest)?;
     }
