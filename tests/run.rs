@@ -527,26 +527,68 @@ fn nat_rules_of(enclave: &str) -> usize {
         .count()
 }
 
+/// A host port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 #[test]
 fn enclaves_have_networks_names_recipes_and_public_ports() {
     let env = Env::new("checks", true);
     let pkg = env.pkg();
     let pkg = pkg.to_str().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let args = |port: u16| format!(r#"{{"mode": "net", "public": {port}}}"#);
     // Two enclaves at once, each its own subnet; the same private port.
-    let a = env.ok(&[
-        "run",
-        pkg,
-        r#"{"mode": "net", "public": 18500}"#,
-        "--enclave",
-        "na",
-    ]);
-    let b = env.ok(&[
-        "run",
-        pkg,
-        r#"{"mode": "net", "public": 18501}"#,
-        "--enclave",
-        "nb",
-    ]);
+    let a = env.ok(&["run", pkg, &args(pa), "--enclave", "na"]);
+    let b = env.ok(&["run", pkg, &args(pb), "--enclave", "nb"]);
+    // Enclave names are host-wide: another nixoci home cannot take one.
+    let home2 = env.tmp.path().join("home2");
+    let o = env
+        .nixoci()
+        .env("NIXOCI_HOME", &home2)
+        .args(["run", pkg, &args(free_port()), "--enclave", "na"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        stderr(&o)
+            .contains("an enclave named 'na' already exists on this host in another nixoci home"),
+        "{}",
+        show(&o)
+    );
+    assert!(!home2.join("enclaves/na").exists());
+    // A public port another enclave holds is refused, naming both, and
+    // the service that wanted it leaves nothing behind.
+    let c = env.out(&["run", pkg, &args(pa), "--enclave", "nc"]);
+    assert_eq!(c.status.code(), Some(1), "{}", show(&c));
+    for want in [
+        format!("public port {pa}/tcp of service 'srv' is already published"),
+        "nixoci enclave rm -f na".to_string(),
+    ] {
+        assert!(stderr(&c).contains(&want), "wanted {want:?}:\n{}", show(&c));
+    }
+    assert_eq!(nat_rules_of("nc"), 0);
+    assert!(!env.ctr(&["containers", "ls", "-q"]).contains("nixoci-nc-"));
+    env.ok(&["enclave", "rm", "-f", "nc"]);
+    // So is one a program on the host listens on.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let pt = taken.local_addr().unwrap().port();
+    let t = env.out(&["run", pkg, &args(pt), "--enclave", "nt"]);
+    assert_eq!(t.status.code(), Some(1), "{}", show(&t));
+    assert!(
+        stderr(&t).contains(&format!(
+            "public port {pt}/tcp of service 'srv' is in use on 127.0.0.1"
+        )),
+        "{}",
+        show(&t)
+    );
+    drop(taken);
+    env.ok(&["enclave", "rm", "-f", "nt"]);
     let out = |o: &Output| -> serde_json::Value {
         let t = stdout(o);
         serde_json::from_str(&t[t.find('{').unwrap()..]).unwrap()
@@ -563,7 +605,7 @@ fn enclaves_have_networks_names_recipes_and_public_ports() {
         "Verification succeeded: 3 == 3",
         "Verification succeeded: 5 == 5",
         "http://srv:8000",
-        "(127.0.0.1:18500)",
+        &format!("(127.0.0.1:{pa})"),
     ] {
         assert!(err.contains(want), "wanted {want:?}:\n{err}");
     }
@@ -574,11 +616,11 @@ fn enclaves_have_networks_names_recipes_and_public_ports() {
     );
     // Published on 127.0.0.1, and port print says where.
     let url = stdout(&env.ok(&["port", "print", "na", "srv", "http"]));
-    assert_eq!(url.trim(), "http://127.0.0.1:18500");
+    assert_eq!(url.trim(), format!("http://127.0.0.1:{pa}"));
     let page = host_get(&format!("{}/data.json", url.trim()));
     assert!(page.contains("\"name\": \"nixoci\""), "{page}");
     let url_b = stdout(&env.ok(&["port", "print", "nb", "srv", "http"]));
-    assert_eq!(url_b.trim(), "http://127.0.0.1:18501");
+    assert_eq!(url_b.trim(), format!("http://127.0.0.1:{pb}"));
     // The hosts file names every service.
     let hosts = stdout(&env.ok(&["service", "exec", "na", "peer", "--", "cat", "/etc/hosts"]));
     assert!(

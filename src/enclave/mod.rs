@@ -196,7 +196,14 @@ impl Enclave {
         };
         let mut e = e;
         // Subnets are handed out host-wide (see `network::reserve`).
-        e.record.network = Some(network::reserve(pool, name, &e.dir)?);
+        // A refused enclave leaves no directory behind.
+        match network::reserve(pool, name, &e.dir) {
+            Ok(net) => e.record.network = Some(net),
+            Err(err) => {
+                let _ = fs::remove_dir_all(&e.dir);
+                return Err(err);
+            }
+        }
         for sub in ["logs", "artifacts", "exec"] {
             let d = e.dir.join(sub);
             fs::create_dir_all(&d).map_err(io_err(&d))?;

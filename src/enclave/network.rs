@@ -62,7 +62,7 @@ pub fn parse_pool(pool: &str) -> Result<(u32, u8), EnclaveError> {
 }
 
 /// The first /24 of the pool that no other enclave has.
-pub fn allocate(pool: &str, taken: &[String], enclave: &str) -> Result<NetRecord, EnclaveError> {
+pub fn allocate(pool: &str, taken: &[String], bridge: &str) -> Result<NetRecord, EnclaveError> {
     let (base, prefix) = parse_pool(pool)?;
     let count = 1u32 << (24 - prefix);
     for i in 0..count {
@@ -74,7 +74,7 @@ pub fn allocate(pool: &str, taken: &[String], enclave: &str) -> Result<NetRecord
         return Ok(NetRecord {
             subnet,
             gateway: Ipv4Addr::from(net + 1).to_string(),
-            bridge: bridge_name(enclave),
+            bridge: bridge.to_string(),
         });
     }
     Err(err(format!(
@@ -109,26 +109,137 @@ fn routed_networks() -> Vec<(u32, u32)> {
         .collect()
 }
 
+/// A host-wide lock in the run directory, held until the file drops.
+fn host_lock(name: &str) -> Result<std::fs::File, EnclaveError> {
+    let dir = run_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+    let path = dir.join(name);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| err(format!("{}: {e}", path.display())))?;
+    // SAFETY: flock on an open descriptor; released when `lock` drops.
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    Ok(lock)
+}
+
+/// A host port that CNI's portmap already forwards: its rule in the
+/// `CNI-HOSTPORT-DNAT` chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    pub port: u16,
+    pub protocol: String,
+    /// The CNI network (`nixoci-<enclave>` for ours) and container id.
+    pub network: String,
+    pub container: String,
+}
+
+/// Parse `iptables -t nat -S CNI-HOSTPORT-DNAT`: one rule per container,
+/// `-p tcp -m comment --comment "dnat name: \"N\" id: \"ID\"" -m multiport --dports 80,8000:8010`.
+pub fn parse_published(rules: &str) -> Vec<Published> {
+    let quoted = |l: &str, key: &str| -> String {
+        l.split_once(&format!("{key}: \\\""))
+            .and_then(|(_, rest)| rest.split_once("\\\""))
+            .map(|(v, _)| v.to_string())
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for l in rules.lines().filter(|l| l.starts_with("-A ")) {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        let after = |flag: &str| {
+            words
+                .iter()
+                .position(|w| *w == flag)
+                .and_then(|i| words.get(i + 1))
+                .copied()
+        };
+        let (Some(protocol), Some(ports)) = (after("-p"), after("--dports")) else {
+            continue;
+        };
+        for part in ports.split(',') {
+            let (lo, hi) = part.split_once(':').unwrap_or((part, part));
+            let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) else {
+                continue;
+            };
+            for port in lo..=hi {
+                out.push(Published {
+                    port,
+                    protocol: protocol.to_string(),
+                    network: quoted(l, "name"),
+                    container: quoted(l, "id"),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Host ports published through CNI portmap right now (nothing if the
+/// chain or iptables is missing: portmap makes both its own problem).
+fn published_ports() -> Vec<Published> {
+    Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S", "CNI-HOSTPORT-DNAT"])
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| parse_published(&String::from_utf8_lossy(&o.stdout)))
+        .unwrap_or_default()
+}
+
+/// Refuse a public port that something already holds on this host: a
+/// mapping of another container (which would shadow ours, or ours it) or
+/// a program listening on 127.0.0.1.
+fn check_ports_free(service: &str, public: &[(u16, u16, String)]) -> Result<(), EnclaveError> {
+    let published = published_ports();
+    for (host, _, proto) in public {
+        let proto = proto.to_lowercase();
+        if let Some(p) = published
+            .iter()
+            .find(|p| p.port == *host && p.protocol == proto)
+        {
+            let fix = match p.network.strip_prefix("nixoci-") {
+                Some(enclave) => format!("remove that enclave (`nixoci enclave rm -f {enclave}`)"),
+                None => "remove that container".to_string(),
+            };
+            return Err(err(format!(
+                "public port {host}/{proto} of service '{service}' is already published on this host by CNI network {} (container {}): {fix} or give the service another public port",
+                p.network, p.container
+            )));
+        }
+        let in_use = match proto.as_str() {
+            "udp" => std::net::UdpSocket::bind(("127.0.0.1", *host)).is_err(),
+            _ => std::net::TcpListener::bind(("127.0.0.1", *host)).is_err(),
+        };
+        if in_use {
+            return Err(err(format!(
+                "public port {host}/{proto} of service '{service}' is in use on 127.0.0.1 by another program: stop it or give the service another public port"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Reserve a /24 for the enclave whose state is `dir`: not held by a live
 /// enclave of any nixoci home on this host, not routed by the host.
 pub fn reserve(pool: &str, enclave: &str, dir: &Path) -> Result<NetRecord, EnclaveError> {
     let reg = run_dir().join("subnets");
     std::fs::create_dir_all(&reg).map_err(|e| err(format!("{}: {e}", reg.display())))?;
-    let lock_path = run_dir().join("subnets.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| err(format!("{}: {e}", lock_path.display())))?;
-    // SAFETY: flock on an open descriptor; released when `lock` drops.
-    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    let _lock = host_lock("subnets.lock")?;
     let mut taken = Vec::new();
     for e in std::fs::read_dir(&reg).into_iter().flatten().flatten() {
         let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
-        let live = Path::new(owner.trim()).join("enclave.json").is_file()
-            || Path::new(owner.trim()) == dir;
+        let owner = Path::new(owner.trim());
+        let live = owner.join("enclave.json").is_file() || owner == dir;
         if live {
+            // Enclave names are host-wide: network and container names
+            // in iptables, CNI and containerd carry them.
+            if owner != dir && owner.file_name() == Some(std::ffi::OsStr::new(enclave)) {
+                return Err(err(format!(
+                    "an enclave named '{enclave}' already exists on this host in another nixoci home ({}): choose another name with --enclave, or remove that one",
+                    owner.display()
+                )));
+            }
             taken.push(e.file_name().to_string_lossy().replace('_', "/"));
         } else {
             let _ = std::fs::remove_file(e.path());
@@ -147,7 +258,10 @@ pub fn reserve(pool: &str, enclave: &str, dir: &Path) -> Result<NetRecord, Encla
             taken.push(format!("{}/24", Ipv4Addr::from(net)));
         }
     }
-    let rec = allocate(pool, &taken, enclave)?;
+    let rec = allocate(pool, &taken, &bridge_name(dir))?;
+    // A bridge of this name is left from an earlier life of this very
+    // enclave directory (a reboot wipes the registry, not always links).
+    delete_link(&rec.bridge);
     std::fs::write(registry_entry(&rec.subnet), dir.display().to_string())
         .map_err(|e| err(format!("{}: {e}", reg.display())))?;
     Ok(rec)
@@ -158,10 +272,12 @@ pub fn release(net: &NetRecord) {
     let _ = std::fs::remove_file(registry_entry(&net.subnet));
 }
 
-/// A bridge name within IFNAMSIZ: `nxo` and a hash of the enclave name.
-pub fn bridge_name(enclave: &str) -> String {
+/// A bridge name within IFNAMSIZ: `nxo` and a hash of the enclave's
+/// directory (unique on the host, unlike its name across nixoci homes).
+pub fn bridge_name(dir: &Path) -> String {
     use sha2::Digest as _;
-    let h = sha2::Sha256::digest(enclave.as_bytes());
+    use std::os::unix::ffi::OsStrExt;
+    let h = sha2::Sha256::digest(dir.as_os_str().as_bytes());
     format!("nxo{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
 }
 
@@ -355,6 +471,15 @@ pub fn attach(
             json!({"hostPort": host, "containerPort": container, "protocol": proto.to_lowercase(), "hostIP": "127.0.0.1"})
         })
         .collect();
+    // Checked and published under one host-wide lock, so two runs never
+    // both take a port.
+    let _lock = if public.is_empty() {
+        None
+    } else {
+        let lock = host_lock("ports.lock")?;
+        check_ports_free(service, public)?;
+        Some(lock)
+    };
     create_netns(&netns)?;
     let mut att = Attachment {
         container_id: container_id.into(),
@@ -477,13 +602,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn published_ports_are_read_from_portmap_rules() {
+        // Two enclaves that published the same port (recorded from a host
+        // before nixoci checked for that).
+        let real = include_str!("../../fixtures/iptables/cni-hostport-dnat.txt");
+        let got = parse_published(real);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0],
+            Published {
+                port: 18500,
+                protocol: "tcp".into(),
+                network: "nixoci-na".into(),
+                container: "nixoci-na-srv".into(),
+            }
+        );
+        assert_eq!(got[1].network, "nixoci-nb");
+        // Several ports, ranges, udp.
+        let more = r#"-A CNI-HOSTPORT-DNAT -p udp -m comment --comment "dnat name: \"k8s\" id: \"abc\"" -m multiport --dports 53,8000:8002 -j CNI-DN-x"#;
+        let ports: Vec<(u16, String)> = parse_published(more)
+            .into_iter()
+            .map(|p| (p.port, p.protocol))
+            .collect();
+        let udp = |p: u16| (p, "udp".to_string());
+        assert_eq!(ports, vec![udp(53), udp(8000), udp(8001), udp(8002)]);
+        assert!(parse_published("-N CNI-HOSTPORT-DNAT\n").is_empty());
+    }
+
+    #[test]
     fn subnets_come_from_the_pool_in_order() {
-        let a = allocate(DEFAULT_POOL, &[], "a").unwrap();
+        let a = allocate(DEFAULT_POOL, &[], "nxoa").unwrap();
         assert_eq!(a.subnet, "10.199.0.0/24");
         assert_eq!(a.gateway, "10.199.0.1");
-        let b = allocate(DEFAULT_POOL, std::slice::from_ref(&a.subnet), "b").unwrap();
+        let b = allocate(DEFAULT_POOL, std::slice::from_ref(&a.subnet), "nxob").unwrap();
         assert_eq!(b.subnet, "10.199.1.0/24");
-        assert!(allocate("10.5.7.0/24", &["10.5.7.0/24".into()], "c").is_err());
+        assert!(allocate("10.5.7.0/24", &["10.5.7.0/24".into()], "nxoc").is_err());
         for bad in ["10.0.0.0", "10.0.0.0/25", "x/16", "10.0.0.0/4"] {
             assert!(parse_pool(bad).is_err(), "{bad}");
         }
@@ -491,6 +644,13 @@ mod tests {
             parse_pool("10.1.2.3/16").unwrap(),
             (u32::from(Ipv4Addr::new(10, 1, 0, 0)), 16)
         );
-        assert!(bridge_name("an-enclave-with-a-long-name").len() <= 15);
+        let long = bridge_name(Path::new(
+            "/a/long/home/enclaves/an-enclave-with-a-long-name",
+        ));
+        assert!(long.len() <= 15);
+        assert_ne!(
+            bridge_name(Path::new("/h1/enclaves/e")),
+            bridge_name(Path::new("/h2/enclaves/e"))
+        );
     }
 }
