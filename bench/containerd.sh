@@ -30,20 +30,43 @@ TOML
     for _ in $(seq 100); do ctr -a "$d/sock" version >/dev/null 2>&1 && break; sleep 0.1; done
 }
 export XDG_CACHE_HOME=$work/cache NIXOCI_HOME=$work/home
-tar -cf - $(nix-store -qR "$root") 2>/dev/null > /dev/null # warm the page cache
+# settle: before each timed run, write out and drop caches, then warm the
+# page cache with the closure again. Without it a run pays for the files
+# an earlier one deleted: on an ext4 without a journal, creating an inode
+# skips those deleted in the last minutes, reading each candidate's inode
+# block (seen here: 20 s of system time in `recently_deleted`).
+settle() {
+    sync
+    echo 3 > /proc/sys/vm/drop_caches
+    # through cat: GNU tar reads nothing when it writes to /dev/null itself
+    tar -cf - $(nix-store -qR "$root") 2>/dev/null | cat > /dev/null
+}
 
 start_containerd base
 a=$work/base/sock
+settle
 read -r t_base _ < <(time_of "$bin build --store-path $root --no-cache -o docker-archive:$work/img.tar && ctr -a $a -n bench images import $work/img.tar")
 start_containerd cold
 b=$work/cold/sock
+settle
 # Cold: a fresh containerd and an empty layer cache.
 read -r t_cold rss < <(time_of "$bin build --store-path $root --containerd-address $b -o containerd:bench")
 read -r t_warm rss_w < <(time_of "$bin build --store-path $root --containerd-address $b -o containerd:bench")
 ctr -a "$b" -n bench run --rm docker.io/library/closure-$profile:latest check true 2>/dev/null || true
+start_containerd gzip1
+z=$work/gzip1/sock
+settle
+read -r t_zstd rss_z < <(time_of "$bin build --store-path $root --containerd-address $z -o containerd:bench --compression gzip")
+start_containerd gzip6
+g=$work/gzip6/sock
+settle
+read -r t_g6 rss_g6 < <(time_of "$bin build --store-path $root --containerd-address $g -o containerd:bench --compression-level 6")
 
 echo "closure: $profile, $root, $(nix path-info -S "$root" | awk '{print $2}') bytes"
 printf '%-58s %8s %8s %9s\n' what seconds ratio "peak MiB"
 printf '%-58s %8.2f\n' "baseline: nixoci -> docker-archive + ctr images import" "$t_base"
-printf '%-58s %8.2f %8.2f %9.1f\n' "nixoci -> containerd, unpacked, cold" "$t_cold" "$(echo "$t_cold / $t_base" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
-printf '%-58s %8.2f %8.2f %9.1f\n' "nixoci -> containerd, warm (nothing changed)" "$t_warm" "$(echo "$t_warm / $t_base" | bc -l)" "$(echo "$rss_w / 1024" | bc -l)"
+row() { printf '%-58s %8.2f %8.2f %9.1f\n' "$1" "$2" "$(echo "$2 / $t_base" | bc -l)" "$(echo "$3 / 1024" | bc -l)"; }
+row "nixoci -> containerd, unpacked, cold (default: zstd -1)" "$t_cold" "$rss"
+row "  same, --compression gzip (level 1)" "$t_zstd" "$rss_z"
+row "  same, --compression-level 6 (gzip as for registries)" "$t_g6" "$rss_g6"
+row "nixoci -> containerd, warm (nothing changed)" "$t_warm" "$rss_w"

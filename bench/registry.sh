@@ -33,7 +33,8 @@ YML
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$2") 2>/dev/null && break; sleep 0.1; done
 }
 export XDG_CACHE_HOME=$work/cache NIXOCI_HOME=$work/home
-tar -cf - $(nix-store -qR "$root") 2>/dev/null > /dev/null # warm the page cache
+# warm the page cache (through cat: GNU tar reads nothing when it writes to /dev/null itself)
+tar -cf - $(nix-store -qR "$root") 2>/dev/null | cat > /dev/null
 
 start_registry base 5701
 start_registry ours 5702
