@@ -225,7 +225,7 @@ pub fn build_service_image(
     runtime.env.push(("PATH".into(), "/bin".into()));
     let system = nix.system.clone().unwrap_or_else(host_system);
     let platform = Platform::from_nix_system(&system)?;
-    let compression = crate::image::compress::Compression::Gzip;
+    let (compression, level) = crate::sink::layer_compression(&outputs, None, None);
     let spec = ImageSpec {
         reference: reference.clone(),
         platform,
@@ -233,7 +233,7 @@ pub fn build_service_image(
         created: rfc3339(ctx.mtime),
         mtime: ctx.mtime,
         compression,
-        level: compression.default_level(),
+        level,
         max_layers: crate::image::layering::DEFAULT_MAX_LAYERS,
         root_layer: Default::default(),
         annotations: Default::default(),

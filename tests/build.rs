@@ -123,6 +123,34 @@ fn hello_runs_and_is_read_by_umoci_and_skopeo() {
     ]));
     let rootfs2 = umoci_unpack(&copy, "latest", &fx.out("bundle2"));
     assert_closure_in_rootfs(&closure, &rootfs2);
+
+    // A docker-archive alone compresses nothing (its layers are plain
+    // tars), whatever --compression says; the image (config) is the same.
+    let alone = fx.out("alone.tar");
+    for args in [
+        &[][..],
+        &["--compression", "gzip", "--compression-level", "9"][..],
+    ] {
+        let only = fx.build_json(
+            &[
+                &[".", "-o", &format!("docker-archive:{}", alone.display())][..],
+                args,
+            ]
+            .concat(),
+        );
+        for l in only["layers"].as_array().unwrap() {
+            assert_eq!(
+                l["blob"]["mediaType"],
+                "application/vnd.oci.image.layer.v1.tar"
+            );
+            assert_eq!(l["blob"]["digest"], l["diff_id"]);
+        }
+        assert_eq!(only["config"], doc["config"]);
+        assert_eq!(
+            std::fs::read(&alone).unwrap(),
+            std::fs::read(&dock).unwrap()
+        );
+    }
 }
 
 #[test]

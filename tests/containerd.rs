@@ -56,6 +56,13 @@ fn import_run_reimport_share_and_remove() {
     let fx = Fixture::flake("hello");
     let doc = build_into(&fx, &cd, "t1", &["."]);
     assert!(doc["outputs"][0]["bytes_written"].as_u64().unwrap() > 1_000_000);
+    // Only containerd: zstd at level 1 unless asked otherwise.
+    for l in doc["layers"].as_array().unwrap() {
+        assert_eq!(
+            l["blob"]["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+    }
     assert_eq!(
         cd.run_image("t1", "docker.io/library/hello-app:latest", &[]),
         "hello from nix\n"
@@ -643,11 +650,17 @@ fn assert_identical_below(a: &std::path::Path, b: &std::path::Path, root: bool) 
 #[test]
 fn filling_snapshots_directly_matches_diff_apply() {
     let cd = Containerd::start();
-    for (flake, image, layers) in [("hello", "hello-app", 5), ("edge", "edge-cases", 4)] {
+    // containerd's differ gets zstd blobs (the default here) and gzip ones.
+    for (flake, image, layers, compression) in [
+        ("hello", "hello-app", 5, "zstd"),
+        ("edge", "edge-cases", 4, "gzip"),
+    ] {
         let fx = Fixture::flake(flake);
         // The fast path (the default here: containerd is local, we are root)...
         let (fill_ns, apply_ns) = (format!("fill-{flake}"), format!("apply-{flake}"));
-        let fast = build_into(&fx, &cd, &fill_ns, &["."]);
+        let fast = build_into(&fx, &cd, &fill_ns, &[".", "--compression", compression]);
+        let media = fast["layers"][0]["blob"]["mediaType"].as_str().unwrap();
+        assert!(media.ends_with(compression), "{media}");
         assert_eq!(fast["outputs"][0]["unpack"]["filled"], layers, "{fast}");
         assert_eq!(fast["outputs"][0]["unpack"]["applied"], 0);
         // ...and containerd's own diff.Apply of the same blobs.
@@ -660,6 +673,8 @@ fn filling_snapshots_directly_matches_diff_apply() {
                 "build",
                 ".",
                 "--json",
+                "--compression",
+                compression,
                 "--containerd-address",
                 &cd.socket(),
                 "-o",

@@ -52,10 +52,13 @@ pub struct BuildArgs {
     /// Extra Nix option, KEY=VALUE; may repeat.
     #[arg(long = "nix-option", value_name = "KEY=VALUE")]
     nix_options: Vec<String>,
-    /// Layer compression (docker-archive layers are always plain tars).
-    #[arg(long, value_enum, default_value_t = Compression::Gzip)]
-    compression: Compression,
-    /// Compression level (gzip 0-9, default 6; zstd 1-19, default 3).
+    /// Layer compression [default: gzip; zstd at level 1 when every output
+    /// is containerd or a docker-archive]. docker-archive layers are always
+    /// plain tars.
+    #[arg(long, value_enum)]
+    compression: Option<Compression>,
+    /// Compression level (gzip 0-9, default 6; zstd 1-19, default 3; 1 when
+    /// every output is containerd or a docker-archive).
     #[arg(long)]
     compression_level: Option<i32>,
     /// Upper bound on the number of layers (4..=125).
@@ -185,14 +188,15 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
     let started = Instant::now();
     // Validate everything the user gave before running anything.
     let outputs = parse_outputs(&a.outputs)?;
-    if a.compression == Compression::Zstd && outputs.iter().any(SinkSpec::is_docker_archive) {
+    if a.compression == Some(Compression::Zstd) && outputs.iter().any(SinkSpec::is_docker_archive) {
         return Err(usage(
             "--compression zstd cannot go with a docker-archive output: docker-archive layers are plain tars, as `docker save` writes them, and `docker load` reads no zstd. Use gzip or none, or an oci:/oci-archive: output",
         ));
     }
     nixoci::containerd::check_namespace(&containerd.namespace).map_err(usage)?;
-    let level = a.compression_level.unwrap_or(a.compression.default_level());
-    a.compression.check_level(level).map_err(usage)?;
+    let (compression, level) =
+        nixoci::sink::layer_compression(&outputs, a.compression, a.compression_level);
+    compression.check_level(level).map_err(usage)?;
     if !(nixoci::image::layering::MIN_MAX_LAYERS..=nixoci::image::layering::MAX_MAX_LAYERS)
         .contains(&a.max_layers)
     {
@@ -309,7 +313,7 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
             ("--created", a.created.is_some()),
             (
                 "--compression",
-                a.compression != Compression::Gzip || a.compression_level.is_some(),
+                a.compression.is_some() || a.compression_level.is_some(),
             ),
             ("--max-layers", a.max_layers != DEFAULT_MAX_LAYERS),
         ]
@@ -364,7 +368,7 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
         runtime,
         created,
         mtime,
-        compression: a.compression,
+        compression,
         level,
         max_layers: a.max_layers,
         root_layer,

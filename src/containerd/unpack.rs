@@ -164,6 +164,7 @@ async fn apply_one(
     parent: &str,
     content: Option<(&LayerContent, u64)>,
 ) -> Result<Unpacked, ContainerdError> {
+    let started = std::time::Instant::now();
     let mut ss = SnapshotsClient::new(c.channel.clone());
     let key = super::unique_id("nixoci-extract") + "-" + chain;
     let prepare = PrepareSnapshotRequest {
@@ -211,7 +212,15 @@ async fn apply_one(
             labels: [("containerd.io/snapshot.ref".to_string(), chain.to_string())].into(),
         };
         match ss.commit(c.req(commit)).await {
-            Ok(_) => Ok(how),
+            Ok(_) => {
+                tracing::debug!(
+                    layer = %layer.blob.digest,
+                    ?how,
+                    secs = started.elapsed().as_secs_f64(),
+                    "unpacked"
+                );
+                Ok(how)
+            }
             // Another unpack committed the same chain first: fine.
             Err(s) if s.code() == Code::AlreadyExists => Err(ContainerdError::Rpc {
                 address: c.address.clone(),
