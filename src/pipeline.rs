@@ -45,14 +45,13 @@ pub struct NixOutput {
 
 pub fn realise(nix: &Nix, source: &Source) -> Result<NixOutput, NixError> {
     let start = std::time::Instant::now();
-    let (root, main_program) = match source {
+    let (closure, main_program) = match source {
         Source::Flake(f) => {
             let built = nix.build(f)?;
-            (built.out_path, built.main_program)
+            (built.closure, built.main_program)
         }
-        Source::StorePath(p) => (p.clone(), None),
+        Source::StorePath(p) => (nix.closure(p)?, None),
     };
-    let closure = nix.closure(&root)?;
     Ok(NixOutput {
         closure,
         main_program,

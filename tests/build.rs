@@ -779,3 +779,72 @@ fn system_and_nix_options_reach_nix() {
         serde_json::from_slice(&std::fs::read(oci.join("index.json")).unwrap()).unwrap();
     assert_eq!(index["manifests"][0]["platform"]["architecture"], "arm64");
 }
+
+#[test]
+fn nix_is_evaluated_once_and_a_rebuild_skips_nix_build() {
+    let fx = Fixture::flake("hello");
+    // An output of its own, so that the first build is a real one.
+    let flake = fx.dir().join("flake.nix");
+    let unique = format!(
+        "hello from nix {}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let text = std::fs::read_to_string(&flake).unwrap();
+    std::fs::write(&flake, text.replace("hello from nix", &unique)).unwrap();
+    // A nix that writes down how it is called.
+    let log = fx.out("nix.log");
+    let wrapper = fx.out("nix");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec nix \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let calls = || -> Vec<String> {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        std::fs::remove_file(&log).ok();
+        // The subcommand of each call, after the options nixoci puts first.
+        text.lines()
+            .map(|l| {
+                l.split(' ')
+                    .find(|w| ["eval", "build", "path-info"].contains(w))
+                    .unwrap_or(l)
+                    .to_string()
+            })
+            .collect()
+    };
+    let build = || {
+        let o = fx
+            .nixoci()
+            .current_dir(fx.dir())
+            .env("NIXOCI_NIX", &wrapper)
+            .args(["build", ".", "-o"])
+            .arg(format!("oci:{}", fx.out("oci").display()))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+    };
+    build();
+    assert_eq!(calls(), ["eval", "build", "path-info"]);
+    build();
+    assert_eq!(calls(), ["eval", "path-info"]);
+    let image = fx.out("oci");
+    let rootfs = umoci_unpack(&image, "latest", &fx.out("bundle"));
+    let greeting = std::fs::read_dir(rootfs.join("nix/store"))
+        .unwrap()
+        .flatten()
+        .find_map(|e| std::fs::read_to_string(e.path().join("share/greeting")).ok())
+        .unwrap();
+    assert_eq!(greeting.trim(), unique);
+}

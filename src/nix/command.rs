@@ -1,9 +1,10 @@
 //! Running Nix: evaluate and build a flake output, read a closure.
 //!
 //! Nix is evaluated once per build: `nix eval --apply` yields the output
-//! path, the derivation and `meta.mainProgram`; then the derivation is
-//! realised by path (no second evaluation) and its closure is read with
-//! `nix path-info`, which evaluates nothing.
+//! path, the derivation and `meta.mainProgram`. If the output is already
+//! in the store, its closure is read at once with `nix path-info` (which
+//! evaluates nothing): two invocations. Otherwise the derivation is
+//! realised by path (no second evaluation) first.
 
 use super::closure::{Closure, ClosureError};
 use super::path_info::{parse_path_info_json, PathInfoError};
@@ -104,6 +105,7 @@ pub struct Built {
     pub out_path: StorePath,
     /// `meta.mainProgram`, when the flake sets it.
     pub main_program: Option<String>,
+    pub closure: Closure,
 }
 
 /// How to run Nix: the binary and extra `--option k v` pairs.
@@ -178,7 +180,8 @@ impl Nix {
         Ok(out.stdout)
     }
 
-    /// Evaluate the flake output once and build it.
+    /// Evaluate the flake output once, build it if it is not in the store
+    /// yet, and read its closure.
     pub fn build(&self, flake: &FlakeRef) -> Result<Built, NixError> {
         let apply = "d: { out = d.outPath or null; drv = d.drvPath or null; \
                      main = (d.meta or {}).mainProgram or null; }";
@@ -192,6 +195,17 @@ impl Nix {
             return Err(NixError::NotDerivation(flake.installable.clone()));
         };
         let out_path = StorePath::parse(&out)?;
+        // Already built (the usual rebuild): path-info answers for valid
+        // paths only, so an error just means "build it first".
+        if Path::new(&out).exists() {
+            if let Ok(closure) = self.closure(&out_path) {
+                return Ok(Built {
+                    out_path,
+                    main_program: eval.main,
+                    closure,
+                });
+            }
+        }
         let stdout = self.run(&["build", "--json", "--no-link", &drv])?;
         let built: Vec<BuildResult> =
             serde_json::from_slice(&stdout).map_err(|e| NixError::Output {
@@ -204,9 +218,11 @@ impl Nix {
                 why: format!("{out} is not among the outputs it built"),
             });
         }
+        let closure = self.closure(&out_path)?;
         Ok(Built {
             out_path,
             main_program: eval.main,
+            closure,
         })
     }
 
