@@ -8,7 +8,7 @@
 //! contents and times (atime = mtime = the layer mtime); a test checks it.
 //! Anything else falls back to `diff.Apply`; `NIXOCI_UNPACK=apply` forces that.
 
-use crate::image::layer::{Emit, LayerContent, LayerError};
+use crate::image::layer::{Emit, LayerContent, LayerError, StoreFile};
 use crate::image::tar::copy_exact;
 use containerd_client::types::Mount;
 use std::ffi::{CString, OsStr};
@@ -18,6 +18,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Mutex;
 
 /// The directory to fill for a prepared snapshot, if nixoci can fill it.
 pub fn fill_target(mounts: &[Mount]) -> Option<PathBuf> {
@@ -40,12 +42,27 @@ pub fn fill_target(mounts: &[Mount]) -> Option<PathBuf> {
 }
 
 /// Writes entries into a directory as `diff.Apply` would extract them.
+/// Directories and symlinks are made in order; store files are copied by
+/// copier threads, when there are any.
 pub struct DirFiller {
     root: PathBuf,
     mtime: libc::timespec,
     /// Directories, to get their times once their children are written.
     dirs: Vec<PathBuf>,
+    copies: Option<SyncSender<CopyJob>>,
 }
+
+/// A store file for a copier thread.
+struct CopyJob {
+    src: fs::File,
+    dest: PathBuf,
+    mode: u32,
+    size: u64,
+}
+
+/// Copier threads per fill: the copies are kernel work, which a second
+/// core halves when it is free (the last, largest layers).
+const COPIERS: usize = 2;
 
 fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::other("NUL in path"))
@@ -55,11 +72,9 @@ impl DirFiller {
     pub fn new(root: &Path, mtime: u64) -> Self {
         DirFiller {
             root: root.to_path_buf(),
-            mtime: libc::timespec {
-                tv_sec: mtime as libc::time_t,
-                tv_nsec: 0,
-            },
+            mtime: filler_mtime(mtime),
             dirs: Vec::new(),
+            copies: None,
         }
     }
 
@@ -69,22 +84,7 @@ impl DirFiller {
     }
 
     fn set_times(&self, p: &Path) -> io::Result<()> {
-        let times = [self.mtime, self.mtime];
-        let c = cpath(p)?;
-        // SAFETY: a valid C path and two timespecs.
-        let r = unsafe {
-            libc::utimensat(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                times.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        set_times(p, self.mtime)
     }
 
     /// Give directories their times, deepest first.
@@ -95,6 +95,82 @@ impl DirFiller {
         }
         Ok(())
     }
+}
+
+fn set_times(p: &Path, mtime: libc::timespec) -> io::Result<()> {
+    let times = [mtime, mtime];
+    let c = cpath(p)?;
+    // SAFETY: a valid C path and two timespecs.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Copy a store file to `dest` inside the kernel (`copy_file_range`: no
+/// trip through a buffer here); where the kernel cannot (another
+/// filesystem on an old kernel, say), the rest is read and written.
+fn copy_store_file(
+    src: &mut fs::File,
+    dest: &Path,
+    mode: u32,
+    size: u64,
+    mtime: libc::timespec,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dest)?;
+    let mut left = size;
+    while left > 0 {
+        let want = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
+        // SAFETY: two open descriptors; null offsets use (and advance)
+        // each file's own position.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                std::ptr::null_mut(),
+                f.as_raw_fd(),
+                std::ptr::null_mut(),
+                want,
+                0,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if !matches!(
+                e.raw_os_error(),
+                Some(libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP)
+            ) {
+                return Err(e);
+            }
+            // Both positions have advanced by what was copied.
+            let mut buf = vec![0u8; 1 << 16];
+            copy_exact(src, &mut f, left, &mut buf, &dest.display().to_string())?;
+            break;
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} shrank while being read", dest.display()),
+            ));
+        }
+        left -= n as u64;
+    }
+    drop(f);
+    fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
+    set_times(dest, mtime)
 }
 
 impl Emit for DirFiller {
@@ -135,13 +211,77 @@ impl Emit for DirFiller {
         fs::set_permissions(&p, fs::Permissions::from_mode(mode))?;
         self.set_times(&p)
     }
+
+    /// Handed to a copier thread (a duplicate of the open file), or copied
+    /// here when there is none.
+    fn store_file(
+        &mut self,
+        name: &[u8],
+        mode: u32,
+        size: u64,
+        src: &mut StoreFile<'_>,
+        _buf: &mut [u8],
+    ) -> io::Result<()> {
+        let dest = self.path(name);
+        match &self.copies {
+            Some(tx) => {
+                let job = CopyJob {
+                    src: src.inner.try_clone()?,
+                    dest,
+                    mode,
+                    size,
+                };
+                tx.send(job)
+                    .map_err(|_| io::Error::other("the copier threads ended"))
+            }
+            None => copy_store_file(&mut src.inner, &dest, mode, size, self.mtime),
+        }
+    }
 }
 
-/// Fill `dir` with the layer's entries.
+/// Fill `dir` with the layer's entries: the walk makes directories and
+/// symlinks in order, copier threads copy the files; directories get their
+/// times when every copy is done.
 pub fn fill(dir: &Path, content: &LayerContent, mtime: u64) -> Result<(), LayerError> {
     let mut filler = DirFiller::new(dir, mtime);
-    content.write_to(&mut filler, &AtomicBool::new(false))?;
+    let first_error: Mutex<Option<io::Error>> = Mutex::new(None);
+    let (tx, rx) = sync_channel::<CopyJob>(256);
+    let rx = Mutex::new(rx);
+    let walked = std::thread::scope(|scope| {
+        for _ in 0..COPIERS {
+            scope.spawn(|| loop {
+                let job = rx.lock().unwrap().recv();
+                let Ok(mut job) = job else { break };
+                let copied = copy_store_file(
+                    &mut job.src,
+                    &job.dest,
+                    job.mode,
+                    job.size,
+                    filler_mtime(mtime),
+                );
+                if let Err(e) = copied {
+                    first_error.lock().unwrap().get_or_insert(e);
+                }
+            });
+        }
+        filler.copies = Some(tx);
+        let walked = content.write_to(&mut filler, &AtomicBool::new(false));
+        // The copiers end when the queue is empty and closed.
+        filler.copies = None;
+        walked
+    });
+    walked?;
+    if let Some(e) = first_error.into_inner().unwrap() {
+        return Err(LayerError::Write(e));
+    }
     filler.finish().map_err(LayerError::Write)
+}
+
+fn filler_mtime(mtime: u64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: mtime as libc::time_t,
+        tv_nsec: 0,
+    }
 }
 
 /// Remove everything below `dir` (after a failed fill), keeping `dir`.
@@ -169,4 +309,35 @@ fn make_writable(p: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_files_are_copied_exactly_or_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&src, &data).unwrap();
+        let t = filler_mtime(1);
+        let dest = d.path().join("dest");
+        copy_store_file(&mut fs::File::open(&src).unwrap(), &dest, 0o555, 200_000, t).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), data);
+        let md = fs::metadata(&dest).unwrap();
+        assert_eq!(md.permissions().mode() & 0o7777, 0o555);
+        assert_eq!(std::os::unix::fs::MetadataExt::mtime(&md), 1);
+        // A file shorter than its recorded size (changed under us) is an error.
+        let e = copy_store_file(
+            &mut fs::File::open(&src).unwrap(),
+            &d.path().join("short"),
+            0o444,
+            300_000,
+            t,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(e.to_string().contains("shrank"), "{e}");
+    }
 }

@@ -53,6 +53,18 @@ pub trait Emit {
         buf: &mut [u8],
     ) -> io::Result<()>;
 
+    /// A regular file from the store; by default read through `file`.
+    fn store_file(
+        &mut self,
+        name: &[u8],
+        mode: u32,
+        size: u64,
+        src: &mut StoreFile<'_>,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
+        self.file(name, mode, size, src, buf)
+    }
+
     fn file_bytes(&mut self, name: &[u8], mode: u32, content: &[u8]) -> io::Result<()> {
         let mut buf = [0u8; 4096];
         self.file(
@@ -153,12 +165,20 @@ fn cancelled(cancel: &AtomicBool) -> bool {
 
 /// A file read that stops when the build is cancelled, so that a large file
 /// does not delay an interrupt.
-struct Cancellable<'a> {
-    inner: File,
+/// An open store file being emitted; reading fails once the build is
+/// cancelled.
+pub struct StoreFile<'a> {
+    pub inner: File,
     cancel: &'a AtomicBool,
 }
 
-impl io::Read for Cancellable<'_> {
+impl StoreFile<'_> {
+    pub fn cancelled(&self) -> bool {
+        cancelled(self.cancel)
+    }
+}
+
+impl io::Read for StoreFile<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if cancelled(self.cancel) {
             return Err(io::Error::other("cancelled"));
@@ -203,12 +223,12 @@ impl Walker<'_> {
                 .map_err(LayerError::Write)?;
         } else if ft.is_file() {
             let f = File::open(path).map_err(read_err)?;
-            let mut f = Cancellable {
+            let mut f = StoreFile {
                 inner: f,
                 cancel: self.cancel,
             };
             // Hardlinks are written as regular files: each name gets the content.
-            tar.file(name, mode, md.size(), &mut f, self.buf)
+            tar.store_file(name, mode, md.size(), &mut f, self.buf)
                 .map_err(|e| {
                     if cancelled(self.cancel) {
                         LayerError::Cancelled
