@@ -245,7 +245,8 @@ impl Emit for DirFiller {
 pub fn fill(dir: &Path, content: &LayerContent, mtime: u64) -> Result<(), LayerError> {
     let mut filler = DirFiller::new(dir, mtime);
     let first_error: Mutex<Option<io::Error>> = Mutex::new(None);
-    let (tx, rx) = sync_channel::<CopyJob>(256);
+    // Each queued job holds an open file: a short queue keeps descriptors few.
+    let (tx, rx) = sync_channel::<CopyJob>(64);
     let rx = Mutex::new(rx);
     let walked = std::thread::scope(|scope| {
         for _ in 0..COPIERS {
