@@ -46,27 +46,31 @@ start_containerd base
 a=$work/base/sock
 settle
 read -r t_base _ < <(time_of "$bin build --store-path $root --no-cache -o docker-archive:$work/img.tar && ctr -a $a -n bench images import $work/img.tar")
-start_containerd cold
+# cold NAME ARGS...: a fresh containerd NAME, settled caches, one timed
+# import with ARGS; sets $t and $rss. The layer cache ($work/cache) starts
+# empty, and each ARGS gives layers of other digests: every run is cold.
+cold() {
+    local name=$1
+    shift
+    start_containerd "$name"
+    settle
+    read -r t rss < <(time_of "$bin build --store-path $root --containerd-address $work/$name/sock -o containerd:bench $*")
+}
+cold cold
+t_cold=$t rss_c=$rss
 b=$work/cold/sock
-settle
-# Cold: a fresh containerd and an empty layer cache.
-read -r t_cold rss < <(time_of "$bin build --store-path $root --containerd-address $b -o containerd:bench")
 read -r t_warm rss_w < <(time_of "$bin build --store-path $root --containerd-address $b -o containerd:bench")
 ctr -a "$b" -n bench run --rm docker.io/library/closure-$profile:latest check true 2>/dev/null || true
-start_containerd gzip1
-z=$work/gzip1/sock
-settle
-read -r t_zstd rss_z < <(time_of "$bin build --store-path $root --containerd-address $z -o containerd:bench --compression gzip")
-start_containerd gzip6
-g=$work/gzip6/sock
-settle
-read -r t_g6 rss_g6 < <(time_of "$bin build --store-path $root --containerd-address $g -o containerd:bench --compression-level 6")
+cold gzip1 --compression gzip
+t_g1=$t rss_g1=$rss
+cold gzip6 --compression-level 6
+t_g6=$t rss_g6=$rss
 
 echo "closure: $profile, $root, $(nix path-info -S "$root" | awk '{print $2}') bytes"
 printf '%-58s %8s %8s %9s\n' what seconds ratio "peak MiB"
 printf '%-58s %8.2f\n' "baseline: nixoci -> docker-archive + ctr images import" "$t_base"
 row() { printf '%-58s %8.2f %8.2f %9.1f\n' "$1" "$2" "$(echo "$2 / $t_base" | bc -l)" "$(echo "$3 / 1024" | bc -l)"; }
-row "nixoci -> containerd, unpacked, cold (default: zstd -1)" "$t_cold" "$rss"
-row "  same, --compression gzip (level 1)" "$t_zstd" "$rss_z"
+row "nixoci -> containerd, unpacked, cold (default: zstd -1)" "$t_cold" "$rss_c"
+row "  same, --compression gzip (level 1)" "$t_g1" "$rss_g1"
 row "  same, --compression-level 6 (gzip as for registries)" "$t_g6" "$rss_g6"
 row "nixoci -> containerd, warm (nothing changed)" "$t_warm" "$rss_w"

@@ -781,7 +781,7 @@ fn system_and_nix_options_reach_nix() {
 }
 
 #[test]
-fn nix_is_evaluated_once_and_a_rebuild_skips_nix_build() {
+fn nix_is_evaluated_once_and_a_rebuild_calls_it_once() {
     let fx = Fixture::flake("hello");
     // An output of its own, so that the first build is a real one.
     let flake = fx.dir().join("flake.nix");
@@ -824,20 +824,36 @@ fn nix_is_evaluated_once_and_a_rebuild_skips_nix_build() {
             })
             .collect()
     };
-    let build = || {
+    let build = |args: &[&str]| {
         let o = fx
             .nixoci()
             .current_dir(fx.dir())
             .env("NIXOCI_NIX", &wrapper)
-            .args(["build", ".", "-o"])
+            .arg("build")
+            .args(args)
+            .arg("-o")
             .arg(format!("oci:{}", fx.out("oci").display()))
+            .arg("--json")
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", show(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
     };
-    build();
+    let doc = build(&["."]);
     assert_eq!(calls(), ["eval", "build", "path-info"]);
-    build();
+    // A rebuild asks Nix its evaluation only: the closure is cached.
+    build(&["."]);
+    assert_eq!(calls(), ["eval"]);
+    // With --store-path, Nix is not called at all.
+    let store_path = doc["store_path"].as_str().unwrap().to_string();
+    build(&["--store-path", &store_path]);
+    assert_eq!(calls(), Vec::<String>::new());
+    // A store path that is not the file it was (here: its ctime moved, as
+    // when it is deleted and made again) is asked of Nix again.
+    run(Command::new("chmod").args(["0555", &store_path]));
+    build(&["."]);
+    assert_eq!(calls(), ["eval", "path-info"]);
+    build(&["--no-cache", "."]);
     assert_eq!(calls(), ["eval", "path-info"]);
     let image = fx.out("oci");
     let rootfs = umoci_unpack(&image, "latest", &fx.out("bundle"));

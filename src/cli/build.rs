@@ -100,7 +100,8 @@ pub struct BuildArgs {
     /// Do not write /etc/passwd and /etc/group.
     #[arg(long)]
     no_etc_passwd: bool,
-    /// Do not use the layer cache (every layer is read again).
+    /// Do not use the layer and closure caches (every layer is read again,
+    /// every closure asked of Nix).
     #[arg(long)]
     no_cache: bool,
     /// Layers built at once (default: the number of cores).
@@ -253,6 +254,11 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
     };
     let mut nix = Nix {
         system: a.system.clone(),
+        closure_cache: if a.no_cache {
+            Default::default()
+        } else {
+            nixoci::nix::ClosureCache::new(default_cache_dir())
+        },
         ..Default::default()
     };
     for o in &a.nix_options {

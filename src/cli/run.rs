@@ -105,7 +105,10 @@ pub fn run(a: RunArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
     let exec_opts = Options {
         snapshotter: containerd.snapshotter.clone(),
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        nix: Default::default(),
+        nix: nixoci::nix::Nix {
+            closure_cache: nixoci::nix::ClosureCache::new(default_cache_dir()),
+            ..Default::default()
+        },
         cache: LayerCache::new(default_cache_dir()),
         stop_grace: Duration::from_secs(10),
         registry: containerd.registry_options(),

@@ -2,11 +2,13 @@
 //!
 //! Nix is evaluated once per build: `nix eval --apply` yields the output
 //! path, the derivation and `meta.mainProgram`. If the output is already
-//! in the store, its closure is read at once with `nix path-info` (which
-//! evaluates nothing): two invocations. Otherwise the derivation is
-//! realised by path (no second evaluation) first.
+//! in the store, its closure comes from the closure cache (a rebuild of an
+//! unchanged output calls Nix once) or `nix path-info`, which evaluates
+//! nothing. Otherwise the derivation is realised by path (no second
+//! evaluation) first.
 
 use super::closure::{Closure, ClosureError};
+use super::closure_cache::ClosureCache;
 use super::path_info::{parse_path_info_json, PathInfoError};
 use super::store_path::{StorePath, StorePathError};
 use serde::Deserialize;
@@ -114,6 +116,8 @@ pub struct Nix {
     pub binary: Option<PathBuf>,
     pub options: Vec<(String, String)>,
     pub system: Option<String>,
+    /// Closures read before (none by default).
+    pub closure_cache: ClosureCache,
 }
 
 #[derive(Deserialize)]
@@ -226,11 +230,18 @@ impl Nix {
         })
     }
 
-    /// The closure of a built store path.
+    /// The closure of a built store path: from the closure cache while
+    /// every path of it is unchanged on disk, else from `nix path-info`.
     pub fn closure(&self, root: &StorePath) -> Result<Closure, NixError> {
+        if let Some(infos) = self.closure_cache.get(root) {
+            if let Ok(c) = Closure::new(root.clone(), infos) {
+                return Ok(c);
+            }
+        }
         let path = root.to_string();
         let stdout = self.run(&["path-info", "--json", "--recursive", &path])?;
         let infos = parse_path_info_json(&stdout)?;
+        self.closure_cache.put(root, &infos);
         Ok(Closure::new(root.clone(), infos)?)
     }
 }

@@ -4,11 +4,13 @@
 //! The parsing parts are a synchronous, pure core; only [`command`] runs Nix.
 
 pub mod closure;
+pub mod closure_cache;
 pub mod command;
 pub mod path_info;
 pub mod store_path;
 
 pub use closure::Closure;
+pub use closure_cache::ClosureCache;
 pub use command::{FlakeRef, Nix, NixError};
 pub use path_info::{parse_path_info_json, PathInfo};
 pub use store_path::{StorePath, StorePathError, STORE_DIR};
