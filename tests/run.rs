@@ -674,7 +674,9 @@ fn a_port_that_never_opens_fails_in_about_its_wait() {
         show(&o)
     );
     assert!(stderr(&o).contains("idle: up"), "{}", show(&o));
-    assert!((2.0..8.0).contains(&took), "took {took:.1}s");
+    // About its 2 s wait plus setting up and removing the service, which a
+    // loaded CI machine slows; well under the 15 s default wait either way.
+    assert!((2.0..12.0).contains(&took), "took {took:.1}s");
     assert!(!env.ctr(&["tasks", "ls"]).contains("nixoci-np-"));
 }
 
