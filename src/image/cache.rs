@@ -60,13 +60,18 @@ impl LayerCache {
 
     /// Remove every entry; returns how many were removed.
     pub fn prune(&self) -> std::io::Result<usize> {
-        let Some(dir) = &self.dir else { return Ok(0) };
-        let n = match fs::read_dir(dir) {
-            Ok(rd) => rd.count(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e),
-        };
-        fs::remove_dir_all(dir)?;
-        Ok(n)
+        self.dir.as_deref().map_or(Ok(0), prune_dir)
     }
+}
+
+/// Remove a cache directory; returns how many entries it held (0 if it
+/// did not exist).
+pub fn prune_dir(dir: &Path) -> std::io::Result<usize> {
+    let n = match fs::read_dir(dir) {
+        Ok(rd) => rd.count(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    fs::remove_dir_all(dir)?;
+    Ok(n)
 }

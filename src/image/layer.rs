@@ -163,19 +163,11 @@ fn cancelled(cancel: &AtomicBool) -> bool {
     cancel.load(Ordering::Relaxed) || crate::interrupt::interrupted()
 }
 
-/// A file read that stops when the build is cancelled, so that a large file
-/// does not delay an interrupt.
-/// An open store file being emitted; reading fails once the build is
-/// cancelled.
+/// An open store file being emitted. Reading it fails once the build is
+/// cancelled, so that a large file does not delay an interrupt.
 pub struct StoreFile<'a> {
     pub inner: File,
     cancel: &'a AtomicBool,
-}
-
-impl StoreFile<'_> {
-    pub fn cancelled(&self) -> bool {
-        cancelled(self.cancel)
-    }
 }
 
 impl io::Read for StoreFile<'_> {

@@ -113,26 +113,16 @@ impl ClosureCache {
         if fs::create_dir_all(dir).is_err() {
             return;
         }
-        let tmp = dir.join(format!(".{}.tmp", std::process::id()));
         let bytes = serde_json::to_vec(&entries).expect("entries serialise");
-        if fs::write(&tmp, bytes)
-            .and_then(|_| fs::rename(&tmp, &file))
-            .is_err()
-        {
-            let _ = fs::remove_file(&tmp);
-            tracing::debug!("closure cache not written: {}", file.display());
+        if let Err(e) = crate::sink::oci_dir::write_atomic(&file, &bytes) {
+            tracing::debug!("closure cache not written: {e}");
         }
     }
 
     /// Remove every entry; returns how many were removed.
     pub fn prune(&self) -> std::io::Result<usize> {
-        let Some(dir) = &self.dir else { return Ok(0) };
-        let n = match fs::read_dir(dir) {
-            Ok(rd) => rd.count(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e),
-        };
-        fs::remove_dir_all(dir)?;
-        Ok(n)
+        self.dir
+            .as_deref()
+            .map_or(Ok(0), crate::image::cache::prune_dir)
     }
 }
