@@ -418,15 +418,7 @@ fn oci_plan(
         config_bytes,
         manifest: desc,
         manifest_bytes,
-        layers: layers
-            .into_iter()
-            .zip(diff_ids)
-            .map(|(blob, diff_id)| LayerRecord {
-                diff_id,
-                uncompressed_size: 0,
-                blob,
-            })
-            .collect(),
+        layers: layer_records(layers, diff_ids),
     })
 }
 
@@ -913,19 +905,39 @@ pub fn manifest_blobs(origin: &Path, manifest: &[u8]) -> Result<(Blob, Vec<Blob>
     Ok((config, layers))
 }
 
-/// An image held as documents elsewhere (a registry, a content store):
-/// copy each layer the sinks lack through `open`, then record the image
-/// with its own manifest and config bytes.
+/// A loaded image's layers: each blob with its diff_id (sizes unknown).
+fn layer_records(blobs: Vec<Blob>, diff_ids: Vec<Digest>) -> Vec<LayerRecord> {
+    blobs
+        .into_iter()
+        .zip(diff_ids)
+        .map(|(blob, diff_id)| LayerRecord {
+            diff_id,
+            uncompressed_size: 0,
+            blob,
+        })
+        .collect()
+}
+
+/// An image held as documents elsewhere (a registry, a content store),
+/// from its manifest (of `media_type`): fetch the config through
+/// `get_config`, copy each layer the sinks lack through `open`, then record
+/// the image with its own manifest and config bytes.
 pub fn store_documents<E: From<LoadError>>(
     origin: &Path,
     reference: ImageRef,
-    manifest: Blob,
+    media_type: String,
     manifest_bytes: Vec<u8>,
-    config_bytes: Vec<u8>,
     sinks: &[&dyn BlobSink],
+    get_config: impl FnOnce(&Digest) -> Result<Vec<u8>, E>,
     mut open: impl FnMut(&Digest) -> Result<Box<dyn Read>, E>,
 ) -> Result<ImageRecord, E> {
     let (config, layers) = manifest_blobs(origin, &manifest_bytes)?;
+    let manifest = Blob {
+        media_type,
+        digest: Digest::of(&manifest_bytes),
+        size: manifest_bytes.len() as u64,
+    };
+    let config_bytes = get_config(&config.digest)?;
     if Digest::of(&config_bytes) != config.digest {
         return Err(LoadError::Invalid {
             path: origin.into(),
@@ -949,15 +961,7 @@ pub fn store_documents<E: From<LoadError>>(
         manifest_bytes,
         config,
         config_bytes,
-        layers: layers
-            .into_iter()
-            .zip(diff_ids)
-            .map(|(blob, diff_id)| LayerRecord {
-                diff_id,
-                uncompressed_size: 0,
-                blob,
-            })
-            .collect(),
+        layers: layer_records(layers, diff_ids),
     };
     Ok(finish_record(record, sinks)?)
 }

@@ -4,8 +4,6 @@
 //! streamed from `content.Read`.
 
 use super::{content, images, Client, ContainerdError};
-use crate::image::digest::Digest;
-use crate::image::manifest::Blob;
 use crate::image::reference::ImageRef;
 use crate::load::{store_documents, LoadError};
 use crate::sink::{BlobSink, ImageRecord};
@@ -148,21 +146,13 @@ fn export_inner(
         let d = m["digest"].as_str().unwrap_or_default().to_string();
         bytes = rt.block_on(content::read_all(c, &d))?;
     }
-    let origin = Path::new(&name);
-    let (config, _) = crate::load::manifest_blobs(origin, &bytes)?;
-    let config_bytes = rt.block_on(content::read_all(c, &config.digest.to_string()))?;
-    let manifest = Blob {
-        media_type,
-        digest: Digest::of(&bytes),
-        size: bytes.len() as u64,
-    };
     store_documents(
-        origin,
+        Path::new(&name),
         reference.clone(),
-        manifest,
+        media_type,
         bytes,
-        config_bytes,
         sinks,
+        |d| Ok::<_, ExportError>(rt.block_on(content::read_all(c, &d.to_string()))?),
         |d| Ok::<Box<dyn Read>, ExportError>(Box::new(reader(rt, c, &d.to_string()))),
     )
 }

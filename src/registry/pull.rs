@@ -4,8 +4,6 @@
 //! recorded (and, for containerd, unpacked).
 
 use super::{Client, Options, RegistryError};
-use crate::image::digest::Digest;
-use crate::image::manifest::Blob;
 use crate::image::reference::ImageRef;
 use crate::load::{store_documents, LoadError};
 use crate::sink::{BlobSink, ImageRecord};
@@ -84,26 +82,21 @@ fn pull_inner(
             .to_string();
         (media_type, bytes) = client.get_manifest(&digest)?;
     }
-    let origin = Path::new(&want);
-    let (config, _) = crate::load::manifest_blobs(origin, &bytes)?;
-    let mut config_bytes = Vec::new();
-    client
-        .get_blob(&config.digest.to_string())?
-        .take(16 << 20)
-        .read_to_end(&mut config_bytes)
-        .map_err(|e| invalid(format!("reading the config: {e}")))?;
-    let manifest = Blob {
-        media_type,
-        digest: Digest::of(&bytes),
-        size: bytes.len() as u64,
-    };
     store_documents(
-        origin,
+        Path::new(&want),
         reference.clone(),
-        manifest,
+        media_type,
         bytes,
-        config_bytes,
         sinks,
+        |d| {
+            let mut config_bytes = Vec::new();
+            client
+                .get_blob(&d.to_string())?
+                .take(16 << 20)
+                .read_to_end(&mut config_bytes)
+                .map_err(|e| invalid(format!("reading the config: {e}")))?;
+            Ok(config_bytes)
+        },
         |d| Ok::<Box<dyn Read>, PullError>(Box::new(client.get_blob(&d.to_string())?)),
     )
 }
