@@ -673,9 +673,21 @@ impl<'a> Executor<'a> {
         for (k, v) in &fields {
             self.values.set(id, k, v.clone());
         }
-        let (what, status, text_name, text) = match recipe {
-            Recipe::Exec(_) => ("the command", "exit code", "output", &fields["output"]),
-            Recipe::Http(_) => ("the request", "status", "body", &fields["body"]),
+        let (what, status, text_name, text, head) = match recipe {
+            Recipe::Exec(_) => (
+                "the command",
+                "exit code",
+                "output",
+                &fields["output"],
+                "Command returned with exit code",
+            ),
+            Recipe::Http(_) => (
+                "the request",
+                "status",
+                "body",
+                &fields["body"],
+                "Request returned status",
+            ),
         };
         let text = text.as_str().unwrap_or("").trim_end();
         if !skip_code_check && !acceptable_codes.contains(&code) {
@@ -683,10 +695,6 @@ impl<'a> Executor<'a> {
                 "{what} returned {status} {code}, which is not among the acceptable codes {acceptable_codes:?}; its {text_name}:\n{text}"
             ));
         }
-        let head = match recipe {
-            Recipe::Exec(_) => "Command returned with exit code",
-            Recipe::Http(_) => "Request returned status",
-        };
         Ok(Some(format!(
             "{head} '{code}' and the following {text_name}:\n{text}"
         )))
