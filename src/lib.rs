@@ -1,10 +1,25 @@
+//! nixoci as a library. The modules are layers; each uses only those above
+//! it in this list (checked by `tests/architecture.rs`):
+//!
+//! - [`util`]: atomic writes, the interrupt flag;
+//! - [`nix`]: store paths, closures, the `nix` CLI (knows nothing of OCI);
+//! - [`oci`]: digests, descriptors, references, platforms, image records;
+//! - [`image`]: the pure image core: layering plan, tar, config, manifest;
+//! - [`containerd`], [`registry`]: clients of the two daemons nixoci talks to;
+//! - [`source`], [`sink`]: where images are read from and written to;
+//! - [`pipeline`]: the one road from a flake output, store path or source
+//!   to sinks (threads, layer cache);
+//! - [`plan`]: Kurtosis package interpretation (pure);
+//! - [`enclave`]: plan execution on containerd.
+
 pub mod containerd;
 pub mod enclave;
 pub mod image;
-pub mod interrupt;
-pub mod load;
 pub mod nix;
+pub mod oci;
 pub mod pipeline;
 pub mod plan;
 pub mod registry;
 pub mod sink;
+pub mod source;
+pub mod util;

@@ -8,7 +8,7 @@ use clap::Parser;
 
 fn main() {
     let args = cli::Cli::parse();
-    nixoci::interrupt::install();
+    nixoci::util::interrupt::install();
     cli::init_tracing(args.verbose);
     let code = match cli::run(args) {
         Ok(()) => 0,
@@ -16,7 +16,7 @@ fn main() {
             if let Some(cli::ExitCode(code)) = e.downcast_ref::<cli::ExitCode>() {
                 std::process::exit(*code);
             }
-            let code = if nixoci::interrupt::interrupted() {
+            let code = if nixoci::util::interrupt::interrupted() {
                 130
             } else if e.downcast_ref::<cli::Usage>().is_some() {
                 2

@@ -437,7 +437,7 @@ fn malformed_archives_are_refused_with_kurtosis_messages() {
         b.append_data(&mut h, "f", &b"abc"[..]).unwrap();
         b.into_inner().unwrap()
     };
-    let diff = nixoci::image::Digest::of(&layer).to_string();
+    let diff = nixoci::oci::Digest::of(&layer).to_string();
     let config = |d: &str| {
         format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{d}"]}}}}"#).into_bytes()
     };
@@ -522,7 +522,7 @@ fn malformed_archives_are_refused_with_kurtosis_messages() {
 
 /// Rewrite a blob of an OCI layout under its new digest; returns the digest.
 fn put_blob(layout: &std::path::Path, bytes: &[u8]) -> String {
-    let d = nixoci::image::Digest::of(bytes);
+    let d = nixoci::oci::Digest::of(bytes);
     std::fs::write(layout.join("blobs/sha256").join(d.hex()), bytes).unwrap();
     d.to_string()
 }

@@ -1,20 +1,19 @@
 use super::{parse_outputs, print_notes, usage};
 use anyhow::Context;
 use clap::Args;
-use nixoci::image::assemble::{secs, ImageSpec, Progress};
-use nixoci::image::cache::{default_cache_dir, LayerCache};
-use nixoci::image::config::{
-    parse_command, parse_created, parse_expose, parse_key_value, rfc3339, Platform, RuntimeConfig,
-};
+use nixoci::image::config::{parse_command, parse_expose, parse_key_value, RuntimeConfig};
 use nixoci::image::layering::DEFAULT_MAX_LAYERS;
 use nixoci::image::rootfs::RootLayerOptions;
-use nixoci::image::{Compression, ImageRef};
-use nixoci::load::LoadSource;
+use nixoci::image::Compression;
 use nixoci::nix::{FlakeRef, Nix, StorePath};
+use nixoci::oci::time::parse_created;
+use nixoci::oci::{ImageRef, LayerRecord};
+use nixoci::pipeline::assemble::{secs, Progress};
+use nixoci::pipeline::cache::{default_cache_dir, LayerCache};
 use nixoci::pipeline::{
-    build_into, classify_output, default_reference, load_into, realise, Source,
+    build, realise, source_date_epoch, ImageOptions, Outcome, PipelineError, Source,
 };
-use nixoci::sink::{LayerRecord, SinkSpec};
+use nixoci::sink::SinkSpec;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::Instant;
@@ -115,6 +114,8 @@ pub struct BuildArgs {
 /// Plain progress lines (not on a terminal, or with -v).
 struct Lines {
     on: bool,
+    /// Notes are for people (not with --json).
+    human: bool,
 }
 
 /// A progress bar on a terminal: bytes of the closure, layers done.
@@ -142,6 +143,9 @@ impl Bar {
 }
 
 impl Progress for Bar {
+    fn note(&self, message: &str) {
+        self.bar.suspend(|| eprintln!("{message}"));
+    }
     fn layer_started(&self, index: usize, total: usize, _what: &str, bytes: u64) {
         use std::sync::atomic::Ordering;
         self.total_layers.store(total, Ordering::Relaxed);
@@ -170,6 +174,11 @@ impl Progress for Bar {
 }
 
 impl Progress for Lines {
+    fn note(&self, message: &str) {
+        if self.human {
+            eprintln!("{message}");
+        }
+    }
     fn layer_done(&self, index: usize, r: &LayerRecord, cached: bool) {
         if self.on {
             let how = if cached { "cached" } else { "built" };
@@ -189,69 +198,19 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
     let started = Instant::now();
     // Validate everything the user gave before running anything.
     let outputs = parse_outputs(&a.outputs)?;
-    if a.compression == Some(Compression::Zstd) && outputs.iter().any(SinkSpec::is_docker_archive) {
-        return Err(usage(
-            "--compression zstd cannot go with a docker-archive output: docker-archive layers are plain tars, as `docker save` writes them, and `docker load` reads no zstd. Use gzip or none, or an oci:/oci-archive: output",
-        ));
-    }
     nixoci::containerd::check_namespace(&containerd.namespace).map_err(usage)?;
-    let (compression, level) =
-        nixoci::sink::layer_compression(&outputs, a.compression, a.compression_level);
-    compression.check_level(level).map_err(usage)?;
-    if !(nixoci::image::layering::MIN_MAX_LAYERS..=nixoci::image::layering::MAX_MAX_LAYERS)
-        .contains(&a.max_layers)
+    let opts = image_options(&a).map_err(usage)?;
+    if opts.compression == Some(Compression::Zstd)
+        && outputs.iter().any(SinkSpec::is_docker_archive)
     {
-        return Err(usage(nixoci::image::layering::LayeringError::MaxLayers(
-            a.max_layers,
-        )));
+        return Err(usage(nixoci::pipeline::PipelineError::ZstdDockerArchive));
     }
-    let tag = a
-        .tag
-        .as_deref()
-        .map(ImageRef::parse)
-        .transpose()
-        .map_err(usage)?;
-    let system = a
-        .system
-        .clone()
-        .unwrap_or_else(nixoci::pipeline::host_system);
-    let platform = Platform::from_nix_system(&system).map_err(usage)?;
-    let mut runtime = RuntimeConfig {
-        entrypoint: a.entrypoint.as_deref().map(parse_command),
-        cmd: a.cmd.as_deref().map(parse_command),
-        workdir: a.workdir.clone(),
-        user: a.user.clone(),
-        ..Default::default()
-    };
-    for e in &a.env {
-        runtime
-            .env
-            .push(parse_key_value("--env", e).map_err(usage)?);
-    }
-    for p in &a.expose {
-        runtime.exposed_ports.push(parse_expose(p).map_err(usage)?);
-    }
-    for l in &a.labels {
-        let (k, v) = parse_key_value("--label", l).map_err(usage)?;
-        runtime.labels.insert(k, v);
-    }
-    let mut annotations = BTreeMap::new();
-    for l in &a.annotations {
-        let (k, v) = parse_key_value("--annotation", l).map_err(usage)?;
-        annotations.insert(k, v);
-    }
-    let mtime = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => v.parse::<u64>().map_err(|_| {
-            usage(format!(
-                "SOURCE_DATE_EPOCH '{v}' is not a number of seconds"
-            ))
-        })?,
-        _ => 1,
-    };
-    let created = match &a.created {
-        Some(c) => parse_created(c).map_err(usage)?,
-        None => rfc3339(mtime),
-    };
+    let (compression, level) =
+        nixoci::sink::layer_compression(&outputs, opts.compression, opts.compression_level);
+    compression.check_level(level).map_err(usage)?;
+    nixoci::image::layering::check_max_layers(opts.max_layers).map_err(usage)?;
+    opts.platform().map_err(usage)?;
+    let mtime = source_date_epoch().map_err(usage)?;
     let mut nix = Nix {
         system: a.system.clone(),
         closure_cache: if a.no_cache {
@@ -268,7 +227,7 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
     let source = match (&a.flake, &a.store_path) {
         (_, Some(p)) => Source::StorePath(StorePath::parse(p).map_err(usage)?),
         (Some(f), None) => Source::Flake(FlakeRef::parse(f).map_err(usage)?),
-        (None, None) => unreachable!("clap requires one"),
+        (None, None) => return Err(usage("give a flake reference or --store-path")),
     };
     let human = !a.json;
     if human {
@@ -287,99 +246,6 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
             closure.nar_size()
         );
     }
-    // An image Nix already made (dockerTools): loaded as it is, named by
-    // --tag, else by the archive, else by the store path.
-    if let Some(image) = classify_output(&closure.root)? {
-        if human {
-            eprintln!(
-                "{} is an image already ({}); loading it",
-                closure.root,
-                match image {
-                    LoadSource::Stream(_) => "a stream- script",
-                    LoadSource::OciArchive(_) => "an OCI archive",
-                    _ => "a docker-archive",
-                }
-            );
-        }
-        if outputs.iter().any(SinkSpec::is_docker_archive) {
-            return Err(usage(format!(
-                "{} is already an image; nixoci does not write it again as a docker-archive. Use it as it is, or choose containerd, oci: or oci-archive:",
-                closure.root
-            )));
-        }
-        let ignored: Vec<&str> = [
-            ("--entrypoint", a.entrypoint.is_some()),
-            ("--cmd", a.cmd.is_some()),
-            ("--env", !a.env.is_empty()),
-            ("--workdir", a.workdir.is_some()),
-            ("--user", a.user.is_some()),
-            ("--expose", !a.expose.is_empty()),
-            ("--label", !a.labels.is_empty()),
-            ("--annotation", !a.annotations.is_empty()),
-            ("--created", a.created.is_some()),
-            (
-                "--compression",
-                a.compression.is_some() || a.compression_level.is_some(),
-            ),
-            ("--max-layers", a.max_layers != DEFAULT_MAX_LAYERS),
-        ]
-        .into_iter()
-        .filter_map(|(flag, given)| given.then_some(flag))
-        .collect();
-        if !ignored.is_empty() {
-            eprintln!(
-                "warning: {} is an image already; its own config and layers are kept, so {} {} ignored",
-                closure.root,
-                ignored.join(", "),
-                if ignored.len() == 1 { "is" } else { "are" }
-            );
-        }
-        let fallback = default_reference(&closure.root).ok();
-        let ctx = containerd.sink_context(mtime);
-        let result = load_into(&image, &outputs, &ctx, tag.as_ref(), fallback.as_ref());
-        print_notes(&ctx);
-        let loaded = result.with_context(|| format!("loading the image {}", closure.root))?;
-        let r = &loaded.record;
-        return report(
-            a.json,
-            started,
-            r,
-            &outputs,
-            loaded.reports,
-            closure,
-            None,
-            built.nix_seconds,
-        );
-    }
-    let reference = match tag {
-        Some(t) => t,
-        None => default_reference(&closure.root)?,
-    };
-    let root_layer = RootLayerOptions {
-        links: !a.no_root_links,
-        tmp: !a.no_tmp,
-        etc_passwd: !a.no_etc_passwd,
-    };
-    if runtime.entrypoint.is_none() {
-        if let Some(main) = &built.main_program {
-            runtime.entrypoint = Some(vec![format!("{}/bin/{main}", closure.root)]);
-        }
-    }
-    if root_layer.links && !runtime.env.iter().any(|(k, _)| k == "PATH") {
-        runtime.env.insert(0, ("PATH".into(), "/bin".into()));
-    }
-    let spec = ImageSpec {
-        reference,
-        platform,
-        runtime,
-        created,
-        mtime,
-        compression,
-        level,
-        max_layers: a.max_layers,
-        root_layer,
-        annotations,
-    };
     let cache = if a.no_cache {
         LayerCache::disabled()
     } else {
@@ -391,6 +257,7 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
     let bar_on = human && verbose == 0 && std::io::stderr().is_terminal();
     let lines = Lines {
         on: human && !bar_on,
+        human,
     };
     let bar = bar_on.then(|| Bar::new(closure.nar_size()));
     let progress: &dyn Progress = match &bar {
@@ -398,23 +265,74 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
         None => &lines,
     };
     let ctx = containerd.sink_context(mtime);
-    let result = build_into(&spec, closure, &outputs, &ctx, &cache, jobs, progress);
+    let result = build(&built, &opts, &outputs, &ctx, &cache, jobs, progress);
     if let Some(b) = &bar {
         b.bar.finish_and_clear();
     }
     print_notes(&ctx);
-    let built_image = result.with_context(|| format!("building the image of {}", closure.root))?;
-    let image = &built_image.image;
+    let outcome = match result {
+        Err(e @ PipelineError::ImageAsDockerArchive(_)) => return Err(usage(e)),
+        r => r.with_context(|| format!("building the image of {}", closure.root))?,
+    };
+    let stats = match &outcome {
+        Outcome::Built(b) => Some(&b.image.stats),
+        Outcome::Loaded(_) => None,
+    };
     report(
         a.json,
         started,
-        &image.record,
+        outcome.record(),
         &outputs,
-        built_image.reports.clone(),
+        outcome.reports().to_vec(),
         closure,
-        Some(&image.stats),
+        stats,
         built.nix_seconds,
     )
+}
+
+/// The image options the flags give, checked.
+fn image_options(a: &BuildArgs) -> anyhow::Result<ImageOptions> {
+    let mut runtime = RuntimeConfig {
+        entrypoint: a.entrypoint.as_deref().map(parse_command),
+        cmd: a.cmd.as_deref().map(parse_command),
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        ..Default::default()
+    };
+    for e in &a.env {
+        runtime.env.push(parse_key_value("--env", e)?);
+    }
+    for p in &a.expose {
+        runtime.exposed_ports.push(parse_expose(p)?);
+    }
+    for l in &a.labels {
+        let (k, v) = parse_key_value("--label", l)?;
+        runtime.labels.insert(k, v);
+    }
+    let mut annotations = BTreeMap::new();
+    for l in &a.annotations {
+        let (k, v) = parse_key_value("--annotation", l)?;
+        annotations.insert(k, v);
+    }
+    Ok(ImageOptions {
+        tag: a.tag.as_deref().map(ImageRef::parse).transpose()?,
+        system: a.system.clone(),
+        runtime,
+        annotations,
+        created: a
+            .created
+            .as_deref()
+            .map(|c| parse_created("--created", c))
+            .transpose()?,
+        compression: a.compression,
+        compression_level: a.compression_level,
+        max_layers: a.max_layers,
+        root_layer: RootLayerOptions {
+            links: !a.no_root_links,
+            tmp: !a.no_tmp,
+            etc_passwd: !a.no_etc_passwd,
+        },
+    })
 }
 
 /// Print the result: a line per output, or one JSON document.
@@ -422,11 +340,11 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
 fn report(
     json: bool,
     started: Instant,
-    r: &nixoci::sink::ImageRecord,
+    r: &nixoci::oci::ImageRecord,
     outputs: &[SinkSpec],
     reports: Vec<serde_json::Value>,
     closure: &nixoci::nix::Closure,
-    stats: Option<&nixoci::image::assemble::Stats>,
+    stats: Option<&nixoci::pipeline::assemble::Stats>,
     nix_seconds: f64,
 ) -> anyhow::Result<()> {
     if json {

@@ -1,5 +1,5 @@
 use clap::Subcommand;
-use nixoci::image::cache::{default_cache_dir, LayerCache};
+use nixoci::pipeline::cache::{default_cache_dir, LayerCache};
 
 #[derive(Subcommand)]
 pub enum CacheCommand {

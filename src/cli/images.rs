@@ -1,7 +1,7 @@
 use super::{usage, ContainerdArgs};
 use clap::Subcommand;
 use nixoci::containerd::images;
-use nixoci::image::ImageRef;
+use nixoci::oci::ImageRef;
 
 #[derive(Subcommand)]
 pub enum ImagesCommand {

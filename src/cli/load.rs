@@ -1,9 +1,9 @@
 use super::{parse_outputs, print_notes, usage, ContainerdArgs};
 use clap::Args;
-use nixoci::image::ImageRef;
-use nixoci::load::LoadSource;
+use nixoci::oci::ImageRef;
 use nixoci::pipeline::{load_into, Loaded};
 use nixoci::sink::SinkSpec;
+use nixoci::source::LoadSource;
 
 #[derive(Args)]
 #[command(after_help = "Examples:

@@ -1,8 +1,9 @@
 //! `nixoci pull REF`: an image from a registry into containerd, unpacked.
 
 use super::{print_notes, usage, ContainerdArgs};
-use nixoci::image::ImageRef;
-use nixoci::sink::{BlobSink, SinkSpec};
+use nixoci::oci::ImageRef;
+use nixoci::pipeline::{copy, ImageSource};
+use nixoci::sink::SinkSpec;
 
 #[derive(clap::Args)]
 #[command(
@@ -19,17 +20,16 @@ pub struct PullArgs {
 pub fn run(a: PullArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
     let reference = ImageRef::parse(&a.reference).map_err(usage)?;
     let ctx = containerd.sink_context(1);
-    let sinks = nixoci::pipeline::open_sinks(&[SinkSpec::Containerd(None)], &ctx);
+    let source = ImageSource::Registry(reference.clone(), None);
+    let loaded = copy(&source, &[SinkSpec::Containerd(None)], &ctx, None, None);
     print_notes(&ctx);
-    let sinks = sinks?;
-    let client = nixoci::registry::pull::client(&reference, &ctx.registry, None)?;
-    let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
-    let record = nixoci::registry::pull::pull(&reference, &client, &refs)?;
+    let loaded = loaded?;
+    let record = &loaded.record;
     let report = serde_json::json!({
         "reference": record.reference.to_string(),
         "manifest_digest": record.manifest.digest.to_string(),
         "layers": record.layers.len(),
-        "containerd": sinks[0].report(),
+        "containerd": loaded.reports[0],
     });
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

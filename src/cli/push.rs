@@ -1,10 +1,10 @@
 //! `nixoci push SOURCE REF`: an existing image to a registry.
 
 use super::{print_notes, usage, ContainerdArgs};
-use nixoci::image::ImageRef;
-use nixoci::load::LoadSource;
-use nixoci::pipeline::{load_into, open_sinks};
-use nixoci::sink::{BlobSink, SinkSpec};
+use nixoci::oci::ImageRef;
+use nixoci::pipeline::{copy, ImageSource};
+use nixoci::sink::SinkSpec;
+use nixoci::source::LoadSource;
 
 #[derive(clap::Args)]
 #[command(
@@ -26,22 +26,13 @@ pub fn run(a: PushArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
     let target = ImageRef::parse(&a.reference).map_err(usage)?;
     let outputs = [SinkSpec::Registry(a.reference.clone())];
     let ctx = containerd.sink_context(1);
-    let reports = if let Some(name) = a.source.strip_prefix("containerd:") {
-        let name = ImageRef::parse(name).map_err(usage)?;
-        let sinks = open_sinks(&outputs, &ctx)?;
-        let client = ctx.containerd(None);
-        print_notes(&ctx);
-        let client = client?;
-        let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
-        nixoci::containerd::export::export(&ctx.runtime()?, &client, &name, &refs)?;
-        sinks.iter().map(|s| s.report()).collect::<Vec<_>>()
-    } else {
-        let source = LoadSource::parse(&a.source).map_err(usage)?;
-        let fallback = target.clone();
-        let loaded = load_into(&source, &outputs, &ctx, None, Some(&fallback));
-        print_notes(&ctx);
-        loaded?.reports
+    let source = match a.source.strip_prefix("containerd:") {
+        Some(name) => ImageSource::Containerd(ImageRef::parse(name).map_err(usage)?),
+        None => ImageSource::Load(LoadSource::parse(&a.source).map_err(usage)?),
     };
+    let loaded = copy(&source, &outputs, &ctx, None, Some(&target));
+    print_notes(&ctx);
+    let reports = loaded?.reports;
     let report = &reports[0];
     if a.json {
         println!("{}", serde_json::to_string_pretty(report)?);

@@ -4,7 +4,7 @@
 use super::{usage, ContainerdArgs};
 use nixoci::enclave::execute::{build_images, Executor, Options};
 use nixoci::enclave::{self, Enclave};
-use nixoci::image::cache::{default_cache_dir, LayerCache};
+use nixoci::pipeline::cache::{default_cache_dir, LayerCache};
 use nixoci::plan::{self, Package, RunOptions};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -97,7 +97,7 @@ pub fn run(a: RunArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
     }
     nixoci::enclave::network::check_plugins()?;
     let say = |m: String| eprintln!("{m}");
-    let ctx = containerd.sink_context(1);
+    let ctx = containerd.sink_context(nixoci::pipeline::source_date_epoch().map_err(usage)?);
     let client = ctx.containerd(None);
     super::print_notes(&ctx);
     let client = client?;

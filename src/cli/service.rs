@@ -85,7 +85,7 @@ pub fn run(c: ServiceCommand, args: &ContainerdArgs) -> anyhow::Result<()> {
                 let client = client.in_namespace(&ns);
                 let mut buf = Vec::new();
                 loop {
-                    if nixoci::interrupt::interrupted() {
+                    if nixoci::util::interrupt::interrupted() {
                         return Ok(());
                     }
                     buf.clear();

@@ -4,7 +4,7 @@
 //! channel, so the layer pipeline streams into containerd with no temp file.
 
 use super::{is_code, Client, ContainerdError};
-use crate::image::digest::Digest;
+use crate::oci::digest::Digest;
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::{
     AbortRequest, Info, InfoRequest, ReadContentRequest, UpdateRequest, WriteAction,

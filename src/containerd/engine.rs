@@ -9,18 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `$NIXOCI_HOME`, else `$XDG_DATA_HOME/nixoci`, else `~/.local/share/nixoci`.
-pub fn nixoci_home() -> PathBuf {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    env("NIXOCI_HOME")
-        .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("nixoci")))
-        .or_else(|| env("HOME").map(|h| h.join(".local/share/nixoci")))
-        .unwrap_or_else(|| PathBuf::from("/var/lib/nixoci"))
-}
+pub use crate::util::dirs::nixoci_home;
 
 pub struct Engine {
     dir: PathBuf,

@@ -1,7 +1,7 @@
 //! Image records and leases.
 
 use super::{Client, ContainerdError};
-use crate::image::manifest::Blob;
+use crate::oci::blob::Blob;
 use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::{

@@ -9,10 +9,7 @@ pub mod address;
 pub mod containers;
 pub mod content;
 pub mod engine;
-pub mod export;
-pub mod fill;
 pub mod images;
-pub mod unpack;
 
 use std::time::Duration;
 use tonic::metadata::MetadataValue;
@@ -168,7 +165,7 @@ pub fn expire_in(secs: u64) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    crate::image::config::rfc3339(now + secs)
+    crate::oci::time::rfc3339(now + secs)
 }
 
 /// A fresh id: `nixoci-<pid>-<nanos>-<n>`.

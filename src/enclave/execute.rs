@@ -6,9 +6,9 @@ use super::service::{self, NewService, ResolvedImage};
 use super::spec::Bind;
 use super::{container_id, http, network, Enclave, EnclaveError, ServiceRecord};
 use crate::containerd::Client;
-use crate::image::cache::LayerCache;
-use crate::image::reference::ImageRef;
 use crate::nix::{FlakeRef, Nix};
+use crate::oci::reference::ImageRef;
+use crate::pipeline::cache::LayerCache;
 use crate::pipeline::{build_service_image, ServiceImage};
 use crate::plan::future::Runtime as Values;
 use crate::plan::{
@@ -102,7 +102,7 @@ pub fn build_images(
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(spec) = specs.get(i) else { break };
-                if crate::interrupt::interrupted() {
+                if crate::util::interrupt::interrupted() {
                     break;
                 }
                 let (flake, warning) = flake_ref(spec);
@@ -204,7 +204,7 @@ impl<'a> Executor<'a> {
             ..Default::default()
         };
         for (i, step) in plan.steps.iter().enumerate() {
-            if crate::interrupt::interrupted() {
+            if crate::util::interrupt::interrupted() {
                 return Err(ExecError::Interrupted {
                     ran: i,
                     total: plan.steps.len(),
@@ -214,7 +214,7 @@ impl<'a> Executor<'a> {
             let loc = step.location.0.as_str();
             let result = match self.step(&step.instruction, say) {
                 Ok(r) => r,
-                Err(_) if crate::interrupt::interrupted() => {
+                Err(_) if crate::util::interrupt::interrupted() => {
                     return Err(ExecError::Interrupted {
                         ran: i,
                         total: plan.steps.len(),
@@ -640,7 +640,7 @@ impl<'a> Executor<'a> {
             }),
             _ => None,
         };
-        let client = crate::registry::pull::client(&reference, &self.opts.registry, creds)
+        let client = crate::source::registry::client(&reference, &self.opts.registry, creds)
             .map_err(|e| format!("pulling {reference}: {e}"))?;
         let sink = crate::sink::containerd::ContainerdSink::open(
             self.rt.clone(),
@@ -649,7 +649,7 @@ impl<'a> Executor<'a> {
         )
         .map_err(|e| e.to_string())?;
         let sinks: [&dyn crate::sink::BlobSink; 1] = [&sink];
-        crate::registry::pull::pull(&reference, &client, &sinks).map_err(|e| {
+        crate::source::registry::pull(&reference, &client, &sinks).map_err(|e| {
             format!(
                 "image {image} is not in containerd namespace '{}' and pulling it failed: {e}",
                 c.namespace
@@ -798,7 +798,7 @@ impl<'a> Executor<'a> {
                 Err(e) if matches!(recipe, Recipe::Http(_)) => last = e,
                 Err(e) => return Err(e),
             }
-            if start.elapsed() + every > limit || crate::interrupt::interrupted() {
+            if start.elapsed() + every > limit || crate::util::interrupt::interrupted() {
                 return Err(format!(
                     "{field} did not satisfy {} {target} within {timeout} ({attempts} tries; last: {last})",
                     assertion.as_str()

@@ -182,7 +182,7 @@ impl Enclave {
             record: EnclaveRecord {
                 name: name.into(),
                 namespace: namespace.into(),
-                created: crate::image::config::rfc3339(
+                created: crate::oci::time::rfc3339(
                     std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_secs())
@@ -250,9 +250,9 @@ impl Enclave {
     pub fn save(&self) -> Result<(), EnclaveError> {
         let file = self.dir.join("enclave.json");
         let bytes = serde_json::to_vec_pretty(&self.record).expect("records serialise");
-        crate::sink::oci_dir::write_atomic(&file, &bytes).map_err(|e| EnclaveError::State {
+        crate::util::fs::write_atomic(&file, &bytes).map_err(|e| EnclaveError::State {
             path: file.clone(),
-            why: e.to_string(),
+            why: e.source.to_string(),
         })
     }
 

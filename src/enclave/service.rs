@@ -5,11 +5,12 @@
 use super::spec::{self, Bind, ImageDefaults};
 use super::{EnclaveError, ENCLAVE_LABEL, SERVICE_LABEL};
 use crate::containerd::containers::{self, RUNTIME, SPEC_TYPE};
-use crate::containerd::{content, images, unpack, Client};
-use crate::image::digest::Digest;
-use crate::image::manifest::Blob;
+use crate::containerd::{content, images, Client};
+use crate::oci::digest::Digest;
+use crate::oci::LayerRecord;
 use crate::plan::ServiceConfig;
-use crate::sink::LayerRecord;
+use crate::sink::containerd::unpack;
+use crate::source::documents;
 use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::Container;
 use std::os::unix::fs::OpenOptionsExt;
@@ -46,64 +47,46 @@ pub async fn resolve_image(
     let target = image
         .target
         .ok_or_else(|| err(format!("image {name} has no target")))?;
-    let mut manifest_digest = target.digest.clone();
-    let mut doc: serde_json::Value =
-        serde_json::from_slice(&content::read_all(c, &manifest_digest).await?)
-            .map_err(|e| err(format!("image {name}: unreadable manifest: {e}")))?;
-    if doc["manifests"].is_array() {
-        let pick = crate::load::platform_entry(&doc)
-            .and_then(|m| m["digest"].as_str())
-            .ok_or_else(|| {
-                err(format!(
-                    "image {name} has no linux/{} manifest",
-                    crate::load::host_arch()
-                ))
-            })?
-            .to_string();
-        manifest_digest = pick;
-        doc = serde_json::from_slice(&content::read_all(c, &manifest_digest).await?)
-            .map_err(|e| err(format!("image {name}: unreadable manifest: {e}")))?;
+    let origin = std::path::Path::new(name);
+    let doc_err = |e: crate::source::LoadError| err(format!("image {name}: {e}"));
+    let mut expected =
+        Digest::parse(&target.digest).map_err(|e| err(format!("image {name}: {e}")))?;
+    let mut bytes = documents::verified(
+        origin,
+        "manifest",
+        &expected,
+        content::read_all(c, &target.digest).await?,
+    )
+    .map_err(doc_err)?;
+    if documents::is_index(&target.media_type) {
+        let index = documents::parse_index(origin, "the index", &bytes).map_err(doc_err)?;
+        expected = documents::pick_platform(origin, &index)
+            .map_err(doc_err)?
+            .digest;
+        bytes = documents::verified(
+            origin,
+            "manifest",
+            &expected,
+            content::read_all(c, &expected.to_string()).await?,
+        )
+        .map_err(doc_err)?;
     }
-    let config_digest = doc["config"]["digest"]
-        .as_str()
-        .ok_or_else(|| err(format!("image {name}: manifest has no config")))?;
-    let config: serde_json::Value =
-        serde_json::from_slice(&content::read_all(c, config_digest).await?)
-            .map_err(|e| err(format!("image {name}: unreadable config: {e}")))?;
-    let diff_ids: Vec<Digest> = config["rootfs"]["diff_ids"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d.as_str().and_then(|d| Digest::parse(d).ok()))
-        .collect();
-    let layers: Vec<LayerRecord> = doc["layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .zip(&diff_ids)
-        .filter_map(|(l, diff_id)| {
-            Some(LayerRecord {
-                diff_id: diff_id.clone(),
-                uncompressed_size: 0,
-                blob: Blob {
-                    media_type: l["mediaType"].as_str()?.to_string(),
-                    digest: Digest::parse(l["digest"].as_str()?).ok()?,
-                    size: l["size"].as_u64()?,
-                },
-            })
-        })
-        .collect();
-    if layers.is_empty() || layers.len() != diff_ids.len() {
-        return Err(err(format!(
-            "image {name}: its manifest lists {} layers and its config {} diff_ids",
-            doc["layers"].as_array().map_or(0, |a| a.len()),
-            diff_ids.len()
-        )));
-    }
-    let top = unpack::chain_ids(&diff_ids)
-        .last()
-        .expect("at least one layer")
-        .to_string();
+    let (config, blobs) = documents::manifest_blobs(origin, &bytes).map_err(doc_err)?;
+    let config_bytes = documents::verified(
+        origin,
+        "config",
+        &config.digest,
+        content::read_all(c, &config.digest.to_string()).await?,
+    )
+    .map_err(doc_err)?;
+    let config_digest = config.digest;
+    let config = documents::parse_config(origin, &config_bytes).map_err(doc_err)?;
+    let diff_ids = documents::config_diff_ids(origin, &config, blobs.len(), "its manifest")
+        .map_err(doc_err)?;
+    let layers: Vec<LayerRecord> = documents::layer_records(blobs, diff_ids.clone());
+    let Some(top) = unpack::chain_ids(&diff_ids).last().map(|d| d.to_string()) else {
+        return Err(err(format!("image {name} has no layers")));
+    };
     if !unpack::snapshot_exists(c, snapshotter, &top).await? {
         let lease = images::create_lease(c).await?;
         let leased = c.with_lease(Some(lease.clone()));
@@ -112,9 +95,7 @@ pub async fn resolve_image(
         // containerd's own unpacker sets.
         if r.is_ok() {
             let key = format!("containerd.io/gc.ref.snapshot.{snapshotter}");
-            if let Ok(d) = Digest::parse(config_digest) {
-                let _ = content::set_labels(c, &d, &[(key, top.clone())].into()).await;
-            }
+            let _ = content::set_labels(c, &config_digest, &[(key, top.clone())].into()).await;
         }
         images::delete_lease(c, &lease).await?;
         r?;

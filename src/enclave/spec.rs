@@ -35,23 +35,16 @@ pub struct ImageDefaults {
 
 impl ImageDefaults {
     /// From an OCI (or Docker) image config document.
-    pub fn from_config(doc: &Value) -> Self {
-        let c = &doc["config"];
-        let strings = |v: &Value| -> Vec<String> {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default()
+    pub fn from_config(doc: &oci_spec::image::ImageConfiguration) -> Self {
+        let Some(c) = doc.config() else {
+            return ImageDefaults::default();
         };
         ImageDefaults {
-            entrypoint: strings(&c["Entrypoint"]),
-            cmd: strings(&c["Cmd"]),
-            env: strings(&c["Env"]),
-            working_dir: c["WorkingDir"].as_str().unwrap_or("").to_string(),
-            user: c["User"].as_str().unwrap_or("").to_string(),
+            entrypoint: c.entrypoint().clone().unwrap_or_default(),
+            cmd: c.cmd().clone().unwrap_or_default(),
+            env: c.env().clone().unwrap_or_default(),
+            working_dir: c.working_dir().clone().unwrap_or_default(),
+            user: c.user().clone().unwrap_or_default(),
         }
     }
 }

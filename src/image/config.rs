@@ -1,8 +1,9 @@
 //! The image configuration: runtime settings from the CLI (or a plan), the
 //! platform from the Nix system, diff_ids and history from the layers.
 
-use super::digest::Digest;
-use super::manifest::canonical_json;
+use crate::oci::blob::canonical_json;
+use crate::oci::digest::Digest;
+use crate::oci::platform::Platform;
 use oci_spec::image::{
     Arch, ConfigBuilder, HistoryBuilder, ImageConfigurationBuilder, Os, RootFsBuilder,
 };
@@ -10,51 +11,12 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("Nix system '{0}' has no OCI platform nixoci knows (known: x86_64-linux, aarch64-linux, i686-linux, armv7l-linux, armv6l-linux, riscv64-linux, powerpc64le-linux, s390x-linux)")]
-    System(String),
     #[error("--expose '{0}': expected PORT or PORT/tcp|udp|sctp with PORT in 1..=65535")]
     Expose(String),
     #[error("{flag} '{value}': expected KEY=VALUE")]
     KeyValue { flag: &'static str, value: String },
-    #[error("--created '{0}': expected 'now', seconds since the epoch, or an RFC 3339 UTC time like 2024-01-02T03:04:05Z")]
-    Created(String),
     #[error("building the image config: {0}")]
     Oci(#[from] oci_spec::OciSpecError),
-}
-
-/// The OCI platform of a Nix system double.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub architecture: String,
-    pub os: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    pub fn from_nix_system(system: &str) -> Result<Self, ConfigError> {
-        let (arch, os) = system
-            .split_once('-')
-            .ok_or_else(|| ConfigError::System(system.into()))?;
-        let (architecture, variant) = match arch {
-            "x86_64" => ("amd64", None),
-            "aarch64" => ("arm64", None),
-            "i686" => ("386", None),
-            "armv7l" => ("arm", Some("v7")),
-            "armv6l" => ("arm", Some("v6")),
-            "riscv64" => ("riscv64", None),
-            "powerpc64le" => ("ppc64le", None),
-            "s390x" => ("s390x", None),
-            _ => return Err(ConfigError::System(system.into())),
-        };
-        if !matches!(os, "linux" | "darwin") {
-            return Err(ConfigError::System(system.into()));
-        }
-        Ok(Platform {
-            architecture: architecture.into(),
-            os: os.into(),
-            variant: variant.map(Into::into),
-        })
-    }
 }
 
 /// Runtime settings of the image.
@@ -99,55 +61,6 @@ pub fn parse_command(s: &str) -> Vec<String> {
         }
     }
     s.split_whitespace().map(Into::into).collect()
-}
-
-/// Seconds since the epoch as RFC 3339 UTC.
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// `--created`: `now`, epoch seconds, or RFC 3339 (kept as given).
-pub fn parse_created(s: &str) -> Result<String, ConfigError> {
-    if s == "now" {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        return Ok(rfc3339(now));
-    }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(rfc3339(secs));
-    }
-    let b = s.as_bytes();
-    let shape = b.len() >= 20
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b[10] == b'T'
-        && b[13] == b':'
-        && b[16] == b':'
-        && s.ends_with('Z');
-    if shape {
-        Ok(s.into())
-    } else {
-        Err(ConfigError::Created(s.into()))
-    }
 }
 
 /// One history entry per layer.
@@ -236,16 +149,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates() {
-        assert_eq!(rfc3339(1), "1970-01-01T00:00:01Z");
-        assert_eq!(rfc3339(951782400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1700000000), "2023-11-14T22:13:20Z");
-        assert_eq!(parse_created("1").unwrap(), "1970-01-01T00:00:01Z");
-        assert!(parse_created("yesterday").is_err());
-        assert!(parse_created("now").unwrap().ends_with('Z'));
-    }
-
-    #[test]
     fn flags() {
         assert_eq!(parse_expose("80").unwrap(), "80/tcp");
         assert_eq!(parse_expose("53/UDP").unwrap(), "53/udp");
@@ -264,13 +167,6 @@ mod tests {
             ("A".into(), "b=c".into())
         );
         assert!(parse_key_value("--env", "=x").is_err());
-        assert_eq!(
-            Platform::from_nix_system("aarch64-linux")
-                .unwrap()
-                .architecture,
-            "arm64"
-        );
-        assert!(Platform::from_nix_system("mips-linux").is_err());
     }
 
     #[test]

@@ -13,7 +13,6 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 pub const COPY_BUF: usize = 1 << 20;
 
@@ -110,7 +109,7 @@ pub enum LayerContent {
 
 impl LayerContent {
     /// Write the layer's entries, in byte order of their names.
-    pub fn write_to<E: Emit>(&self, e: &mut E, cancel: &AtomicBool) -> Result<(), LayerError> {
+    pub fn write_to<E: Emit>(&self, e: &mut E, cancel: Cancel<'_>) -> Result<(), LayerError> {
         match self {
             LayerContent::Store(paths) => write_store_layer(e, paths, cancel),
             LayerContent::Root { root, options } => {
@@ -129,7 +128,7 @@ pub fn write_store_prefix<E: Emit>(tar: &mut E) -> io::Result<()> {
 pub fn write_store_layer<E: Emit>(
     tar: &mut E,
     paths: &[StorePath],
-    cancel: &AtomicBool,
+    cancel: Cancel<'_>,
 ) -> Result<(), LayerError> {
     write_store_prefix(tar).map_err(LayerError::Write)?;
     let mut items: Vec<(Vec<u8>, PathBuf, fs::Metadata)> = Vec::with_capacity(paths.len());
@@ -159,15 +158,24 @@ pub fn write_store_layer<E: Emit>(
     Ok(())
 }
 
-fn cancelled(cancel: &AtomicBool) -> bool {
-    cancel.load(Ordering::Relaxed) || crate::interrupt::interrupted()
+/// Asked between entries and reads: whether to stop (the caller's own
+/// cancellation, an interrupt). The image core keeps no flag of its own.
+pub type Cancel<'a> = &'a (dyn Fn() -> bool + Sync);
+
+/// Never stop.
+pub fn never() -> bool {
+    false
+}
+
+fn cancelled(cancel: Cancel<'_>) -> bool {
+    cancel()
 }
 
 /// An open store file being emitted. Reading it fails once the build is
 /// cancelled, so that a large file does not delay an interrupt.
 pub struct StoreFile<'a> {
     pub inner: File,
-    cancel: &'a AtomicBool,
+    cancel: Cancel<'a>,
 }
 
 impl io::Read for StoreFile<'_> {
@@ -181,7 +189,7 @@ impl io::Read for StoreFile<'_> {
 
 struct Walker<'a> {
     buf: &'a mut [u8],
-    cancel: &'a AtomicBool,
+    cancel: Cancel<'a>,
 }
 
 impl Walker<'_> {

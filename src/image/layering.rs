@@ -86,15 +86,22 @@ pub fn popularity(closure: &Closure) -> Result<BTreeMap<StorePath, u128>, Layeri
     Ok(pop)
 }
 
+/// `--max-layers` must be in `MIN_MAX_LAYERS..=MAX_MAX_LAYERS`.
+pub fn check_max_layers(max_layers: usize) -> Result<(), LayeringError> {
+    if (MIN_MAX_LAYERS..=MAX_MAX_LAYERS).contains(&max_layers) {
+        Ok(())
+    } else {
+        Err(LayeringError::MaxLayers(max_layers))
+    }
+}
+
 /// Plan the layers of `closure` within `max_layers` layers in total.
 pub fn plan(
     closure: &Closure,
     max_layers: usize,
     root_layer: bool,
 ) -> Result<Vec<PlannedLayer>, LayeringError> {
-    if !(MIN_MAX_LAYERS..=MAX_MAX_LAYERS).contains(&max_layers) {
-        return Err(LayeringError::MaxLayers(max_layers));
-    }
+    check_max_layers(max_layers)?;
     let pop = popularity(closure)?;
     let mut deps: Vec<&StorePath> = closure
         .paths

@@ -114,7 +114,7 @@ impl ClosureCache {
             return;
         }
         let bytes = serde_json::to_vec(&entries).expect("entries serialise");
-        if let Err(e) = crate::sink::oci_dir::write_atomic(&file, &bytes) {
+        if let Err(e) = crate::util::fs::write_atomic(&file, &bytes) {
             tracing::debug!("closure cache not written: {e}");
         }
     }
@@ -123,6 +123,6 @@ impl ClosureCache {
     pub fn prune(&self) -> std::io::Result<usize> {
         self.dir
             .as_deref()
-            .map_or(Ok(0), crate::image::cache::prune_dir)
+            .map_or(Ok(0), crate::util::fs::prune_dir)
     }
 }

@@ -414,7 +414,7 @@ fn nix_build_spec(
     flake_output: Option<Value>,
 ) -> anyhow::Result<NixBuildSpec> {
     let image_name = nonempty("image_name", image_name)?;
-    crate::image::reference::ImageRef::parse(&image_name)
+    crate::oci::reference::ImageRef::parse(&image_name)
         .map_err(|e| anyhow::anyhow!("Value for 'image_name' ('{image_name}'): {e}"))?;
     let build_context_dir = nonempty("build_context_dir", build_context_dir)?;
     let flake_location_dir =
@@ -469,7 +469,7 @@ fn image_source(eval: &Evaluator, v: Value) -> anyhow::Result<ImageSource> {
         if s.is_empty() {
             anyhow::bail!("Value for 'image' was an empty string. This is disallowed");
         }
-        crate::image::reference::ImageRef::parse(s)
+        crate::oci::reference::ImageRef::parse(s)
             .map_err(|e| anyhow::anyhow!("Value for 'image' ('{s}'): {e}"))?;
         return Ok(ImageSource::Named(ImageSpec {
             image: s.into(),
@@ -834,7 +834,7 @@ fn kurtosis_globals(builder: &mut GlobalsBuilder) {
         password: Option<Value<'v>>,
     ) -> anyhow::Result<ImageSpecValue> {
         let image = nonempty("image", image)?;
-        crate::image::reference::ImageRef::parse(&image)
+        crate::oci::reference::ImageRef::parse(&image)
             .map_err(|e| anyhow::anyhow!("Value for 'image' ('{image}'): {e}"))?;
         Ok(ImageSpecValue(super::model::ImageSpec {
             image,

@@ -3,9 +3,8 @@
 //! and by pulls into containerd.
 
 pub mod auth;
-pub mod pull;
 
-use crate::image::reference::ImageRef;
+use crate::oci::reference::ImageRef;
 use auth::{Challenge, Credentials};
 use std::io::Read;
 use std::path::PathBuf;

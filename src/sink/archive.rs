@@ -8,9 +8,9 @@
 
 use super::oci_dir::{check_output_path, tmp_name, OciDir, CONTAINERD_NAME, REF_NAME};
 use super::{BlobSink, BlobWriter, ImageRecord, LayerForm, SinkError};
-use crate::image::digest::Digest;
-use crate::image::manifest::{canonical_json, INDEX_MEDIA_TYPE};
 use crate::image::tar::TarWriter;
+use crate::oci::blob::{canonical_json, INDEX_MEDIA_TYPE};
+use crate::oci::digest::Digest;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};

@@ -8,9 +8,8 @@ pub mod oci_dir;
 pub mod registry;
 
 use crate::image::compress::Compression;
-use crate::image::digest::Digest;
-use crate::image::manifest::Blob;
-use crate::image::ImageRef;
+use crate::oci::digest::Digest;
+pub use crate::oci::{ImageRecord, LayerRecord};
 use std::io::{self, Write};
 use std::path::PathBuf;
 
@@ -44,15 +43,6 @@ pub trait BlobWriter: Write + Send {
     fn commit(self: Box<Self>, digest: &Digest) -> Result<(), SinkError>;
 }
 
-/// One layer of a finished image.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LayerRecord {
-    pub diff_id: Digest,
-    pub uncompressed_size: u64,
-    /// The blob the manifest lists (equal to the diff_id when uncompressed).
-    pub blob: Blob,
-}
-
 /// A layer as it becomes ready, with what it holds (when known, so that a
 /// local containerd's snapshot can be filled without extracting the tar).
 #[derive(Debug, Clone)]
@@ -62,18 +52,6 @@ pub struct ReadyLayer {
     pub record: LayerRecord,
     pub content: Option<crate::image::layer::LayerContent>,
     pub mtime: u64,
-}
-
-/// Everything a sink needs to record an image once its blobs are in.
-#[derive(Debug, Clone)]
-pub struct ImageRecord {
-    pub reference: ImageRef,
-    pub platform: crate::image::config::Platform,
-    pub config: Blob,
-    pub config_bytes: Vec<u8>,
-    pub manifest: Blob,
-    pub manifest_bytes: Vec<u8>,
-    pub layers: Vec<LayerRecord>,
 }
 
 pub trait BlobSink: Send + Sync {
@@ -160,7 +138,7 @@ impl SinkSpec {
                 Some(rest.to_string()).filter(|n| !n.is_empty()),
             )),
             "registry" => {
-                crate::image::reference::ImageRef::parse(rest)
+                crate::oci::reference::ImageRef::parse(rest)
                     .map_err(|e| SinkSpecError::Registry(s.into(), e.to_string()))?;
                 Ok(SinkSpec::Registry(rest.to_string()))
             }

@@ -8,20 +8,18 @@
 //! in the index replaces that entry; every other entry is kept.
 
 use super::{BlobSink, BlobWriter, ImageRecord, LayerForm, SinkError};
-use crate::image::digest::{Digest, HashingWriter};
-use crate::image::manifest::{canonical_json, Blob, INDEX_MEDIA_TYPE};
+use crate::oci::blob::{canonical_json, Blob, INDEX_MEDIA_TYPE};
+use crate::oci::digest::{Digest, HashingWriter};
+pub use crate::util::fs::tmp_name;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 const LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 pub struct OciDir {
     root: PathBuf,
@@ -177,24 +175,10 @@ fn read_index(path: &Path) -> Result<serde_json::Value, SinkError> {
 
 /// Write `bytes` to a temporary file beside `path`, then rename it over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
-    let tmp = tmp_name(path);
-    fs::write(&tmp, bytes).map_err(SinkError::io(&tmp))?;
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        SinkError::Io {
-            path: path.into(),
-            source: e,
-        }
+    crate::util::fs::write_atomic(path, bytes).map_err(|e| SinkError::Io {
+        path: e.path,
+        source: e.source,
     })
-}
-
-pub fn tmp_name(path: &Path) -> PathBuf {
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
 struct DirBlob {
@@ -253,10 +237,7 @@ impl BlobSink for OciDir {
         self.blob_path(digest).is_file()
     }
     fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, SinkError> {
-        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .root
-            .join(format!("blobs/sha256/.tmp-{}-{n}", std::process::id()));
+        let tmp = tmp_name(&self.root.join("blobs/sha256/blob"));
         let file = File::create(&tmp).map_err(SinkError::io(&tmp))?;
         Ok(Box::new(DirBlob {
             tmp,

@@ -5,8 +5,8 @@
 //! manifest goes last, under the tag.
 
 use super::{BlobSink, BlobWriter, ImageRecord, LayerForm, SinkError};
-use crate::image::digest::Digest;
-use crate::image::reference::ImageRef;
+use crate::oci::digest::Digest;
+use crate::oci::reference::ImageRef;
 use crate::registry::{Client, Options, RegistryError};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -20,7 +20,7 @@ const CHUNK: usize = 8 << 20;
 /// Which repository of a registry nixoci last pushed a blob to (for
 /// cross-repository mounts): `$XDG_CACHE_HOME/nixoci/registry-blobs.json`.
 fn book_path() -> Option<PathBuf> {
-    crate::image::cache::default_cache_dir().map(|d| d.join("registry-blobs.json"))
+    crate::util::dirs::cache_dir().map(|d| d.join("registry-blobs.json"))
 }
 
 type Book = BTreeMap<String, BTreeMap<String, String>>;

@@ -4,11 +4,14 @@
 //! labels are set, the image record written (last, so a failure never leaves
 //! an image pointing at missing content), and the lease deleted.
 
-use super::{BlobSink, BlobWriter, ImageRecord, LayerForm, ReadyLayer, SinkError};
+pub mod fill;
+pub mod unpack;
+
 use crate::containerd::content::{self, Upload};
-use crate::containerd::unpack::{chain_ids, unpack, unpack_as_ready, UnpackStats};
 use crate::containerd::{images, Client, ContainerdError};
-use crate::image::digest::Digest;
+use crate::oci::digest::Digest;
+use crate::oci::ImageRecord;
+use crate::sink::{BlobSink, BlobWriter, LayerForm, ReadyLayer, SinkError};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
+use unpack::{chain_ids, unpack, unpack_as_ready, UnpackStats};
 
 type Unpacker = JoinHandle<Result<UnpackStats, ContainerdError>>;
 

@@ -7,19 +7,18 @@
 //! whose cached digests every sink already holds is not read at all.
 
 use super::cache::{LayerCache, FORMAT};
-use super::compress::Compression;
-use super::config::{config_json, LayerHistory, Platform, RuntimeConfig};
-use super::digest::{Digest, HashingWriter};
-use super::layer::{LayerContent, LayerError};
-use super::layering::{plan, LayerKind, LayeringError, PlannedLayer};
-use super::manifest::{manifest_json, Blob, CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
-use super::reference::ImageRef;
-use super::rootfs::RootLayerOptions;
-use super::tar::TarWriter;
+use crate::image::compress::Compression;
+use crate::image::config::{config_json, LayerHistory, RuntimeConfig};
+use crate::image::layer::{LayerContent, LayerError};
+use crate::image::layering::{plan, LayerKind, LayeringError, PlannedLayer};
+use crate::image::manifest::manifest_json;
+use crate::image::rootfs::RootLayerOptions;
+use crate::image::tar::TarWriter;
 use crate::nix::Closure;
-use crate::sink::{
-    BlobSink, BlobWriter, ImageRecord, LayerForm, LayerRecord, ReadyLayer, SinkError,
-};
+use crate::oci::blob::{Blob, CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
+use crate::oci::digest::{Digest, HashingWriter};
+use crate::oci::{ImageRecord, ImageRef, LayerRecord, Platform};
+use crate::sink::{BlobSink, BlobWriter, LayerForm, ReadyLayer, SinkError};
 use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -39,9 +38,9 @@ pub enum AssembleError {
     #[error("{sink}: {source}")]
     Sink { sink: String, source: SinkError },
     #[error(transparent)]
-    Config(#[from] super::config::ConfigError),
+    Config(#[from] crate::image::config::ConfigError),
     #[error(transparent)]
-    Level(#[from] super::compress::LevelError),
+    Level(#[from] crate::image::compress::LevelError),
     #[error("interrupted; what this build wrote was removed")]
     Interrupted,
 }
@@ -85,6 +84,9 @@ pub trait Progress: Sync {
     fn layer_started(&self, _index: usize, _total: usize, _what: &str, _bytes: u64) {}
     fn bytes(&self, _n: u64) {}
     fn layer_done(&self, _index: usize, _record: &LayerRecord, _cached: bool) {}
+    /// Something to tell the user (an image loaded as it is, options
+    /// ignored).
+    fn note(&self, _message: &str) {}
 }
 
 pub struct NoProgress;
@@ -119,7 +121,7 @@ fn layer_key(spec: &ImageSpec, closure: &Closure, l: &PlannedLayer) -> String {
         "compression": spec.compression,
         "level": spec.level,
     });
-    Digest::of(&super::manifest::canonical_json(&key))
+    Digest::of(&crate::oci::blob::canonical_json(&key))
         .hex()
         .to_string()
 }
@@ -250,7 +252,9 @@ impl Job<'_> {
         };
         let mut tar = TarWriter::new(BufWriter::with_capacity(1 << 20, counting), self.spec.mtime);
         content_of(self.spec, self.closure, l)
-            .write_to(&mut tar, self.cancel)
+            .write_to(&mut tar, &|| {
+                self.cancel.load(Ordering::Relaxed) || crate::util::interrupt::interrupted()
+            })
             .map_err(layer_err)?;
         let buffered = tar.finish().map_err(write_err)?;
         let counting = buffered
@@ -404,7 +408,7 @@ fn assemble_inner(
             });
         }
     });
-    if crate::interrupt::interrupted() {
+    if crate::util::interrupt::interrupted() {
         return Err(AssembleError::Interrupted);
     }
     if let Some(e) = first_error.into_inner().unwrap() {
@@ -488,7 +492,7 @@ fn assemble_inner(
                 .map_err(Job::sink_err(*s))?;
         }
     }
-    if crate::interrupt::interrupted() {
+    if crate::util::interrupt::interrupted() {
         return Err(AssembleError::Interrupted);
     }
     for s in sinks {

@@ -17,7 +17,6 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Mutex;
 
@@ -266,7 +265,7 @@ pub fn fill(dir: &Path, content: &LayerContent, mtime: u64) -> Result<(), LayerE
             });
         }
         filler.copies = Some(tx);
-        let walked = content.write_to(&mut filler, &AtomicBool::new(false));
+        let walked = content.write_to(&mut filler, &crate::util::interrupt::interrupted);
         // The copiers end when the queue is empty and closed.
         filler.copies = None;
         walked

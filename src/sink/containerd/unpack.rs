@@ -3,10 +3,11 @@
 //! prepared on its parent, filled by `diff.Apply` (whose reported digest
 //! must be the layer's diff_id) and committed.
 
-use super::{is_code, Client, ContainerdError};
-use crate::image::digest::Digest;
+use crate::containerd::{is_code, Client, ContainerdError};
 use crate::image::layer::LayerContent;
-use crate::sink::{LayerRecord, ReadyLayer};
+use crate::oci::digest::Digest;
+use crate::oci::LayerRecord;
+use crate::sink::ReadyLayer;
 use containerd_client::services::v1::diff_client::DiffClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{
@@ -114,7 +115,8 @@ pub async fn ensure_layer(
     let chain = chain.to_string();
     // Lease first, then look, so an existing snapshot cannot be collected
     // before the image's config refers to it.
-    super::images::lease_resource(c, &chain, &format!("snapshots/{snapshotter}")).await?;
+    crate::containerd::images::lease_resource(c, &chain, &format!("snapshots/{snapshotter}"))
+        .await?;
     if snapshot_exists(c, snapshotter, &chain).await? {
         return Ok(Unpacked::Existing);
     }
@@ -166,7 +168,7 @@ async fn apply_one(
 ) -> Result<Unpacked, ContainerdError> {
     let started = std::time::Instant::now();
     let mut ss = SnapshotsClient::new(c.channel.clone());
-    let key = super::unique_id("nixoci-extract") + "-" + chain;
+    let key = crate::containerd::unique_id("nixoci-extract") + "-" + chain;
     let prepare = PrepareSnapshotRequest {
         snapshotter: snapshotter.into(),
         key: key.clone(),

@@ -3,10 +3,12 @@
 //! platform's, from an index), its config, and each layer the sinks lack,
 //! streamed from `content.Read`.
 
-use super::{content, images, Client, ContainerdError};
-use crate::image::reference::ImageRef;
-use crate::load::{store_documents, LoadError};
-use crate::sink::{BlobSink, ImageRecord};
+use crate::containerd::{content, images, Client, ContainerdError};
+use crate::oci::reference::ImageRef;
+use crate::oci::Digest;
+use crate::oci::ImageRecord;
+use crate::sink::BlobSink;
+use crate::source::{documents, store_documents, LoadError};
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::ReadContentRequest;
 use std::io::Read;
@@ -131,26 +133,25 @@ fn export_inner(
     let target = image.target.ok_or_else(|| invalid("no target".into()))?;
     let mut media_type = target.media_type.clone();
     let mut bytes = rt.block_on(content::read_all(c, &target.digest))?;
-    let json = |b: &[u8], what: &str| -> Result<serde_json::Value, ExportError> {
-        serde_json::from_slice(b).map_err(|e| invalid(format!("unreadable {what}: {e}")))
-    };
-    let doc = json(&bytes, "manifest")?;
-    if doc["manifests"].is_array() {
-        let m = crate::load::platform_entry(&doc).ok_or_else(|| {
-            invalid(format!(
-                "its index has no linux/{} manifest",
-                crate::load::host_arch()
-            ))
-        })?;
-        media_type = m["mediaType"].as_str().unwrap_or_default().to_string();
-        let d = m["digest"].as_str().unwrap_or_default().to_string();
-        bytes = rt.block_on(content::read_all(c, &d))?;
+    let origin = Path::new(&name);
+    let mut expected = Digest::parse(&target.digest).map_err(|e| invalid(e.to_string()))?;
+    if documents::is_index(&media_type) {
+        let index = documents::parse_index(
+            origin,
+            "the index",
+            &documents::verified(origin, "index", &expected, bytes)?,
+        )?;
+        let entry = documents::pick_platform(origin, &index)?;
+        media_type = entry.media_type;
+        bytes = rt.block_on(content::read_all(c, &entry.digest.to_string()))?;
+        expected = entry.digest;
     }
     store_documents(
-        Path::new(&name),
+        origin,
         reference.clone(),
         media_type,
         bytes,
+        Some(&expected),
         sinks,
         |d| Ok::<_, ExportError>(rt.block_on(content::read_all(c, &d.to_string()))?),
         |d| Ok::<Box<dyn Read>, ExportError>(Box::new(reader(rt, c, &d.to_string()))),

@@ -3,9 +3,9 @@
 //! A sink that already holds those blobs needs nothing more, so an unchanged
 //! layer is never re-read.
 
-use crate::sink::LayerRecord;
+use crate::oci::LayerRecord;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Bumped whenever the layer byte format changes.
 pub const FORMAT: u32 = 1;
@@ -15,14 +15,7 @@ pub struct LayerCache {
     dir: Option<PathBuf>,
 }
 
-/// `$XDG_CACHE_HOME/nixoci`, else `~/.cache/nixoci`.
-pub fn default_cache_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
-        .map(|d| d.join("nixoci"))
-}
+pub use crate::util::dirs::cache_dir as default_cache_dir;
 
 impl LayerCache {
     pub fn new(dir: Option<PathBuf>) -> Self {
@@ -53,7 +46,7 @@ impl LayerCache {
             return;
         }
         let bytes = serde_json::to_vec(record).expect("records serialise");
-        if let Err(e) = crate::sink::oci_dir::write_atomic(&path, &bytes) {
+        if let Err(e) = crate::util::fs::write_atomic(&path, &bytes) {
             tracing::debug!("layer cache not written: {e}");
         }
     }
@@ -66,12 +59,4 @@ impl LayerCache {
 
 /// Remove a cache directory; returns how many entries it held (0 if it
 /// did not exist).
-pub fn prune_dir(dir: &Path) -> std::io::Result<usize> {
-    let n = match fs::read_dir(dir) {
-        Ok(rd) => rd.count(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    fs::remove_dir_all(dir)?;
-    Ok(n)
-}
+pub use crate::util::fs::prune_dir;

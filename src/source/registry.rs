@@ -3,12 +3,14 @@
 //! sinks lack streamed from the registry into them, then the image
 //! recorded (and, for containerd, unpacked).
 
-use super::{Client, Options, RegistryError};
-use crate::image::reference::ImageRef;
-use crate::load::{store_documents, LoadError};
-use crate::sink::{BlobSink, ImageRecord};
+use crate::oci::reference::ImageRef;
+use crate::oci::Digest;
+use crate::oci::ImageRecord;
+use crate::registry::{Client, Options, RegistryError};
+use crate::sink::BlobSink;
+use crate::source::{documents, store_documents, LoadError};
 use std::io::Read;
-use std::path::Path;
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -45,7 +47,7 @@ pub fn pull(
 pub fn client(
     reference: &ImageRef,
     opts: &Options,
-    credentials: Option<super::auth::Credentials>,
+    credentials: Option<crate::registry::auth::Credentials>,
 ) -> Result<Client, RegistryError> {
     let mut c = Client::new(reference, opts, false)?;
     if credentials.is_some() {
@@ -67,26 +69,30 @@ fn pull_inner(
         .digest
         .clone()
         .unwrap_or_else(|| reference.tag_or_latest().to_string());
+    let origin = PathBuf::from(reference.to_string());
     let (mut media_type, mut bytes) = client.get_manifest(&want)?;
+    // Fetched by digest: the bytes must be what the digest names.
+    let mut expected = reference
+        .digest
+        .as_deref()
+        .map(Digest::parse)
+        .transpose()
+        .map_err(|e| invalid(e.to_string()))?;
+    if let Some(d) = &expected {
+        bytes = documents::verified(&origin, "manifest", d, bytes)?;
+    }
     if INDEX_TYPES.contains(&media_type.as_str()) {
-        let index: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| invalid(format!("unreadable index: {e}")))?;
-        let digest = crate::load::platform_entry(&index)
-            .and_then(|m| m["digest"].as_str())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "the index has no linux/{} manifest",
-                    crate::load::host_arch()
-                ))
-            })?
-            .to_string();
-        (media_type, bytes) = client.get_manifest(&digest)?;
+        let index = documents::parse_index(&origin, "the index", &bytes)?;
+        let entry = documents::pick_platform(&origin, &index)?;
+        (media_type, bytes) = client.get_manifest(&entry.digest.to_string())?;
+        expected = Some(entry.digest);
     }
     store_documents(
-        Path::new(&want),
+        &origin,
         reference.clone(),
         media_type,
         bytes,
+        expected.as_ref(),
         sinks,
         |d| {
             let mut config_bytes = Vec::new();

@@ -1,0 +1,28 @@
+//! What a finished image is made of: its layers' digests and sizes, its
+//! config and manifest documents.
+
+use super::blob::Blob;
+use super::digest::Digest;
+use super::platform::Platform;
+use super::reference::ImageRef;
+
+/// One layer of a finished image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayerRecord {
+    pub diff_id: Digest,
+    pub uncompressed_size: u64,
+    /// The blob the manifest lists (equal to the diff_id when uncompressed).
+    pub blob: Blob,
+}
+
+/// Everything a sink needs to record an image once its blobs are in.
+#[derive(Debug, Clone)]
+pub struct ImageRecord {
+    pub reference: ImageRef,
+    pub platform: Platform,
+    pub config: Blob,
+    pub config_bytes: Vec<u8>,
+    pub manifest: Blob,
+    pub manifest_bytes: Vec<u8>,
+    pub layers: Vec<LayerRecord>,
+}

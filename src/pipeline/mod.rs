@@ -1,0 +1,383 @@
+//! The one road to sinks: Nix (build and closure) → image assembly →
+//! sinks, or a source → sinks. `nixoci build`, `load`, `push`, `pull` and
+//! `run` all go through here.
+
+pub mod assemble;
+pub mod cache;
+mod options;
+
+pub use options::{source_date_epoch, ImageOptions};
+
+use crate::image::compress::Compression;
+use crate::nix::{Closure, FlakeRef, Nix, NixError, StorePath};
+use crate::oci::reference::{ImageRef, ReferenceError};
+use crate::oci::time::TimeError;
+use crate::registry::auth::Credentials;
+use crate::sink::{BlobSink, SinkContext, SinkError, SinkSpec};
+use crate::source::LoadSource;
+use assemble::{assemble, AssembleError, AssembledImage, Progress};
+use cache::LayerCache;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Nix(#[from] NixError),
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
+    #[error("{sink}: {source}")]
+    Sink { sink: String, source: SinkError },
+    #[error("no image name given and none can be made from the store path name '{0}': pass --tag NAME[:TAG]")]
+    NoName(String),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Load(#[from] crate::source::LoadError),
+    #[error(transparent)]
+    Pull(#[from] crate::source::registry::PullError),
+    #[error(transparent)]
+    Export(#[from] crate::source::containerd::ExportError),
+    #[error(transparent)]
+    Time(#[from] TimeError),
+    #[error(transparent)]
+    Platform(#[from] crate::oci::platform::PlatformError),
+    #[error("{0} is already an image; nixoci does not write it again as a docker-archive. Use it as it is, or choose containerd, oci: or oci-archive:")]
+    ImageAsDockerArchive(StorePath),
+    #[error("--compression zstd cannot go with a docker-archive output: docker-archive layers are plain tars, as `docker save` writes them, and `docker load` reads no zstd. Use gzip or none, or an oci:/oci-archive: output")]
+    ZstdDockerArchive,
+    #[error(transparent)]
+    Config(#[from] crate::image::config::ConfigError),
+    #[error(transparent)]
+    Level(#[from] crate::image::compress::LevelError),
+    #[error(transparent)]
+    Layering(#[from] crate::image::layering::LayeringError),
+    #[error("flake output {0} is none of the forms nixoci builds: a package (a directory), a docker-archive (a tar or gzip file, as dockerTools.buildImage and buildLayeredImage make) or an executable named stream-* (as streamLayeredImage makes)")]
+    OutputForm(StorePath),
+}
+
+/// What to build from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Flake(FlakeRef),
+    StorePath(StorePath),
+}
+
+/// The result of the Nix side.
+#[derive(Debug, Clone)]
+pub struct NixOutput {
+    pub closure: Closure,
+    pub main_program: Option<String>,
+    pub nix_seconds: f64,
+}
+
+pub fn realise(nix: &Nix, source: &Source) -> Result<NixOutput, NixError> {
+    let start = std::time::Instant::now();
+    let (closure, main_program) = match source {
+        Source::Flake(f) => {
+            let built = nix.build(f)?;
+            (built.closure, built.main_program)
+        }
+        Source::StorePath(p) => (nix.closure(p)?, None),
+    };
+    Ok(NixOutput {
+        closure,
+        main_program,
+        nix_seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The default image name: the store path's name, made a valid repository
+/// name (`/nix/store/<hash>-edge-app` → `edge-app:latest`).
+pub fn default_reference(root: &StorePath) -> Result<ImageRef, PipelineError> {
+    let mut name: String = root
+        .name()
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '.' | '_' | '-') => c,
+            _ => '-',
+        })
+        .collect();
+    while name.contains("..") {
+        name = name.replace("..", ".");
+    }
+    let name = name
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string();
+    ImageRef::parse(&name).map_err(|_| PipelineError::NoName(root.name().into()))
+}
+
+/// An image built into its outputs.
+pub struct Built {
+    pub image: AssembledImage,
+    /// What each output did (`bytes_written`, ...), in the order of the outputs.
+    pub reports: Vec<serde_json::Value>,
+}
+
+/// Open every output; if one cannot be opened, those opened are aborted.
+pub fn open_sinks(
+    outputs: &[SinkSpec],
+    ctx: &SinkContext,
+) -> Result<Vec<Box<dyn BlobSink>>, PipelineError> {
+    let mut sinks: Vec<Box<dyn BlobSink>> = Vec::new();
+    for o in outputs {
+        match o.open(ctx) {
+            Ok(s) => sinks.push(s),
+            Err(source) => {
+                for s in &sinks {
+                    s.abort();
+                }
+                return Err(PipelineError::Sink {
+                    sink: o.to_string(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(sinks)
+}
+
+/// Open every sink, build into them. Sinks opened here are aborted on error.
+pub fn build_into(
+    spec: &assemble::ImageSpec,
+    closure: &Closure,
+    outputs: &[SinkSpec],
+    ctx: &SinkContext,
+    cache: &LayerCache,
+    jobs: usize,
+    progress: &dyn Progress,
+) -> Result<Built, PipelineError> {
+    let sinks = open_sinks(outputs, ctx)?;
+    let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
+    let image = assemble(spec, closure, &refs, cache, jobs, progress)?;
+    let reports = sinks.iter().map(|s| s.report()).collect();
+    Ok(Built { image, reports })
+}
+
+/// An existing image loaded into its outputs.
+pub struct Loaded {
+    pub record: crate::oci::ImageRecord,
+    pub reports: Vec<serde_json::Value>,
+}
+
+/// Load `source` into every output (aborted on error). The image is named
+/// `tag`, else by the source, else `fallback`.
+pub fn load_into(
+    source: &LoadSource,
+    outputs: &[SinkSpec],
+    ctx: &SinkContext,
+    tag: Option<&ImageRef>,
+    fallback: Option<&ImageRef>,
+) -> Result<Loaded, PipelineError> {
+    let sinks = open_sinks(outputs, ctx)?;
+    let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
+    let record = crate::source::load(source, &refs, tag, fallback)?;
+    let reports = sinks.iter().map(|s| s.report()).collect();
+    Ok(Loaded { record, reports })
+}
+
+/// What a flake output is: a package (a directory: built natively), or an
+/// image Nix already made (a docker-archive, plain or gzip, as dockerTools'
+/// buildImage and buildLayeredImage make; an OCI archive; or a `stream-`
+/// script, as streamLayeredImage makes).
+pub fn classify_output(root: &StorePath) -> Result<Option<LoadSource>, PipelineError> {
+    let path = root.to_path_buf();
+    if path.is_dir() {
+        return Ok(None);
+    }
+    LoadSource::detect(&path)
+        .map(Some)
+        .map_err(|_| PipelineError::OutputForm(root.clone()))
+}
+
+/// What a build made: an image assembled from the closure, or an image
+/// Nix had already made, loaded as it is.
+pub enum Outcome {
+    Built(Built),
+    Loaded(Loaded),
+}
+
+impl Outcome {
+    pub fn record(&self) -> &crate::oci::ImageRecord {
+        match self {
+            Outcome::Built(b) => &b.image.record,
+            Outcome::Loaded(l) => &l.record,
+        }
+    }
+
+    pub fn reports(&self) -> &[serde_json::Value] {
+        match self {
+            Outcome::Built(b) => &b.reports,
+            Outcome::Loaded(l) => &l.reports,
+        }
+    }
+}
+
+/// The one way a realised flake output or store path becomes an image in
+/// `outputs`, for `nixoci build` and `nixoci run` alike: a package is
+/// assembled natively with `opts`; an image Nix already made (dockerTools)
+/// is loaded as it is (then `opts` shapes nothing but the name, and the
+/// options that would have been ignored are named through `progress`).
+#[allow(clippy::too_many_arguments)]
+pub fn build(
+    built: &NixOutput,
+    opts: &ImageOptions,
+    outputs: &[SinkSpec],
+    ctx: &SinkContext,
+    cache: &LayerCache,
+    jobs: usize,
+    progress: &dyn Progress,
+) -> Result<Outcome, PipelineError> {
+    let closure = &built.closure;
+    if opts.compression == Some(Compression::Zstd)
+        && outputs.iter().any(SinkSpec::is_docker_archive)
+    {
+        return Err(PipelineError::ZstdDockerArchive);
+    }
+    if let Some(image) = classify_output(&closure.root)? {
+        progress.note(&format!(
+            "{} is an image already ({}); loading it",
+            closure.root,
+            match image {
+                LoadSource::Stream(_) => "a stream- script",
+                LoadSource::OciArchive(_) => "an OCI archive",
+                _ => "a docker-archive",
+            }
+        ));
+        if outputs.iter().any(SinkSpec::is_docker_archive) {
+            return Err(PipelineError::ImageAsDockerArchive(closure.root.clone()));
+        }
+        let ignored = opts.shaping_flags();
+        if !ignored.is_empty() {
+            progress.note(&format!(
+                "warning: {} is an image already; its own config and layers are kept, so {} {} ignored",
+                closure.root,
+                ignored.join(", "),
+                if ignored.len() == 1 { "is" } else { "are" }
+            ));
+        }
+        let fallback = default_reference(&closure.root).ok();
+        let loaded = load_into(&image, outputs, ctx, opts.tag.as_ref(), fallback.as_ref())?;
+        return Ok(Outcome::Loaded(loaded));
+    }
+    let spec = opts.spec(closure, built.main_program.as_deref(), outputs, ctx.mtime)?;
+    let b = build_into(&spec, closure, outputs, ctx, cache, jobs, progress)?;
+    Ok(Outcome::Built(b))
+}
+
+/// Where an existing image is copied from.
+pub enum ImageSource {
+    /// An OCI layout, OCI archive, docker-archive or stream script.
+    Load(LoadSource),
+    /// An image of the containerd namespace.
+    Containerd(ImageRef),
+    /// A registry, with credentials if any (else the Docker config's).
+    Registry(ImageRef, Option<Credentials>),
+}
+
+/// Copy an existing image into `outputs` (aborted on error). A loaded
+/// image is named `tag`, else by the source, else `fallback`.
+pub fn copy(
+    source: &ImageSource,
+    outputs: &[SinkSpec],
+    ctx: &SinkContext,
+    tag: Option<&ImageRef>,
+    fallback: Option<&ImageRef>,
+) -> Result<Loaded, PipelineError> {
+    match source {
+        ImageSource::Load(l) => load_into(l, outputs, ctx, tag, fallback),
+        ImageSource::Containerd(name) => {
+            let client = ctx.containerd(None).map_err(|source| PipelineError::Sink {
+                sink: "containerd".into(),
+                source,
+            })?;
+            let rt = ctx.runtime().map_err(|source| PipelineError::Sink {
+                sink: "containerd".into(),
+                source,
+            })?;
+            let sinks = open_sinks(outputs, ctx)?;
+            let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
+            let record = crate::source::containerd::export(&rt, &client, name, &refs)?;
+            let reports = sinks.iter().map(|s| s.report()).collect();
+            Ok(Loaded { record, reports })
+        }
+        ImageSource::Registry(reference, creds) => {
+            let client = crate::source::registry::client(reference, &ctx.registry, creds.clone())
+                .map_err(crate::source::registry::PullError::from)?;
+            let sinks = open_sinks(outputs, ctx)?;
+            let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
+            let record = crate::source::registry::pull(reference, &client, &refs)?;
+            let reports = sinks.iter().map(|s| s.report()).collect();
+            Ok(Loaded { record, reports })
+        }
+    }
+}
+
+/// An image made for a service (`NixBuildSpec`), in containerd.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServiceImage {
+    pub reference: String,
+    pub store_path: String,
+    pub manifest: String,
+    /// How it was made: `built` (native layers), `loaded` (a dockerTools image).
+    pub how: &'static str,
+    /// Layers read from the store (0: every layer came from the cache).
+    pub layers_built: usize,
+    pub layers: usize,
+    pub unpack: Option<crate::sink::containerd::unpack::UnpackStats>,
+    pub seconds: f64,
+}
+
+/// Build a flake output into containerd (namespace of `ctx`) as
+/// `reference`, through [`build`] with the defaults of `nixoci build`, so
+/// both give the same image for the same output and environment.
+pub fn build_service_image(
+    nix: &Nix,
+    flake: &FlakeRef,
+    reference: &ImageRef,
+    ctx: &SinkContext,
+    cache: &LayerCache,
+    jobs: usize,
+) -> Result<ServiceImage, PipelineError> {
+    let started = std::time::Instant::now();
+    let built = realise(nix, &Source::Flake(flake.clone()))?;
+    let opts = ImageOptions {
+        tag: Some(reference.clone()),
+        system: nix.system.clone(),
+        ..Default::default()
+    };
+    let outputs = [SinkSpec::Containerd(None)];
+    let outcome = build(
+        &built,
+        &opts,
+        &outputs,
+        ctx,
+        cache,
+        jobs,
+        &assemble::NoProgress,
+    )?;
+    let record = outcome.record();
+    let (how, layers_built) = match &outcome {
+        Outcome::Built(b) => ("built", b.image.stats.layers_built),
+        Outcome::Loaded(l) => ("loaded", l.record.layers.len()),
+    };
+    Ok(ServiceImage {
+        reference: reference.to_string(),
+        store_path: built.closure.root.to_string(),
+        manifest: record.manifest.digest.to_string(),
+        how,
+        layers_built,
+        layers: record.layers.len(),
+        unpack: unpack_stats(outcome.reports()),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn unpack_stats(
+    reports: &[serde_json::Value],
+) -> Option<crate::sink::containerd::unpack::UnpackStats> {
+    let u = reports.first()?.get("unpack")?;
+    Some(crate::sink::containerd::unpack::UnpackStats {
+        applied: u.get("applied")?.as_u64()? as usize,
+        filled: u.get("filled")?.as_u64()? as usize,
+        existing: u.get("existing")?.as_u64()? as usize,
+    })
+}

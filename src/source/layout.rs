@@ -1,0 +1,246 @@
+//! Reading an OCI image layout (`oci:DIR`) or an OCI archive
+//! (`oci-archive:FILE`, a tar of a layout, read in two passes with no
+//! temporary copy: the first keeps the small JSON documents, the second
+//! streams each needed layer, in archive order, into the sinks).
+
+use super::documents::{
+    blob_of, config_diff_ids, is_index, layer_records, parse_config, parse_index, parse_manifest,
+    pick_platform, platform_of, verified,
+};
+use super::{copy_blob, finish, for_each_entry, io_err, LoadError, Plan, MAX_DOC};
+use crate::oci::blob::Blob;
+use crate::oci::digest::Digest;
+use crate::oci::{ImageRecord, ImageRef};
+use crate::sink::BlobSink;
+use oci_spec::image::{Descriptor, ImageIndex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Read;
+use std::ops::ControlFlow;
+use std::path::Path;
+
+const CONTAINERD_NAME: &str = "io.containerd.image.name";
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// Where the documents of an OCI image come from.
+enum Blobs<'a> {
+    Dir(&'a Path),
+    /// JSON documents kept from the first pass of an archive.
+    Docs(&'a BTreeMap<String, Vec<u8>>, &'a Path),
+}
+
+impl Blobs<'_> {
+    fn origin(&self) -> &Path {
+        match self {
+            Blobs::Dir(p) | Blobs::Docs(_, p) => p,
+        }
+    }
+
+    /// A document, checked against its digest.
+    fn json(&self, what: &str, d: &Digest) -> Result<Vec<u8>, LoadError> {
+        let missing = || LoadError::Missing {
+            path: self.origin().to_path_buf(),
+            what: "blob",
+            name: d.to_string(),
+        };
+        let bytes = match self {
+            Blobs::Dir(root) => {
+                let p = root.join("blobs/sha256").join(d.hex());
+                std::fs::read(&p).map_err(|_| missing())?
+            }
+            Blobs::Docs(docs, _) => docs
+                .get(&format!("blobs/sha256/{}", d.hex()))
+                .cloned()
+                .ok_or_else(missing)?,
+        };
+        verified(self.origin(), what, d, bytes)
+    }
+}
+
+fn annotation<'a>(d: &'a Descriptor, key: &str) -> Option<&'a str> {
+    d.annotations()
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+/// The image a layout or OCI archive holds: (name, manifest descriptor).
+/// Entries with a `subject` are artifacts about an image, not images.
+fn pick_from_index(
+    path: &Path,
+    index: &ImageIndex,
+    blobs: &Blobs,
+    tag: Option<&ImageRef>,
+) -> Result<(Option<ImageRef>, Blob), LoadError> {
+    let entries: Vec<&Descriptor> = index.manifests().iter().collect();
+    let chosen: Vec<&Descriptor> = match tag {
+        Some(t) if entries.len() > 1 => entries
+            .iter()
+            .copied()
+            .filter(|m| {
+                annotation(m, CONTAINERD_NAME) == Some(&t.to_string())
+                    || annotation(m, REF_NAME) == t.tag.as_deref()
+            })
+            .collect(),
+        _ => entries.clone(),
+    };
+    if chosen.len() != 1 {
+        let names: Vec<&str> = entries
+            .iter()
+            .filter_map(|m| annotation(m, CONTAINERD_NAME).or(annotation(m, REF_NAME)))
+            .collect();
+        return Err(LoadError::Ambiguous {
+            path: path.into(),
+            n: entries.len(),
+            names: names.join(", "),
+        });
+    }
+    let m = chosen[0];
+    let name = annotation(m, CONTAINERD_NAME).and_then(|n| ImageRef::parse(n).ok());
+    let mut desc = blob_of(path, m)?;
+    // A nested index (several platforms): take this machine's.
+    if is_index(&desc.media_type) {
+        let nested = parse_index(
+            path,
+            "the nested index",
+            &blobs.json("index", &desc.digest)?,
+        )?;
+        desc = pick_platform(path, &nested)?;
+    }
+    Ok((name, desc))
+}
+
+fn oci_plan(
+    path: &Path,
+    index: &ImageIndex,
+    blobs: &Blobs,
+    tag: Option<&ImageRef>,
+    fallback: Option<&ImageRef>,
+) -> Result<Plan, LoadError> {
+    let (name, desc) = pick_from_index(path, index, blobs, tag)?;
+    let name = tag
+        .cloned()
+        .or(name)
+        .or(fallback.cloned())
+        .ok_or_else(|| LoadError::NoName(path.into()))?;
+    let manifest_bytes = blobs.json("manifest", &desc.digest)?;
+    let manifest = parse_manifest(path, &manifest_bytes)?;
+    let config = blob_of(path, manifest.config())?;
+    let layers: Vec<Blob> = manifest
+        .layers()
+        .iter()
+        .map(|l| blob_of(path, l))
+        .collect::<Result<_, _>>()?;
+    let config_bytes = blobs.json("config", &config.digest)?;
+    let cfg = parse_config(path, &config_bytes)?;
+    let diff_ids = config_diff_ids(path, &cfg, layers.len(), "the manifest")?;
+    Ok(Plan {
+        name,
+        platform: platform_of(&cfg),
+        config,
+        config_bytes,
+        manifest: desc,
+        manifest_bytes,
+        layers: layer_records(layers, diff_ids),
+    })
+}
+
+/// Load the image of an OCI layout directory.
+pub fn load_layout(
+    root: &Path,
+    sinks: &[&dyn BlobSink],
+    tag: Option<&ImageRef>,
+    fallback: Option<&ImageRef>,
+) -> Result<ImageRecord, LoadError> {
+    let index_path = root.join("index.json");
+    let index = parse_index(
+        root,
+        "index.json",
+        &std::fs::read(&index_path).map_err(io_err(&index_path))?,
+    )?;
+    let plan = oci_plan(root, &index, &Blobs::Dir(root), tag, fallback)?;
+    for l in &plan.layers {
+        if sinks.iter().all(|s| s.has_blob(&l.blob.digest)) {
+            continue;
+        }
+        let p = root.join("blobs/sha256").join(l.blob.digest.hex());
+        let mut f = File::open(&p).map_err(|_| LoadError::Missing {
+            path: root.into(),
+            what: "layer",
+            name: l.blob.digest.to_string(),
+        })?;
+        copy_blob(root, &mut f, &l.blob.digest, sinks)?;
+    }
+    finish(plan, sinks)
+}
+
+/// Keep a small JSON document of an archive's first pass.
+pub(super) fn keep_small(
+    file: &Path,
+    name: &str,
+    r: &mut dyn Read,
+    docs: &mut BTreeMap<String, Vec<u8>>,
+) -> Result<(), LoadError> {
+    let mut v = Vec::new();
+    r.take(MAX_DOC + 1)
+        .read_to_end(&mut v)
+        .map_err(io_err(file))?;
+    if v.len() as u64 <= MAX_DOC && v.first().is_some_and(|b| *b == b'{' || *b == b'[') {
+        docs.insert(name.to_string(), v);
+    }
+    Ok(())
+}
+
+/// Load the image of an OCI archive.
+pub fn load_archive(
+    file: &Path,
+    sinks: &[&dyn BlobSink],
+    tag: Option<&ImageRef>,
+    fallback: Option<&ImageRef>,
+) -> Result<ImageRecord, LoadError> {
+    let mut docs = BTreeMap::new();
+    for_each_entry(file, &mut |name, r| {
+        if name == "index.json" || name.starts_with("blobs/") {
+            keep_small(file, name, r, &mut docs)?;
+        }
+        Ok(ControlFlow::Continue(()))
+    })?;
+    let index = docs.get("index.json").ok_or_else(|| LoadError::Missing {
+        path: file.into(),
+        what: "file",
+        name: "index.json".into(),
+    })?;
+    let index = parse_index(file, "index.json", index)?;
+    let plan = oci_plan(file, &index, &Blobs::Docs(&docs, file), tag, fallback)?;
+    let wanted: BTreeMap<String, Digest> = plan
+        .layers
+        .iter()
+        .map(|l| {
+            (
+                format!("blobs/sha256/{}", l.blob.digest.hex()),
+                l.blob.digest.clone(),
+            )
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    for_each_entry(file, &mut |name, r| {
+        if let Some(d) = wanted.get(name) {
+            if seen.insert(name.to_string()) {
+                copy_blob(file, r, d, sinks)?;
+            }
+        }
+        Ok(if seen.len() == wanted.len() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    })?;
+    if let Some((name, _)) = wanted.iter().find(|(n, _)| !seen.contains(*n)) {
+        return Err(LoadError::Missing {
+            path: file.into(),
+            what: "layer",
+            name: name.clone(),
+        });
+    }
+    finish(plan, sinks)
+}

@@ -1,0 +1,79 @@
+//! Files written whole or not at all.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A temporary name beside `path`, unique in this process and host-wide by
+/// pid: `.NAME.tmp-PID-N`.
+pub fn tmp_name(path: &Path) -> PathBuf {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
+}
+
+/// A file that could not be written, named.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct WriteError {
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+/// Write `bytes` to `path` through a temporary file and a rename, so a
+/// reader sees the old content or the new, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    let tmp = tmp_name(path);
+    let result = fs::write(&tmp, bytes)
+        .map_err(|source| WriteError {
+            path: tmp.clone(),
+            source,
+        })
+        .and_then(|()| {
+            fs::rename(&tmp, path).map_err(|source| WriteError {
+                path: path.to_path_buf(),
+                source,
+            })
+        });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Remove a cache directory; returns how many entries it held.
+pub fn prune_dir(dir: &Path) -> io::Result<usize> {
+    let n = match fs::read_dir(dir) {
+        Ok(rd) => rd.count(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    fs::remove_dir_all(dir)?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_leave_the_file_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.json");
+        write_atomic(&f, b"one").unwrap();
+        write_atomic(&f, b"two").unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file is left");
+        let e = write_atomic(&dir.path().join("missing/a.json"), b"x").unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+        assert_eq!(prune_dir(dir.path()).unwrap(), 1);
+        assert_eq!(prune_dir(dir.path()).unwrap(), 0);
+    }
+}
