@@ -7,4 +7,10 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+
+# The fast tier, first: in process, no daemon (layering of the crate, unit
+# tests, interpretation tables, golden digests, property tests).
+cargo test --locked --lib --test architecture --test interpret --test golden --test properties
+
+# Everything, against real Nix, containerd, runc, registries, skopeo, umoci.
 cargo test --locked

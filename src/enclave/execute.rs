@@ -10,6 +10,7 @@ use crate::nix::{FlakeRef, Nix};
 use crate::oci::reference::ImageRef;
 use crate::pipeline::cache::LayerCache;
 use crate::pipeline::{build_service_image, ServiceImage};
+use crate::plan::duration::GoDuration;
 use crate::plan::future::Runtime as Values;
 use crate::plan::{
     Artifact, Assertion, ImageSource, Instruction, NixBuildSpec, Plan, ReadyCondition, Recipe,
@@ -771,12 +772,10 @@ impl<'a> Executor<'a> {
         field: &str,
         assertion: Assertion,
         target: &Value,
-        interval: &str,
-        timeout: &str,
+        interval: &GoDuration,
+        timeout: &GoDuration,
     ) -> Result<(BTreeMap<String, Value>, String), String> {
-        let parse =
-            |s: &str| crate::plan::builtins::parse_duration(s).unwrap_or(Duration::from_secs(1));
-        let (every, limit) = (parse(interval), parse(timeout));
+        let (every, limit) = (interval.get(), timeout.get());
         let start = Instant::now();
         let mut attempts = 0;
         let mut last;

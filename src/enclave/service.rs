@@ -239,8 +239,7 @@ pub async fn check_started(
         if p.transport_protocol != "TCP" {
             continue;
         }
-        let timeout =
-            crate::plan::builtins::parse_duration(wait).unwrap_or(Duration::from_secs(15));
+        let timeout = wait.get();
         let start = Instant::now();
         loop {
             let connect = tokio::net::TcpStream::connect((addr, p.number));

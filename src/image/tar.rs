@@ -1,13 +1,15 @@
 //! A deterministic tar writer. Names are raw bytes end to end; every header
 //! has uid/gid 0, no user or group names, and one fixed mtime. A name or
-//! link target that ustar cannot hold (too long, or not UTF-8) and a size of
-//! 8 GiB or more go into a PAX extended header.
+//! link target that ustar cannot hold (too long, or not UTF-8), a size of
+//! 8 GiB or more and an mtime past 2242 (11 octal digits) go into a PAX
+//! extended header.
 
 use std::io::{self, Read, Write};
 
 const BLOCK: usize = 512;
-/// ustar's 11 octal digits hold sizes below 8 GiB.
+/// ustar's 11 octal digits hold sizes below 8 GiB, and times up to 2242.
 const USTAR_MAX_SIZE: u64 = 0o77777777777;
+const USTAR_MAX_TIME: u64 = 0o77777777777;
 const PAX_NAME: &[u8] = b"././@PaxHeader";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +50,11 @@ pub struct TarWriter<W> {
 }
 
 fn octal(field: &mut [u8], value: u64) {
-    // Zero-padded octal, NUL-terminated, filling the field.
+    // Zero-padded octal, NUL-terminated, filling the field; a value too
+    // large for it is clamped (the caller puts the real one in a PAX record).
     let digits = field.len() - 1;
+    let max = (1u64 << (3 * digits as u32).min(63)) - 1;
+    let value = value.min(max);
     let s = format!("{value:0digits$o}");
     field[..digits].copy_from_slice(s.as_bytes());
     field[digits] = 0;
@@ -115,6 +120,9 @@ impl<W: Write> TarWriter<W> {
         }
         if size > USTAR_MAX_SIZE {
             pax_record(&mut pax, "size", size.to_string().as_bytes());
+        }
+        if self.mtime > USTAR_MAX_TIME {
+            pax_record(&mut pax, "mtime", self.mtime.to_string().as_bytes());
         }
         if !pax.is_empty() {
             self.raw_header(b'x', (&[], PAX_NAME), 0o644, pax.len() as u64, &[])?;

@@ -216,44 +216,8 @@ fn downcast<'v, T: starlark::values::StarlarkValue<'v> + Clone>(
     })
 }
 
-fn duration(arg: &str, s: &str) -> anyhow::Result<std::time::Duration> {
-    parse_duration(s).ok_or_else(|| {
-        anyhow::anyhow!("Value for '{arg}' is '{s}', which is not a duration such as \"500ms\", \"15s\", \"2m\" or \"1h30m\"")
-    })
-}
-
-/// Go-style durations: `300ms`, `15s`, `2m`, `1h30m`, `1.5s`.
-pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    if rest == "0" {
-        return Some(std::time::Duration::ZERO);
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..u] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += value * unit;
-        rest = &rest[u..];
-    }
-    Some(std::time::Duration::from_secs_f64(total))
+fn duration(arg: &str, s: &str) -> anyhow::Result<super::duration::GoDuration> {
+    super::duration::GoDuration::parse(s).map_err(|e| anyhow::anyhow!("Value for '{arg}': {e}"))
 }
 
 /// RFC 1035 labels, as Kurtosis requires of service names.
@@ -697,13 +661,9 @@ fn kurtosis_globals(builder: &mut GlobalsBuilder) {
             Some(v) => string("application_protocol", v)?,
         };
         let wait = match wait {
-            None => Some("15s".to_string()),
+            None => Some(duration("wait", "15s")?),
             Some(v) if v.is_none() => None,
-            Some(v) => {
-                let s = string("wait", v)?;
-                duration("wait", &s)?;
-                Some(s)
-            }
+            Some(v) => Some(duration("wait", &string("wait", v)?)?),
         };
         Ok(PortSpecValue(super::model::PortSpec {
             number,
@@ -796,9 +756,9 @@ fn kurtosis_globals(builder: &mut GlobalsBuilder) {
         let field = nonempty("field", field)?;
         check_field(&recipe, &field)?;
         let interval = opt(interval, |v| string("interval", v))?.unwrap_or("1s".into());
-        duration("interval", &interval)?;
+        let interval = duration("interval", &interval)?;
         let timeout = opt(timeout, |v| string("timeout", v))?.unwrap_or("15m".into());
-        duration("timeout", &timeout)?;
+        let timeout = duration("timeout", &timeout)?;
         Ok(ReadyConditionValue(super::model::ReadyCondition {
             recipe,
             field,
@@ -1044,9 +1004,9 @@ pub fn plan_methods(builder: &mut MethodsBuilder) {
         let assertion = self::assertion(assertion)?;
         let target_value = json("target_value", target_value)?;
         let interval = opt(interval, |v| string("interval", v))?.unwrap_or("1s".into());
-        duration("interval", &interval)?;
+        let interval = duration("interval", &interval)?;
         let timeout = opt(timeout, |v| string("timeout", v))?.unwrap_or("10s".into());
-        duration("timeout", &timeout)?;
+        let timeout = duration("timeout", &timeout)?;
         let n = ctx(eval).state.borrow().steps.len();
         let id = future::id_for(n);
         push(
@@ -1181,23 +1141,5 @@ pub fn plan_methods(builder: &mut MethodsBuilder) {
         );
         ctx(eval).state.borrow_mut().artifacts.insert(name.clone());
         Ok(name)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations_parse_like_go() {
-        assert_eq!(parse_duration("15s"), Some(Duration::from_secs(15)));
-        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
-        for bad in ["", "15", "s", "10x", "1s2"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
     }
 }

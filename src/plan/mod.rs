@@ -3,6 +3,7 @@
 //! instructions). Nothing runs here; execution is in [`crate::enclave`].
 
 pub mod builtins;
+pub mod duration;
 pub mod future;
 pub mod jq;
 pub mod model;

@@ -3,6 +3,7 @@
 //! values, so a plan can be printed (`--dry-run`), stored and executed
 //! without the interpreter.
 
+use super::duration::GoDuration;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -64,7 +65,7 @@ pub struct PortSpec {
     pub transport_protocol: String,
     pub application_protocol: String,
     /// `None`: do not wait for the port.
-    pub wait: Option<String>,
+    pub wait: Option<GoDuration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -162,8 +163,8 @@ pub struct ReadyCondition {
     pub field: String,
     pub assertion: Assertion,
     pub target_value: serde_json::Value,
-    pub interval: String,
-    pub timeout: String,
+    pub interval: GoDuration,
+    pub timeout: GoDuration,
 }
 
 /// An assertion of `plan.verify` and `plan.wait`.
@@ -264,8 +265,8 @@ pub enum Instruction {
         field: String,
         assertion: Assertion,
         target_value: serde_json::Value,
-        interval: String,
-        timeout: String,
+        interval: GoDuration,
+        timeout: GoDuration,
         id: String,
     },
     Verify {

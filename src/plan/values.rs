@@ -28,7 +28,7 @@ pub struct ServicePort {
     pub number: u16,
     pub transport_protocol: String,
     pub application_protocol: String,
-    pub wait: Option<String>,
+    pub wait: Option<super::duration::GoDuration>,
     pub url: String,
 }
 
