@@ -821,3 +821,49 @@ fn run_pulls_missing_images_with_image_spec_credentials() {
     );
     assert!(env.ctr(&["images", "ls", "-q"]).contains(&image));
 }
+
+/// `nixoci build --output containerd` and `nixoci run` go through one
+/// pipeline: the same flake output under the same environment (including
+/// `SOURCE_DATE_EPOCH`) gives the same manifest digest, and the epoch is
+/// honoured by both.
+#[test]
+fn build_and_run_make_the_same_image() {
+    let env = Env::new("hello-web", true);
+    let pkg = env.pkg();
+    std::fs::write(
+        pkg.join("same.star"),
+        "def run(plan):\n    plan.add_service(name = \"client\", config = ServiceConfig(image = NixBuildSpec(image_name = \"same-client\", build_context_dir = \"./\", flake_location_dir = \"nix\", flake_output = \"client\")))\n",
+    )
+    .unwrap();
+    let pkg = pkg.to_str().unwrap();
+    let mut digests = Vec::new();
+    for epoch in ["1700000000", "1700000001"] {
+        let o = env
+            .nixoci()
+            .env("SOURCE_DATE_EPOCH", epoch)
+            .args(["run", pkg, "--main-file", "same.star", "--enclave", "same"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        let ls = env.ctr(&["images", "ls"]);
+        let line = ls
+            .lines()
+            .find(|l| l.starts_with("docker.io/library/same-client:latest "))
+            .unwrap_or_else(|| panic!("no image:\n{ls}"));
+        let from_run = line.split_whitespace().nth(2).unwrap().to_string();
+        let flake = format!("{pkg}/nix#client");
+        let o = env
+            .nixoci()
+            .env("SOURCE_DATE_EPOCH", epoch)
+            .args(["build", &flake, "--output", "containerd", "--tag", "built-client:1", "--json"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let from_build = doc["manifest"]["digest"].as_str().unwrap().to_string();
+        assert_eq!(from_run, from_build, "SOURCE_DATE_EPOCH={epoch}");
+        digests.push(from_run);
+        env.ok(&["enclave", "rm", "-f", "same"]);
+    }
+    assert_ne!(digests[0], digests[1], "the epoch changes the image");
+}
