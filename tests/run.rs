@@ -855,7 +855,15 @@ fn build_and_run_make_the_same_image() {
         let o = env
             .nixoci()
             .env("SOURCE_DATE_EPOCH", epoch)
-            .args(["build", &flake, "--output", "containerd", "--tag", "built-client:1", "--json"])
+            .args([
+                "build",
+                &flake,
+                "--output",
+                "containerd",
+                "--tag",
+                "built-client:1",
+                "--json",
+            ])
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", show(&o));
@@ -866,4 +874,65 @@ fn build_and_run_make_the_same_image() {
         env.ok(&["enclave", "rm", "-f", "same"]);
     }
     assert_ne!(digests[0], digests[1], "the epoch changes the image");
+}
+
+/// A service whose setup fails after its network attachment (here: the
+/// enclave's hosts file cannot be written) leaves no attachment, namespace,
+/// record or container behind, and the same run succeeds once the cause is
+/// gone.
+#[test]
+fn a_failed_service_is_undone_step_by_step() {
+    let env = Env::new("hello-web", true);
+    let pkg = env.pkg();
+    let svc = |name: &str| {
+        format!("def run(plan):\n    plan.add_service(name = \"{name}\", config = ServiceConfig(image = NixBuildSpec(image_name = \"undo-client\", build_context_dir = \"./\", flake_location_dir = \"nix\", flake_output = \"client\")))\n")
+    };
+    std::fs::write(pkg.join("a.star"), svc("a")).unwrap();
+    std::fs::write(pkg.join("b.star"), svc("b")).unwrap();
+    let pkg = pkg.to_str().unwrap();
+    env.ok(&["run", pkg, "--main-file", "a.star", "--enclave", "undo"]);
+    let dir = env.home().join("enclaves/undo");
+    let hosts = dir.join("hosts");
+    let saved = std::fs::read(&hosts).unwrap();
+    std::fs::remove_file(&hosts).unwrap();
+    std::fs::create_dir(&hosts).unwrap();
+    let o = env.out(&["run", pkg, "--main-file", "b.star", "--enclave", "undo"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(stderr(&o).contains("hosts"), "{}", show(&o));
+    assert!(!dir.join("netns/b").exists(), "b's namespace is left");
+    let leftovers: Vec<String> = walk(&dir)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "b" || n == "b.json"))
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(leftovers.is_empty(), "left: {leftovers:?}");
+    let containers = env.ctr(&["containers", "ls", "-q"]);
+    assert!(
+        !containers.lines().any(|l| l.ends_with("-b")),
+        "{containers}"
+    );
+    let rec = std::fs::read_to_string(dir.join("enclave.json")).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(&rec).unwrap();
+    assert!(rec["services"].get("b").is_none(), "{rec}");
+    assert!(rec["services"].get("a").is_some(), "{rec}");
+    std::fs::remove_dir(&hosts).unwrap();
+    std::fs::write(&hosts, saved).unwrap();
+    env.ok(&["run", pkg, "--main-file", "b.star", "--enclave", "undo"]);
+    let hosts_text = std::fs::read_to_string(&hosts).unwrap();
+    assert!(
+        hosts_text.contains("\ta\n") && hosts_text.contains("\tb\n"),
+        "{hosts_text}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
 }

@@ -126,7 +126,7 @@ pub fn run(a: RunArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
             .as_ref()
             .map_or("none: host network", |n| n.subnet.as_str())
     );
-    let mut exec = Executor::new(&rt, client, &mut enclave, &exec_opts, &images, &plan);
+    let mut exec = Executor::new(&rt, &ctx, client, &mut enclave, &exec_opts, &images, &plan);
     let report = match exec.run(&plan, &say) {
         Ok(r) => r,
         Err(e) => {

@@ -30,16 +30,72 @@ pub enum ExecError {
         flake: String,
         source: Box<crate::pipeline::PipelineError>,
     },
-    #[error("{location}: {instruction}: {message}")]
+    #[error("{location}: {instruction}: {source}")]
     Step {
         location: String,
         instruction: String,
-        message: String,
+        source: Box<StepError>,
     },
     #[error("interrupted after {ran} of {total} instructions; what ran stays in the enclave")]
     Interrupted { ran: usize, total: usize },
     #[error(transparent)]
     Enclave(#[from] EnclaveError),
+}
+
+/// Why an instruction failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Enclave(#[from] EnclaveError),
+    #[error(transparent)]
+    Containerd(#[from] crate::containerd::ContainerdError),
+    #[error(transparent)]
+    Unresolved(#[from] crate::plan::future::Unresolved),
+    #[error(transparent)]
+    Reference(#[from] crate::oci::reference::ReferenceError),
+    #[error("image {image} is not in containerd namespace '{namespace}' and pulling it failed: {source}")]
+    Pull {
+        image: String,
+        namespace: String,
+        source: Box<crate::pipeline::PipelineError>,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("template {path}: {why}")]
+    Template { path: String, why: String },
+    #[error("{request}: {source}")]
+    Http {
+        request: String,
+        source: http::HttpError,
+    },
+    #[error("extract '{name}': {why}")]
+    Extract { name: String, why: String },
+    #[error("Verification failed: {0}")]
+    Verify(String),
+    /// A recipe's or a service's outcome, with the lines that explain it.
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> StepError + '_ {
+    move |source| StepError::Io {
+        path: path.into(),
+        source,
+    }
+}
+
+/// A step of `add_service` that changed the host, to undo on failure.
+#[derive(Debug)]
+enum Done {
+    /// The service's network namespace and address.
+    Network,
+    /// The service in the enclave's record and hosts file.
+    Record,
+    /// The container (and task, if it started).
+    Container(String),
 }
 
 pub struct Options {
@@ -153,6 +209,8 @@ pub fn build_images(
 /// Runs instructions against one enclave.
 pub struct Executor<'a> {
     pub rt: &'a tokio::runtime::Handle,
+    /// Where images the namespace lacks are pulled into.
+    pub ctx: &'a SinkContext,
     pub client: Client,
     pub enclave: &'a mut Enclave,
     pub opts: &'a Options,
@@ -162,21 +220,19 @@ pub struct Executor<'a> {
     resolved: BTreeMap<String, ResolvedImage>,
 }
 
-fn step_err(
-    location: &str,
-    instruction: &Instruction,
-    message: impl std::fmt::Display,
-) -> ExecError {
+fn step_err(location: &str, instruction: &Instruction, source: StepError) -> ExecError {
     ExecError::Step {
         location: location.into(),
         instruction: instruction.to_string(),
-        message: message.to_string(),
+        source: Box::new(source),
     }
 }
 
 impl<'a> Executor<'a> {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         rt: &'a tokio::runtime::Handle,
+        ctx: &'a SinkContext,
         client: Client,
         enclave: &'a mut Enclave,
         opts: &'a Options,
@@ -189,6 +245,7 @@ impl<'a> Executor<'a> {
         }
         Executor {
             rt,
+            ctx,
             client,
             enclave,
             opts,
@@ -235,40 +292,32 @@ impl<'a> Executor<'a> {
         Ok(report)
     }
 
-    fn image_name(&self, source: &ImageSource) -> Result<String, String> {
+    fn image_name(&self, source: &ImageSource) -> Result<String, StepError> {
         match source {
-            ImageSource::Nix(n) => self
-                .built
-                .get(&n.image_name)
-                .cloned()
-                .ok_or_else(|| format!("image {} was not built", n.image_name)),
+            ImageSource::Nix(n) => {
+                self.built.get(&n.image_name).cloned().ok_or_else(|| {
+                    StepError::Failed(format!("image {} was not built", n.image_name))
+                })
+            }
             ImageSource::Named(i) => {
                 if i.registry.is_some() || i.username.is_some() {
                     // Credentials only matter for pulling, which comes later.
                 }
-                ImageRef::parse(&i.image)
-                    .map(|r| r.to_string())
-                    .map_err(|e| e.to_string())
+                Ok(ImageRef::parse(&i.image)?.to_string())
             }
         }
     }
 
-    fn resolve_config(&self, config: &ServiceConfig) -> Result<ServiceConfig, String> {
+    fn resolve_config(&self, config: &ServiceConfig) -> Result<ServiceConfig, StepError> {
         let mut c = config.clone();
         let v = &self.values;
-        let e = |e: crate::plan::future::Unresolved| e.to_string();
-        c.cmd = c.cmd.map(|x| v.resolve_all(&x)).transpose().map_err(e)?;
-        c.entrypoint = c
-            .entrypoint
-            .map(|x| v.resolve_all(&x))
-            .transpose()
-            .map_err(e)?;
+        c.cmd = c.cmd.map(|x| v.resolve_all(&x)).transpose()?;
+        c.entrypoint = c.entrypoint.map(|x| v.resolve_all(&x)).transpose()?;
         c.env_vars = c
             .env_vars
             .iter()
             .map(|(k, x)| Ok((k.clone(), v.resolve_str(x)?)))
-            .collect::<Result<_, crate::plan::future::Unresolved>>()
-            .map_err(e)?;
+            .collect::<Result<_, crate::plan::future::Unresolved>>()?;
         Ok(c)
     }
 
@@ -276,7 +325,11 @@ impl<'a> Executor<'a> {
         self.rt.block_on(f)
     }
 
-    fn step(&mut self, ins: &Instruction, say: &dyn Fn(String)) -> Result<Option<String>, String> {
+    fn step(
+        &mut self,
+        ins: &Instruction,
+        say: &dyn Fn(String),
+    ) -> Result<Option<String>, StepError> {
         let c = self.client.clone();
         let snap = self.opts.snapshotter.clone();
         let grace = self.opts.stop_grace;
@@ -286,176 +339,26 @@ impl<'a> Executor<'a> {
                 config,
                 id: future_id,
             } => {
-                let config = self.resolve_config(config)?;
-                let image = self.image_name(&config.image)?;
-                if let ImageSource::Named(spec) = &config.image {
-                    self.pull_if_missing(&image, spec, say)?;
+                let mut done = Vec::new();
+                let r = self.add_service(name, config, future_id, say, &mut done);
+                if r.is_err() {
+                    self.undo(name, done);
                 }
-                let resolved = match self.resolved.get(&image) {
-                    Some(r) => r.clone(),
-                    None => {
-                        let r = self
-                            .block(service::resolve_image(&c, &snap, &image))
-                            .map_err(|e| e.to_string())?;
-                        self.resolved.insert(image.clone(), r.clone());
-                        r
-                    }
-                };
-                let id = container_id(self.enclave.name(), name);
-                // A container or network of that name without a record is
-                // left from a killed run: it goes.
-                self.block(service::remove(&c, &snap, &id, Duration::from_secs(1)))
-                    .map_err(|e| e.to_string())?;
-                let net = self.enclave.record.network.clone();
-                let enclave_name = self.enclave.name().to_string();
-                let dir = self.enclave.dir.clone();
-                let (ip, netns) = match &net {
-                    Some(n) => {
-                        network::detach(&dir, &enclave_name, n, name).map_err(|e| e.to_string())?;
-                        let public: Vec<(u16, u16, String)> = config
-                            .public_ports
-                            .iter()
-                            .map(|(pid, p)| {
-                                (
-                                    p.number,
-                                    config.ports[pid].number,
-                                    p.transport_protocol.clone(),
-                                )
-                            })
-                            .collect();
-                        let att = network::attach(&dir, &enclave_name, n, name, &id, &public)
-                            .map_err(|e| e.to_string())?;
-                        (att.ip, Some(att.netns.display().to_string()))
-                    }
-                    None => ("127.0.0.1".to_string(), None),
-                };
-                let undo_net = |this: &Self| {
-                    if let Some(n) = &net {
-                        let _ = network::detach(&this.enclave.dir, &enclave_name, n, name);
-                    }
-                };
-                self.values.set(future_id, "ip_address", json!(ip));
-                let info = crate::plan::values::ServiceInfo::new(name, &ip, &config.ports);
-                let mut binds = Vec::new();
-                for (mount, artifact) in &config.files {
-                    let dir = self.enclave.artifact_dir(artifact);
-                    if !dir.is_dir() {
-                        undo_net(self);
-                        return Err(format!(
-                            "files artifact '{artifact}' does not exist in enclave {}",
-                            self.enclave.name()
-                        ));
-                    }
-                    binds.push(Bind {
-                        destination: mount.clone(),
-                        source: dir.display().to_string(),
-                        read_only: true,
-                    });
-                }
-                self.enclave.record.services.insert(
-                    name.clone(),
-                    ServiceRecord {
-                        name: name.clone(),
-                        container_id: id.clone(),
-                        image: image.clone(),
-                        config: config.clone(),
-                        info: info.clone(),
-                    },
-                );
-                self.enclave.write_hosts().map_err(|e| e.to_string())?;
-                binds.push(Bind {
-                    destination: "/etc/hosts".into(),
-                    source: self.enclave.hosts_path().display().to_string(),
-                    read_only: true,
-                });
-                if Path::new("/etc/resolv.conf").is_file() {
-                    binds.push(Bind {
-                        destination: "/etc/resolv.conf".into(),
-                        source: "/etc/resolv.conf".into(),
-                        read_only: true,
-                    });
-                }
-                let log = self.enclave.log_path(name);
-                let new = NewService {
-                    enclave: &enclave_name,
-                    name,
-                    id: &id,
-                    config: &config,
-                    image: &resolved,
-                    binds,
-                    netns,
-                };
-                let started = self.block(async {
-                    service::create_container(&c, &snap, &new).await?;
-                    service::start_task(&c, &snap, &id, &log).await?;
-                    service::check_started(&c, &id, name, &ip, &config, &log).await
-                });
-                let started = started.map_err(|e| e.to_string()).and_then(|()| {
-                    match &config.ready_conditions {
-                        Some(rc) => self.ready(name, rc, &log),
-                        None => Ok(()),
-                    }
-                });
-                if let Err(e) = started {
-                    let _ = self.block(service::remove(&c, &snap, &id, Duration::from_secs(1)));
-                    undo_net(self);
-                    self.enclave.record.services.remove(name);
-                    let _ = self.enclave.write_hosts();
-                    return Err(e);
-                }
-                self.enclave.save().map_err(|e| e.to_string())?;
-                let ports: Vec<String> = info
-                    .ports
-                    .iter()
-                    .map(|(id, p)| match config.public_ports.get(id) {
-                        Some(pp) => format!(
-                            "{id}: {}/{} (127.0.0.1:{})",
-                            p.number, p.transport_protocol, pp.number
-                        ),
-                        None => format!("{id}: {}/{}", p.number, p.transport_protocol),
-                    })
-                    .collect();
-                Ok(Some(format!(
-                    "Service '{name}' added ({image}), address {}{}",
-                    info.ip_address,
-                    if ports.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", ports {}", ports.join(", "))
-                    }
-                )))
+                r.map(Some)
             }
             Instruction::RemoveService { name } => {
-                let id = self
-                    .enclave
-                    .service(name)
-                    .map_err(|e| e.to_string())?
-                    .container_id
-                    .clone();
-                self.block(service::remove(&c, &snap, &id, grace))
-                    .map_err(|e| e.to_string())?;
-                self.enclave
-                    .forget_service(name)
-                    .map_err(|e| e.to_string())?;
+                let id = self.enclave.service(name)?.container_id.clone();
+                self.block(service::remove(&c, &snap, &id, grace))?;
+                self.enclave.forget_service(name)?;
                 Ok(Some(format!("Service '{name}' removed")))
             }
             Instruction::StopService { name } => {
-                let id = self
-                    .enclave
-                    .service(name)
-                    .map_err(|e| e.to_string())?
-                    .container_id
-                    .clone();
-                self.block(service::stop_task(&c, &id, grace))
-                    .map_err(|e| e.to_string())?;
+                let id = self.enclave.service(name)?.container_id.clone();
+                self.block(service::stop_task(&c, &id, grace))?;
                 Ok(Some(format!("Service '{name}' stopped")))
             }
             Instruction::StartService { name } => {
-                let rec = self
-                    .enclave
-                    .service(name)
-                    .map_err(|e| e.to_string())?
-                    .clone();
+                let rec = self.enclave.service(name)?.clone();
                 let log = self.enclave.log_path(name);
                 self.block(async {
                     service::start_task(&c, &snap, &rec.container_id, &log).await?;
@@ -468,8 +371,7 @@ impl<'a> Executor<'a> {
                         &log,
                     )
                     .await
-                })
-                .map_err(|e| e.to_string())?;
+                })?;
                 if let Some(rc) = &rec.config.ready_conditions {
                     self.ready(name, rc, &log)?;
                 }
@@ -511,10 +413,7 @@ impl<'a> Executor<'a> {
                 timeout,
                 id,
             } => {
-                let target = self
-                    .values
-                    .resolve(target_value)
-                    .map_err(|e| e.to_string())?;
+                let target = self.values.resolve(target_value)?;
                 let (fields, msg) = self.poll(
                     service_name,
                     recipe,
@@ -534,25 +433,22 @@ impl<'a> Executor<'a> {
                 assertion,
                 target_value,
             } => {
-                let v = self.values.resolve(value).map_err(|e| e.to_string())?;
-                let t = self
-                    .values
-                    .resolve(target_value)
-                    .map_err(|e| e.to_string())?;
+                let v = self.values.resolve(value)?;
+                let t = self.values.resolve(target_value)?;
                 match compare(&v, *assertion, &t) {
                     Ok(true) => Ok(Some(format!(
                         "Verification succeeded: {v} {} {t}",
                         assertion.as_str()
                     ))),
-                    Ok(false) => Err(format!(
-                        "Verification failed: {v} {} {t} is false",
+                    Ok(false) => Err(StepError::Verify(format!(
+                        "{v} {} {t} is false",
                         assertion.as_str()
-                    )),
-                    Err(e) => Err(format!("Verification failed: {e}")),
+                    ))),
+                    Err(e) => Err(StepError::Verify(e)),
                 }
             }
             Instruction::Print { msg } => {
-                let m = self.values.resolve_str(msg).map_err(|e| e.to_string())?;
+                let m = self.values.resolve_str(msg)?;
                 println!("{m}");
                 Ok(None)
             }
@@ -561,23 +457,26 @@ impl<'a> Executor<'a> {
                 let dir = self.enclave.artifact_dir(name);
                 let tmp = dir.with_extension("partial");
                 let _ = std::fs::remove_dir_all(&tmp);
-                std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+                std::fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
                 let r = match artifact {
                     Artifact::Upload { src } => {
                         let base = src.file_name().map(|n| tmp.join(n)).unwrap_or(tmp.clone());
-                        copy_tree(src, &base).map_err(|e| format!("copying {}: {e}", src.display()))
+                        copy_tree(src, &base).map_err(io_at(src))
                     }
                     Artifact::Templates { files } => {
                         files.iter().try_for_each(|(path, (text, data))| {
-                            let data = self.values.resolve(data).map_err(|e| e.to_string())?;
-                            let out = crate::plan::template::render(text, &data)
-                                .map_err(|e| format!("template {path}: {e}"))?;
+                            let data = self.values.resolve(data)?;
+                            let out = crate::plan::template::render(text, &data).map_err(|e| {
+                                StepError::Template {
+                                    path: path.clone(),
+                                    why: e.to_string(),
+                                }
+                            })?;
                             let file = tmp.join(path);
                             if let Some(p) = file.parent() {
-                                std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
+                                std::fs::create_dir_all(p).map_err(io_at(p))?;
                             }
-                            std::fs::write(&file, out)
-                                .map_err(|e| format!("{}: {e}", file.display()))
+                            std::fs::write(&file, out).map_err(io_at(&file))
                         })
                     }
                 };
@@ -586,26 +485,178 @@ impl<'a> Executor<'a> {
                     return Err(e);
                 }
                 let _ = std::fs::remove_dir_all(&dir);
-                std::fs::rename(&tmp, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                std::fs::rename(&tmp, &dir).map_err(io_at(&dir))?;
                 if !self.enclave.record.artifacts.contains(name) {
                     self.enclave.record.artifacts.push(name.clone());
                 }
-                self.enclave.save().map_err(|e| e.to_string())?;
+                self.enclave.save()?;
                 let _ = say;
                 Ok(Some(format!("Files artifact '{name}' created")))
             }
         }
     }
 
-    fn exec(&self, service_name: &str, command: &[String]) -> Result<(i64, String), String> {
-        let rec = self
-            .enclave
-            .service(service_name)
-            .map_err(|e| e.to_string())?;
-        let command = self
-            .values
-            .resolve_all(command)
-            .map_err(|e| e.to_string())?;
+    /// `plan.add_service`. Each step that changes the host is recorded in
+    /// `done` as it succeeds, so that a failure at any later point is
+    /// undone in reverse by [`Executor::undo`].
+    fn add_service(
+        &mut self,
+        name: &str,
+        config: &ServiceConfig,
+        future_id: &str,
+        say: &dyn Fn(String),
+        done: &mut Vec<Done>,
+    ) -> Result<String, StepError> {
+        let c = self.client.clone();
+        let snap = self.opts.snapshotter.clone();
+        let config = self.resolve_config(config)?;
+        let image = self.image_name(&config.image)?;
+        if let ImageSource::Named(spec) = &config.image {
+            self.pull_if_missing(&image, spec, say)?;
+        }
+        let resolved = match self.resolved.get(&image) {
+            Some(r) => r.clone(),
+            None => {
+                let r = self.block(service::resolve_image(&c, &snap, &image))?;
+                self.resolved.insert(image.clone(), r.clone());
+                r
+            }
+        };
+        let id = container_id(self.enclave.name(), name);
+        // A container or network of that name without a record is left
+        // from a killed run: it goes.
+        self.block(service::remove(&c, &snap, &id, Duration::from_secs(1)))?;
+        let enclave_name = self.enclave.name().to_string();
+        let dir = self.enclave.dir.clone();
+        let (ip, netns) = match &self.enclave.record.network {
+            Some(n) => {
+                network::detach(&dir, &enclave_name, n, name)?;
+                let public: Vec<(u16, u16, String)> = config
+                    .public_ports
+                    .iter()
+                    .map(|(pid, p)| {
+                        (
+                            p.number,
+                            config.ports[pid].number,
+                            p.transport_protocol.clone(),
+                        )
+                    })
+                    .collect();
+                let att = network::attach(&dir, &enclave_name, n, name, &id, &public)?;
+                done.push(Done::Network);
+                (att.ip, Some(att.netns.display().to_string()))
+            }
+            None => ("127.0.0.1".to_string(), None),
+        };
+        self.values.set(future_id, "ip_address", json!(ip));
+        let info = crate::plan::values::ServiceInfo::new(name, &ip, &config.ports);
+        let mut binds = Vec::new();
+        for (mount, artifact) in &config.files {
+            let dir = self.enclave.artifact_dir(artifact);
+            if !dir.is_dir() {
+                return Err(StepError::Failed(format!(
+                    "files artifact '{artifact}' does not exist in enclave {}",
+                    self.enclave.name()
+                )));
+            }
+            binds.push(Bind {
+                destination: mount.clone(),
+                source: dir.display().to_string(),
+                read_only: true,
+            });
+        }
+        self.enclave.record.services.insert(
+            name.to_string(),
+            ServiceRecord {
+                name: name.to_string(),
+                container_id: id.clone(),
+                image: image.clone(),
+                config: config.clone(),
+                info: info.clone(),
+            },
+        );
+        done.push(Done::Record);
+        self.enclave.write_hosts()?;
+        binds.push(Bind {
+            destination: "/etc/hosts".into(),
+            source: self.enclave.hosts_path().display().to_string(),
+            read_only: true,
+        });
+        if Path::new("/etc/resolv.conf").is_file() {
+            binds.push(Bind {
+                destination: "/etc/resolv.conf".into(),
+                source: "/etc/resolv.conf".into(),
+                read_only: true,
+            });
+        }
+        let log = self.enclave.log_path(name);
+        let new = NewService {
+            enclave: &enclave_name,
+            name,
+            id: &id,
+            config: &config,
+            image: &resolved,
+            binds,
+            netns,
+        };
+        done.push(Done::Container(id.clone()));
+        self.block(async {
+            service::create_container(&c, &snap, &new).await?;
+            service::start_task(&c, &snap, &id, &log).await?;
+            service::check_started(&c, &id, name, &ip, &config, &log).await
+        })?;
+        if let Some(rc) = &config.ready_conditions {
+            self.ready(name, rc, &log)?;
+        }
+        self.enclave.save()?;
+        let ports: Vec<String> = info
+            .ports
+            .iter()
+            .map(|(id, p)| match config.public_ports.get(id) {
+                Some(pp) => format!(
+                    "{id}: {}/{} (127.0.0.1:{})",
+                    p.number, p.transport_protocol, pp.number
+                ),
+                None => format!("{id}: {}/{}", p.number, p.transport_protocol),
+            })
+            .collect();
+        Ok(format!(
+            "Service '{name}' added ({image}), address {}{}",
+            info.ip_address,
+            if ports.is_empty() {
+                String::new()
+            } else {
+                format!(", ports {}", ports.join(", "))
+            }
+        ))
+    }
+
+    /// Undo what a failed [`Executor::add_service`] did, last first. Each
+    /// undo is best effort: the step's own error is the one reported.
+    fn undo(&mut self, name: &str, done: Vec<Done>) {
+        for d in done.into_iter().rev() {
+            match d {
+                Done::Container(id) => {
+                    let c = self.client.clone();
+                    let snap = self.opts.snapshotter.clone();
+                    let _ = self.block(service::remove(&c, &snap, &id, Duration::from_secs(1)));
+                }
+                Done::Record => {
+                    self.enclave.record.services.remove(name);
+                    let _ = self.enclave.write_hosts();
+                }
+                Done::Network => {
+                    if let Some(n) = &self.enclave.record.network {
+                        let _ = network::detach(&self.enclave.dir, self.enclave.name(), n, name);
+                    }
+                }
+            }
+        }
+    }
+
+    fn exec(&self, service_name: &str, command: &[String]) -> Result<(i64, String), StepError> {
+        let rec = self.enclave.service(service_name)?;
+        let command = self.values.resolve_all(command)?;
         let scratch = self.enclave.dir.join("exec");
         self.block(service::exec(
             &self.client,
@@ -613,7 +664,9 @@ impl<'a> Executor<'a> {
             &command,
             &scratch,
         ))
-        .map_err(|e| format!("exec {command:?} in service '{service_name}': {e}"))
+        .map_err(|e| {
+            StepError::Failed(format!("exec {command:?} in service '{service_name}': {e}"))
+        })
     }
 
     /// Pull a named image the namespace lacks (with the ImageSpec's
@@ -623,16 +676,15 @@ impl<'a> Executor<'a> {
         image: &str,
         spec: &crate::plan::ImageSpec,
         say: &dyn Fn(String),
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let c = &self.client;
         if self
-            .block(crate::containerd::images::get(c, image))
-            .map_err(|e| e.to_string())?
+            .block(crate::containerd::images::get(c, image))?
             .is_some()
         {
             return Ok(());
         }
-        let reference = ImageRef::parse(image).map_err(|e| e.to_string())?;
+        let reference = ImageRef::parse(image)?;
         say(format!("pulling {reference}"));
         let creds = match (&spec.username, &spec.password) {
             (Some(u), Some(p)) => Some(crate::registry::auth::Credentials {
@@ -641,20 +693,14 @@ impl<'a> Executor<'a> {
             }),
             _ => None,
         };
-        let client = crate::source::registry::client(&reference, &self.opts.registry, creds)
-            .map_err(|e| format!("pulling {reference}: {e}"))?;
-        let sink = crate::sink::containerd::ContainerdSink::open(
-            self.rt.clone(),
-            c.clone(),
-            &self.opts.snapshotter,
-        )
-        .map_err(|e| e.to_string())?;
-        let sinks: [&dyn crate::sink::BlobSink; 1] = [&sink];
-        crate::source::registry::pull(&reference, &client, &sinks).map_err(|e| {
-            format!(
-                "image {image} is not in containerd namespace '{}' and pulling it failed: {e}",
-                c.namespace
-            )
+        let source = crate::pipeline::ImageSource::Registry(reference, creds);
+        let outputs = [crate::sink::SinkSpec::Containerd(Some(c.namespace.clone()))];
+        crate::pipeline::copy(&source, &outputs, self.ctx, None, None).map_err(|e| {
+            StepError::Pull {
+                image: image.to_string(),
+                namespace: c.namespace.clone(),
+                source: Box::new(e),
+            }
         })?;
         Ok(())
     }
@@ -668,7 +714,7 @@ impl<'a> Executor<'a> {
         acceptable_codes: &[i64],
         skip_code_check: bool,
         id: &str,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, StepError> {
         let fields = self.run_recipe(service_name, recipe)?;
         let code = fields["code"].as_i64().unwrap_or(-1);
         for (k, v) in &fields {
@@ -692,9 +738,9 @@ impl<'a> Executor<'a> {
         };
         let text = text.as_str().unwrap_or("").trim_end();
         if !skip_code_check && !acceptable_codes.contains(&code) {
-            return Err(format!(
+            return Err(StepError::Failed(format!(
                 "{what} returned {status} {code}, which is not among the acceptable codes {acceptable_codes:?}; its {text_name}:\n{text}"
-            ));
+            )));
         }
         Ok(Some(format!(
             "{head} '{code}' and the following {text_name}:\n{text}"
@@ -706,7 +752,7 @@ impl<'a> Executor<'a> {
         &self,
         service_name: &str,
         recipe: &Recipe,
-    ) -> Result<BTreeMap<String, Value>, String> {
+    ) -> Result<BTreeMap<String, Value>, StepError> {
         let mut fields = BTreeMap::new();
         let text = match recipe {
             Recipe::Exec(r) => {
@@ -716,25 +762,26 @@ impl<'a> Executor<'a> {
                 output
             }
             Recipe::Http(r) => {
-                let rec = self
-                    .enclave
-                    .service(service_name)
-                    .map_err(|e| e.to_string())?;
+                let rec = self.enclave.service(service_name)?;
                 let port = rec
                     .config
                     .ports
                     .get(&r.port_id)
-                    .ok_or_else(|| format!("service '{service_name}' has no port '{}'", r.port_id))?
+                    .ok_or_else(|| {
+                        StepError::Failed(format!(
+                            "service '{service_name}' has no port '{}'",
+                            r.port_id
+                        ))
+                    })?
                     .number;
                 let v = &self.values;
-                let endpoint = v.resolve_str(&r.endpoint).map_err(|e| e.to_string())?;
-                let body = v.resolve_str(&r.body).map_err(|e| e.to_string())?;
+                let endpoint = v.resolve_str(&r.endpoint)?;
+                let body = v.resolve_str(&r.body)?;
                 let headers: Vec<(String, String)> = r
                     .headers
                     .iter()
                     .map(|(k, x)| Ok((k.clone(), v.resolve_str(x)?)))
-                    .collect::<Result<_, crate::plan::future::Unresolved>>()
-                    .map_err(|e| e.to_string())?;
+                    .collect::<Result<_, crate::plan::future::Unresolved>>()?;
                 let req = http::Request {
                     method: &r.method,
                     host: &rec.info.ip_address,
@@ -744,11 +791,14 @@ impl<'a> Executor<'a> {
                     content_type: r.content_type.as_deref(),
                     body: &body,
                 };
-                let resp = http::send(&req, Duration::from_secs(10)).map_err(|e| {
-                    format!(
-                        "{} http://{}:{port}{endpoint}: {e}",
-                        r.method, rec.info.ip_address
-                    )
+                let resp = http::send(&req, Duration::from_secs(10)).map_err(|source| {
+                    StepError::Http {
+                        request: format!(
+                            "{} http://{}:{port}{endpoint}",
+                            r.method, rec.info.ip_address
+                        ),
+                        source,
+                    }
                 })?;
                 fields.insert("code".to_string(), json!(resp.code));
                 fields.insert("body".to_string(), json!(resp.body));
@@ -756,8 +806,10 @@ impl<'a> Executor<'a> {
             }
         };
         for (k, expr) in recipe.extract() {
-            let v =
-                crate::plan::jq::extract(expr, &text).map_err(|e| format!("extract '{k}': {e}"))?;
+            let v = crate::plan::jq::extract(expr, &text).map_err(|why| StepError::Extract {
+                name: k.clone(),
+                why,
+            })?;
             fields.insert(format!("extract.{k}"), v);
         }
         Ok(fields)
@@ -774,7 +826,7 @@ impl<'a> Executor<'a> {
         target: &Value,
         interval: &GoDuration,
         timeout: &GoDuration,
-    ) -> Result<(BTreeMap<String, Value>, String), String> {
+    ) -> Result<(BTreeMap<String, Value>, String), StepError> {
         let (every, limit) = (interval.get(), timeout.get());
         let start = Instant::now();
         let mut attempts = 0;
@@ -794,25 +846,22 @@ impl<'a> Executor<'a> {
                     last = got.to_string();
                 }
                 // An HTTP service that is not up yet is a try that failed.
-                Err(e) if matches!(recipe, Recipe::Http(_)) => last = e,
+                Err(e) if matches!(recipe, Recipe::Http(_)) => last = e.to_string(),
                 Err(e) => return Err(e),
             }
             if start.elapsed() + every > limit || crate::util::interrupt::interrupted() {
-                return Err(format!(
+                return Err(StepError::Failed(format!(
                     "{field} did not satisfy {} {target} within {timeout} ({attempts} tries; last: {last})",
                     assertion.as_str()
-                ));
+                )));
             }
             std::thread::sleep(every);
         }
     }
 
     /// A service's ready condition, with its last log lines on failure.
-    fn ready(&self, name: &str, rc: &ReadyCondition, log: &Path) -> Result<(), String> {
-        let target = self
-            .values
-            .resolve(&rc.target_value)
-            .map_err(|e| e.to_string())?;
+    fn ready(&self, name: &str, rc: &ReadyCondition, log: &Path) -> Result<(), StepError> {
+        let target = self.values.resolve(&rc.target_value)?;
         self.poll(
             name,
             &rc.recipe,
@@ -824,11 +873,11 @@ impl<'a> Executor<'a> {
         )
         .map(|_| ())
         .map_err(|e| {
-            format!(
+            StepError::Failed(format!(
                 "service '{name}' is not ready: {e}; its last log lines ({}):\n{}",
                 log.display(),
                 crate::containerd::engine::tail(log, 15)
-            )
+            ))
         })
     }
 }

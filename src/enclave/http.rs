@@ -1,10 +1,15 @@
-//! A small HTTP/1.1 client for recipes: one request per connection
-//! (`Connection: close`), plain HTTP to a service's address, bodies with
-//! `Content-Length`, chunked, or until close.
+//! Recipes' HTTP requests, through `ureq`: plain HTTP to a service's
+//! address, any method, no redirects followed, every status a result (not
+//! an error). The tests below serve the response shapes services send
+//! (Content-Length, chunked, until close, and CGI scripts' bare-LF header
+//! lines, as busybox httpd passes them on) and check that they are read.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
 use std::time::Duration;
+
+/// Bodies larger than this are cut (a recipe compares and extracts from
+/// them; it does not download files).
+const MAX_BODY: u64 = 16 << 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
@@ -22,143 +27,141 @@ pub struct Request<'a> {
     pub body: &'a str,
 }
 
-pub fn send(r: &Request, timeout: Duration) -> std::io::Result<Response> {
-    let addr: SocketAddr = format!("{}:{}", r.host, r.port)
-        .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("{0}")]
+    Request(String),
+    #[error(transparent)]
+    Transport(#[from] ureq::Error),
+    #[error("reading the body: {0}")]
+    Body(#[from] std::io::Error),
+}
+
+pub fn send(r: &Request, timeout: Duration) -> Result<Response, HttpError> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(timeout))
+        .user_agent("nixoci")
+        .build()
+        .into();
     let path = if r.endpoint.starts_with('/') {
         r.endpoint.to_string()
     } else {
         format!("/{}", r.endpoint)
     };
-    let mut head = format!(
-        "{} {path} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\nUser-Agent: nixoci\r\n",
-        r.method, r.host, r.port
-    );
+    let mut b = ureq::http::Request::builder()
+        .method(r.method)
+        .uri(format!("http://{}:{}{path}", r.host, r.port));
     for (k, v) in r.headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
+        b = b.header(k.as_str(), v.as_str());
     }
     if let Some(ct) = r.content_type {
-        head.push_str(&format!("Content-Type: {ct}\r\n"));
+        b = b.header("Content-Type", ct);
     }
-    if r.method != "GET" || !r.body.is_empty() {
-        head.push_str(&format!("Content-Length: {}\r\n", r.body.len()));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    s.write_all(r.body.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    parse(&raw)
-}
-
-fn bad(msg: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string())
-}
-
-/// Parse a whole response.
-pub fn parse(raw: &[u8]) -> std::io::Result<Response> {
-    // Headers end at an empty line; CGI scripts often end lines with a
-    // bare LF, so accept both.
-    let (end, sep) = (0..raw.len())
-        .find_map(|i| {
-            if raw[i..].starts_with(b"\r\n\r\n") {
-                Some((i, 4))
-            } else if raw[i..].starts_with(b"\n\n") {
-                Some((i, 2))
-            } else if raw[i..].starts_with(b"\r\n\n") {
-                Some((i, 3))
-            } else {
-                None
-            }
-        })
-        .ok_or_else(|| bad("no end of headers in the response"))?;
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let mut lines = head.split('\n').map(|l| l.trim_end_matches('\r'));
-    let status = lines.next().unwrap_or("");
-    let code: u16 = status
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| bad("no status code in the response"))?;
-    let mut length = None;
-    let mut chunked = false;
-    for l in lines {
-        if let Some((k, v)) = l.split_once(':') {
-            let k = k.trim().to_ascii_lowercase();
-            let v = v.trim();
-            if k == "content-length" {
-                length = v.parse::<usize>().ok();
-            } else if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
-                chunked = true;
-            }
-        }
-    }
-    let rest = &raw[end + sep..];
-    let body = if chunked {
-        dechunk(rest)?
-    } else if let Some(n) = length {
-        rest[..n.min(rest.len())].to_vec()
-    } else {
-        rest.to_vec()
-    };
+    let req = b
+        .body(r.body.as_bytes().to_vec())
+        .map_err(|e| HttpError::Request(e.to_string()))?;
+    let mut resp = agent.run(req)?;
+    let code = resp.status().as_u16();
+    let mut body = Vec::new();
+    resp.body_mut()
+        .as_reader()
+        .take(MAX_BODY)
+        .read_to_end(&mut body)?;
     Ok(Response {
         code,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
 }
 
-fn dechunk(mut b: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let nl = b
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| bad("truncated chunk"))?;
-        let size_text = String::from_utf8_lossy(&b[..nl]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| bad("bad chunk size"))?;
-        b = &b[nl + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if b.len() < size + 2 {
-            return Err(bad("truncated chunk"));
-        }
-        out.extend_from_slice(&b[..size]);
-        b = &b[size + 2..];
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+
+    /// Serve `raw` to one request on loopback, then close; returns the port
+    /// and the request the client sent.
+    fn serve(raw: &'static [u8]) -> (u16, std::thread::JoinHandle<Vec<u8>>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(raw).unwrap();
+            req
+        });
+        (port, h)
+    }
+
+    fn get(port: u16, method: &str, body: &str) -> Result<Response, HttpError> {
+        let headers = [("X-Test".to_string(), "1".to_string())];
+        send(
+            &Request {
+                method,
+                host: "127.0.0.1",
+                port,
+                endpoint: "status",
+                headers: &headers,
+                content_type: Some("application/json"),
+                body,
+            },
+            Duration::from_secs(5),
+        )
+    }
 
     #[test]
-    fn parses_lengths_chunks_and_close() {
-        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello world").unwrap();
-        assert_eq!(
-            r,
-            Response {
-                code: 200,
-                body: "hello".into()
-            }
-        );
-        let r = parse(b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x\r\nde\r\n0\r\n\r\n").unwrap();
-        assert_eq!(
-            r,
-            Response {
-                code: 404,
-                body: "abcde".into()
-            }
-        );
-        let r = parse(b"HTTP/1.0 201 Created\r\n\r\nuntil close").unwrap();
-        assert_eq!(r.body, "until close");
-        assert!(parse(b"garbage").is_err());
-        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\n\n{}").unwrap();
-        assert_eq!(r.body, "{}");
+    fn reads_the_responses_services_send() {
+        let cases: [(&'static [u8], u16, &str); 5] = [
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 200, "hello"),
+            (
+                b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x\r\nde\r\n0\r\n\r\n",
+                404,
+                "abcde",
+            ),
+            (b"HTTP/1.0 201 Created\r\n\r\nuntil close", 201, "until close"),
+            // busybox httpd passes a CGI script's bare-LF headers on.
+            (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\n\n{}", 200, "{}"),
+            (b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n", 302, ""),
+        ];
+        for (raw, code, body) in cases {
+            let (port, server) = serve(raw);
+            let r = get(port, "GET", "").unwrap();
+            assert_eq!(
+                (r.code, r.body.as_str()),
+                (code, body),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+            let req = String::from_utf8(server.join().unwrap()).unwrap();
+            assert!(req.starts_with("GET /status HTTP/1.1\r\n"), "{req}");
+            assert!(req.to_ascii_lowercase().contains("x-test: 1"), "{req}");
+        }
+    }
+
+    #[test]
+    fn posts_a_body_and_refuses_garbage() {
+        let (port, server) = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        assert_eq!(get(port, "POST", "{\"a\":1}").unwrap().body, "ok");
+        let req = String::from_utf8(server.join().unwrap())
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(req.starts_with("post /status"), "{req}");
+        assert!(req.contains("content-type: application/json"), "{req}");
+        let (port, server) = serve(b"garbage");
+        assert!(get(port, "GET", "").is_err());
+        server.join().unwrap();
+        // Nothing listens there any more.
+        assert!(get(port, "GET", "").is_err());
     }
 }
