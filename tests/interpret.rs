@@ -70,6 +70,10 @@ fn every_interpretation_error_names_its_place() {
         (main(r#"    ReadyCondition(recipe = ExecRecipe(command = ["true"]), field = "code", assertion = "~=", target_value = 0)"#), "main.star:2:5", "~="),
         (main(r#"    User(uid = -1)"#), "main.star:2:5", "uid"),
         (main(r#"    plan.verify(value = 1, assertion = "LIKE", target_value = 1)"#), "main.star:2:5", "LIKE"),
+        (main(&format!("    plan.add_service(name = \"a\", config = ServiceConfig(image = {NB}))\n    plan.request(service_name = \"a\", recipe = GetHttpRequestRecipe(port_id = \"http\", endpoint = \"/\"))")), "main.star:3:5", "service 'a' has no port 'http' (ports: none)"),
+        (main(&format!("    plan.add_service(name = \"a\", config = ServiceConfig(image = {NB}))\n    plan.wait(service_name = \"a\", recipe = GetHttpRequestRecipe(port_id = \"web\", endpoint = \"/\"), field = \"code\", assertion = \"==\", target_value = 200)")), "main.star:3:5", "has no port 'web'"),
+        (main(&format!("    plan.add_service(name = \"a\", config = ServiceConfig(image = {NB}))\n    plan.wait(service_name = \"a\", recipe = ExecRecipe(command = [\"true\"]), field = \"body\", assertion = \"==\", target_value = 0)")), "main.star:3:5", "body"),
+        (main(r#"    plan.wait(service_name = "ghost", recipe = ExecRecipe(command = ["true"]), field = "code", assertion = "==", target_value = 0)"#), "main.star:2:5", "there is no service 'ghost'"),
     ];
     for (i, (text, at, msg)) in cases.iter().enumerate() {
         let err = run(&[("main.star", text)], serde_json::Value::Null)

@@ -1,0 +1,378 @@
+//! The `plan` object's methods: each checks its arguments and records an
+//! instruction; results are future references.
+
+#![allow(clippy::too_many_arguments)]
+
+use super::*;
+
+/// The steps `plan.exec`, `plan.request` and `plan.wait` share: the service
+/// must exist at this point of the plan and have the recipe's port; the
+/// instruction `make` builds (given its future-reference id) is recorded;
+/// the result is the recipe's fields as future references.
+pub(super) fn recipe_step<'v>(
+    eval: &Evaluator<'v, '_, '_>,
+    service_name: &str,
+    recipe: &Recipe,
+    make: impl FnOnce(String) -> Instruction,
+) -> anyhow::Result<Value<'v>> {
+    let service = known_service(eval, service_name)?;
+    check_recipe_port(&service, recipe)?;
+    let id = future::id_for(ctx(eval).state.borrow().steps.len());
+    push(eval, make(id.clone()));
+    Ok(recipe_result(eval, &id, recipe))
+}
+
+/// `stop_service` and `start_service`: an instruction on a known service.
+pub(super) fn service_step(
+    eval: &Evaluator,
+    name: Value,
+    make: fn(String) -> Instruction,
+) -> anyhow::Result<NoneType> {
+    let name = nonempty("name", name)?;
+    known_service(eval, &name)?;
+    push(eval, make(name));
+    Ok(NoneType)
+}
+
+pub(super) fn add_service_checked(
+    eval: &Evaluator,
+    name: &str,
+    config: ServiceConfig,
+) -> anyhow::Result<ServiceInfo> {
+    check_service_name(name)?;
+    let c = ctx(eval);
+    {
+        let st = c.state.borrow();
+        if st.services.contains_key(name) {
+            anyhow::bail!(
+                "a service named '{name}' already exists in this enclave; service names are unique"
+            );
+        }
+        for (mount, artifact) in &config.files {
+            if !mount.starts_with('/') {
+                anyhow::bail!(
+                    "files: mount point '{mount}' of service '{name}' is not an absolute path"
+                );
+            }
+            if !st.artifacts.contains(artifact) {
+                anyhow::bail!("files: service '{name}' mounts files artifact '{artifact}' at {mount}, but no artifact of that name exists at this point of the plan (make it with plan.upload_files or plan.render_templates first)");
+            }
+        }
+    }
+    if let Some(rc) = &config.ready_conditions {
+        if let Recipe::Http(h) = &rc.recipe {
+            if !config.ports.contains_key(&h.port_id) {
+                anyhow::bail!("ready_conditions of service '{name}' use port '{}', which is not among its ports", h.port_id);
+            }
+        }
+    }
+    let id = future::id_for(c.state.borrow().steps.len());
+    let info = ServiceInfo::new(name, &future::reference(&id, "ip_address"), &config.ports);
+    push(
+        eval,
+        Instruction::AddService {
+            name: name.into(),
+            config: Box::new(config),
+            id,
+        },
+    );
+    c.state
+        .borrow_mut()
+        .services
+        .insert(name.into(), info.clone());
+    Ok(info)
+}
+
+#[starlark_module]
+pub fn plan_methods(builder: &mut MethodsBuilder) {
+    fn add_service<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        name: Value<'v>,
+        config: Value<'v>,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<ServiceValue> {
+        let _ = description;
+        let name = nonempty("name", name)?;
+        let config = downcast::<ServiceConfigValue>("config", "ServiceConfig", config)?.0;
+        Ok(ServiceValue(add_service_checked(eval, &name, config)?))
+    }
+
+    fn add_services<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        configs: Value<'v>,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<Value<'v>> {
+        let _ = description;
+        let mut out: Vec<(String, Value<'v>)> = Vec::new();
+        for (name, config) in entries("configs", configs)? {
+            let config = downcast::<ServiceConfigValue>(
+                &format!("configs[{name:?}]"),
+                "ServiceConfig",
+                config,
+            )?
+            .0;
+            let info = add_service_checked(eval, &name, config)?;
+            out.push((name, eval.heap().alloc(ServiceValue(info))));
+        }
+        Ok(eval.heap().alloc(AllocDict(out)))
+    }
+
+    fn get_service<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        name: Value<'v>,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<ServiceValue> {
+        let _ = description;
+        let name = nonempty("name", name)?;
+        Ok(ServiceValue(known_service(eval, &name)?))
+    }
+
+    fn remove_service<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        name: Value<'v>,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<NoneType> {
+        let _ = description;
+        let name = nonempty("name", name)?;
+        known_service(eval, &name)?;
+        push(eval, Instruction::RemoveService { name: name.clone() });
+        ctx(eval).state.borrow_mut().services.remove(&name);
+        Ok(NoneType)
+    }
+
+    fn stop_service<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        name: Value<'v>,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<NoneType> {
+        let _ = description;
+        service_step(eval, name, |name| Instruction::StopService { name })
+    }
+
+    fn start_service<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        name: Value<'v>,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<NoneType> {
+        let _ = description;
+        service_step(eval, name, |name| Instruction::StartService { name })
+    }
+
+    fn exec<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        service_name: Value<'v>,
+        recipe: Value<'v>,
+        #[starlark(require = named)] acceptable_codes: Option<Value<'v>>,
+        #[starlark(require = named, default = false)] skip_code_check: bool,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<Value<'v>> {
+        let _ = description;
+        let service_name = nonempty("service_name", service_name)?;
+        let recipe = exec_recipe(recipe)?;
+        let acceptable_codes = codes(acceptable_codes, &[0])?;
+        recipe_step(
+            eval,
+            &service_name.clone(),
+            &Recipe::Exec(recipe.clone()),
+            |id| Instruction::Exec {
+                service_name,
+                recipe,
+                acceptable_codes,
+                skip_code_check,
+                id,
+            },
+        )
+    }
+
+    fn request<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        service_name: Value<'v>,
+        recipe: Value<'v>,
+        #[starlark(require = named)] acceptable_codes: Option<Value<'v>>,
+        #[starlark(require = named, default = false)] skip_code_check: bool,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<Value<'v>> {
+        let _ = description;
+        let service_name = nonempty("service_name", service_name)?;
+        let recipe = match any_recipe(recipe)? {
+            Recipe::Http(h) => h,
+            Recipe::Exec(_) => anyhow::bail!("plan.request takes a GetHttpRequestRecipe or PostHttpRequestRecipe; use plan.exec for an ExecRecipe"),
+        };
+        let acceptable_codes = codes(acceptable_codes, &[200, 201, 202, 203, 204, 205, 206])?;
+        recipe_step(
+            eval,
+            &service_name.clone(),
+            &Recipe::Http(recipe.clone()),
+            |id| Instruction::Request {
+                service_name,
+                recipe,
+                acceptable_codes,
+                skip_code_check,
+                id,
+            },
+        )
+    }
+
+    fn wait<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        service_name: Value<'v>,
+        recipe: Value<'v>,
+        field: Value<'v>,
+        assertion: Value<'v>,
+        target_value: Value<'v>,
+        #[starlark(require = named)] interval: Option<Value<'v>>,
+        #[starlark(require = named)] timeout: Option<Value<'v>>,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<Value<'v>> {
+        let _ = description;
+        let service_name = nonempty("service_name", service_name)?;
+        let recipe = any_recipe(recipe)?;
+        let field = nonempty("field", field)?;
+        check_field(&recipe, &field)?;
+        let assertion = self::assertion(assertion)?;
+        let target_value = json("target_value", target_value)?;
+        let interval = opt(interval, |v| string("interval", v))?.unwrap_or("1s".into());
+        let interval = duration("interval", &interval)?;
+        let timeout = opt(timeout, |v| string("timeout", v))?.unwrap_or("10s".into());
+        let timeout = duration("timeout", &timeout)?;
+        recipe_step(eval, &service_name.clone(), &recipe.clone(), |id| {
+            Instruction::Wait {
+                service_name,
+                recipe,
+                field,
+                assertion,
+                target_value,
+                interval,
+                timeout,
+                id,
+            }
+        })
+    }
+
+    fn verify<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        value: Value<'v>,
+        assertion: Value<'v>,
+        target_value: Value<'v>,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<NoneType> {
+        let _ = description;
+        let value = json("value", value)?;
+        let assertion = self::assertion(assertion)?;
+        let target_value = json("target_value", target_value)?;
+        if matches!(assertion, Assertion::In | Assertion::NotIn)
+            && !matches!(target_value, serde_json::Value::Array(_))
+        {
+            anyhow::bail!(
+                "assertion {} needs a list as target_value",
+                assertion.as_str()
+            );
+        }
+        push(
+            eval,
+            Instruction::Verify {
+                value,
+                assertion,
+                target_value,
+            },
+        );
+        Ok(NoneType)
+    }
+
+    fn print<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        msg: Value<'v>,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<NoneType> {
+        let _ = description;
+        let msg = match msg.unpack_str() {
+            Some(s) => s.to_string(),
+            None => msg.to_str(),
+        };
+        push(eval, Instruction::Print { msg });
+        Ok(NoneType)
+    }
+
+    fn upload_files<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        src: Value<'v>,
+        name: Option<Value<'v>>,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<String> {
+        let _ = description;
+        let locator = nonempty("src", src)?;
+        let c = ctx(eval);
+        let path = c
+            .package
+            .locate_existing(&current_file(eval, &c.package), &locator)?;
+        let name = new_artifact_name(eval, name, "upload")?;
+        push(
+            eval,
+            Instruction::UploadFiles {
+                name: name.clone(),
+                artifact: Artifact::Upload { src: path },
+            },
+        );
+        c.state.borrow_mut().artifacts.insert(name.clone());
+        Ok(name)
+    }
+
+    fn render_templates<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        config: Value<'v>,
+        name: Option<Value<'v>>,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<String> {
+        let _ = description;
+        let mut files = BTreeMap::new();
+        for (path, spec) in entries("config", config)? {
+            let rel = Path::new(&path);
+            if path.is_empty()
+                || rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                anyhow::bail!(
+                    "render_templates: output path '{path}' must be a relative path without '..'"
+                );
+            }
+            let template = spec
+                .get_attr("template", eval.heap())
+                .ok()
+                .flatten()
+                .ok_or_else(|| anyhow::anyhow!("render_templates: config[{path:?}] needs struct(template = ..., data = ...)"))?;
+            let template = string(&format!("config[{path:?}].template"), template)?;
+            crate::plan::template::check(&template)
+                .map_err(|e| anyhow::anyhow!("render_templates: config[{path:?}].template: {e}"))?;
+            let data = match spec.get_attr("data", eval.heap()).ok().flatten() {
+                Some(d) => json(&format!("config[{path:?}].data"), d)?,
+                None => serde_json::Value::Object(Default::default()),
+            };
+            files.insert(path, (template, data));
+        }
+        let name = new_artifact_name(eval, name, "rendered")?;
+        push(
+            eval,
+            Instruction::RenderTemplates {
+                name: name.clone(),
+                artifact: Artifact::Templates { files },
+            },
+        );
+        ctx(eval).state.borrow_mut().artifacts.insert(name.clone());
+        Ok(name)
+    }
+}
