@@ -29,7 +29,7 @@ pub enum EnclaveCommand {
 
 /// The state of each service of an enclave: running, stopped, or missing.
 pub fn states(
-    rt: &tokio::runtime::Runtime,
+    rt: &tokio::runtime::Handle,
     client: &nixoci::containerd::Client,
     e: &Enclave,
 ) -> anyhow::Result<Vec<(String, String)>> {
@@ -53,7 +53,7 @@ pub fn states(
 /// Remove every container of the enclave (by label, so leftovers of a
 /// killed run go too), then its state directory.
 pub fn remove(
-    rt: &tokio::runtime::Runtime,
+    rt: &tokio::runtime::Handle,
     client: &nixoci::containerd::Client,
     e: Enclave,
     snapshotter: &str,

@@ -12,9 +12,7 @@ pub enum EngineCommand {
 }
 
 pub fn run(c: EngineCommand) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = nixoci::util::runtime::handle()?;
     let engine = Engine::new(&nixoci_home());
     match c {
         EngineCommand::Start => {

@@ -153,12 +153,9 @@ impl ContainerdArgs {
     pub fn connect(
         &self,
         autostart: bool,
-    ) -> anyhow::Result<(tokio::runtime::Runtime, nixoci::containerd::Client)> {
+    ) -> anyhow::Result<(tokio::runtime::Handle, nixoci::containerd::Client)> {
         nixoci::containerd::check_namespace(&self.namespace).map_err(usage)?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
+        let rt = nixoci::util::runtime::handle()?;
         let home = nixoci::containerd::engine::nixoci_home();
         let connected = rt.block_on(nixoci::containerd::address::connect(
             &self.connect_options(autostart),

@@ -50,7 +50,7 @@ fn connected(
 ) -> anyhow::Result<(
     Enclave,
     nixoci::enclave::ServiceRecord,
-    tokio::runtime::Runtime,
+    tokio::runtime::Handle,
     nixoci::containerd::Client,
 )> {
     let e = open(enclave_name, service_name)?;

@@ -348,7 +348,7 @@ pub async fn exec(
                 std::io::Error::last_os_error()
             )));
         }
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = tokio::sync::oneshot::channel();
         let path = f.clone();
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -388,7 +388,10 @@ pub async fn exec(
     }
     let mut output = Vec::new();
     for rx in readers {
-        output.extend(rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default());
+        // Awaited, not blocked on: the runtime's threads stay free.
+        if let Ok(Ok(bytes)) = tokio::time::timeout(Duration::from_secs(30), rx).await {
+            output.extend(bytes);
+        }
     }
     for f in &fifos {
         let _ = std::fs::remove_file(f);

@@ -199,7 +199,6 @@ pub struct SinkContext {
     pub snapshotter: String,
     /// How to reach registries (`registry:` outputs).
     pub registry: crate::registry::Options,
-    runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
     client: std::sync::Mutex<Option<crate::containerd::Client>>,
     /// Things to tell the user (such as the private containerd being started).
     pub notes: std::sync::Mutex<Vec<String>>,
@@ -212,22 +211,14 @@ impl SinkContext {
             containerd,
             snapshotter: crate::containerd::DEFAULT_SNAPSHOTTER.into(),
             registry: Default::default(),
-            runtime: std::sync::OnceLock::new(),
             client: std::sync::Mutex::new(None),
             notes: std::sync::Mutex::new(Vec::new()),
         }
     }
 
     pub fn runtime(&self) -> Result<tokio::runtime::Handle, SinkError> {
-        if self.runtime.get().is_none() {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|e| SinkError::Invalid(format!("cannot start the async runtime: {e}")))?;
-            let _ = self.runtime.set(rt);
-        }
-        Ok(self.runtime.get().expect("set above").handle().clone())
+        crate::util::runtime::handle()
+            .map_err(|e| SinkError::Invalid(format!("cannot start the async runtime: {e}")))
     }
 
     /// A containerd client in `namespace` (else the default namespace).

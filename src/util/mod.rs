@@ -1,6 +1,7 @@
-//! Small helpers every layer may use: atomic file writes and the process-wide
-//! interrupt flag. A leaf.
+//! Small helpers every layer may use: atomic file writes, nixoci's
+//! directories, the process-wide interrupt flag and async runtime. A leaf.
 
 pub mod dirs;
 pub mod fs;
 pub mod interrupt;
+pub mod runtime;
