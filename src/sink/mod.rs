@@ -19,6 +19,16 @@ pub enum SinkError {
     Io { path: PathBuf, source: io::Error },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Containerd(#[from] crate::containerd::ContainerdError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error(transparent)]
+    Reference(#[from] crate::oci::reference::ReferenceError),
+    #[error("{sink}: writing a blob: {source}")]
+    Write { sink: String, source: io::Error },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(io::Error),
     #[error("blob {expected} arrived with digest {actual}: the data was corrupted on the way")]
     DigestMismatch { expected: Digest, actual: Digest },
 }
@@ -92,8 +102,10 @@ pub trait BlobSink: Send + Sync {
             return Ok(());
         }
         let mut w = self.begin_blob()?;
-        w.write_all(bytes)
-            .map_err(|e| SinkError::Invalid(format!("{}: {e}", self.describe())))?;
+        w.write_all(bytes).map_err(|source| SinkError::Write {
+            sink: self.describe(),
+            source,
+        })?;
         w.commit(digest)
     }
 }
@@ -217,8 +229,7 @@ impl SinkContext {
     }
 
     pub fn runtime(&self) -> Result<tokio::runtime::Handle, SinkError> {
-        crate::util::runtime::handle()
-            .map_err(|e| SinkError::Invalid(format!("cannot start the async runtime: {e}")))
+        crate::util::runtime::handle().map_err(SinkError::Runtime)
     }
 
     /// A containerd client in `namespace` (else the default namespace).
@@ -230,18 +241,18 @@ impl SinkContext {
         let mut slot = self.client.lock().unwrap();
         if slot.is_none() {
             let home = crate::containerd::engine::nixoci_home();
-            let connected = rt
-                .block_on(crate::containerd::address::connect(&self.containerd, &home))
-                .map_err(|e| SinkError::Invalid(e.to_string()))?;
+            let connected =
+                rt.block_on(crate::containerd::address::connect(&self.containerd, &home))?;
             if let Some(note) = connected.started {
                 self.notes.lock().unwrap().push(note);
             }
             *slot = Some(connected.client);
         }
-        let client = slot.as_ref().expect("set above");
         let ns = namespace.unwrap_or(&self.containerd.namespace);
-        crate::containerd::check_namespace(ns).map_err(|e| SinkError::Invalid(e.to_string()))?;
-        Ok(client.in_namespace(ns))
+        crate::containerd::check_namespace(ns)?;
+        slot.as_ref()
+            .map(|client| client.in_namespace(ns))
+            .ok_or_else(|| SinkError::Invalid("no containerd client".into()))
     }
 }
 

@@ -57,10 +57,6 @@ pub struct RegistrySink {
     pushed_ref: Mutex<Option<String>>,
 }
 
-fn sink_err(e: RegistryError) -> SinkError {
-    SinkError::Invalid(e.to_string())
-}
-
 impl RegistrySink {
     pub fn open(raw: &str, opts: &Options) -> Result<Self, SinkError> {
         // Whether REF names its tag (normalisation adds `latest` otherwise).
@@ -69,8 +65,8 @@ impl RegistrySink {
             .next()
             .is_some_and(|last| last.contains(':'))
             || raw.contains('@');
-        let reference = ImageRef::parse(raw).map_err(|e| SinkError::Invalid(e.to_string()))?;
-        let client = Client::new(&reference, opts, true).map_err(sink_err)?;
+        let reference = ImageRef::parse(raw)?;
+        let client = Client::new(&reference, opts, true)?;
         let elsewhere: BTreeMap<String, String> = read_book()
             .remove(&reference.domain)
             .unwrap_or_default()
@@ -173,13 +169,13 @@ impl BlobWriter for Upload {
                     self.counts.skipped.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
-                self.client.start_upload().map_err(sink_err)?
+                self.client.start_upload()?
             }
         };
         let r = self
             .client
             .finish_upload(&location, &digest.to_string(), &self.buf)
-            .map_err(sink_err);
+            .map_err(SinkError::from);
         self.uploads.lock().unwrap().retain(|l| l != &location);
         if r.is_err() {
             self.client.cancel_upload(&location);
@@ -243,8 +239,10 @@ impl BlobSink for RegistrySink {
                 continue;
             }
             let mut w = self.begin_blob()?;
-            w.write_all(&bytes)
-                .map_err(|e| SinkError::Invalid(format!("{}: {e}", self.describe())))?;
+            w.write_all(&bytes).map_err(|source| SinkError::Write {
+                sink: self.describe(),
+                source,
+            })?;
             w.commit(&d)?;
         }
         {
@@ -258,10 +256,9 @@ impl BlobSink for RegistrySink {
             (None, true) => self.reference.tag_or_latest().to_string(),
             (None, false) => image.reference.tag_or_latest().to_string(),
         };
-        let digest = self
-            .client
-            .put_manifest(&tag, &image.manifest.media_type, &image.manifest_bytes)
-            .map_err(sink_err)?;
+        let digest =
+            self.client
+                .put_manifest(&tag, &image.manifest.media_type, &image.manifest_bytes)?;
         let ours = image.manifest.digest.to_string();
         if let Some(d) = &digest {
             if d != &ours {

@@ -35,16 +35,10 @@ pub struct ContainerdSink {
     unpacker: Mutex<Option<Unpacker>>,
 }
 
-fn sink_err(e: ContainerdError) -> SinkError {
-    SinkError::Invalid(e.to_string())
-}
-
 impl ContainerdSink {
     /// `client` is connected (in the target namespace); a lease is created.
     pub fn open(rt: Handle, client: Client, snapshotter: &str) -> Result<Self, SinkError> {
-        let lease = rt
-            .block_on(images::create_lease(&client))
-            .map_err(sink_err)?;
+        let lease = rt.block_on(images::create_lease(&client))?;
         let client = client.with_lease(Some(lease.clone()));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let unpacker = rt.spawn(unpack_as_ready(client.clone(), snapshotter.into(), rx));
@@ -142,7 +136,7 @@ impl BlobWriter for ContainerdBlob {
             .take()
             .expect("committed once")
             .commit(digest)
-            .map_err(sink_err)
+            .map_err(SinkError::from)
     }
 }
 
@@ -179,7 +173,9 @@ impl BlobSink for ContainerdSink {
         }
     }
     fn finish(&self, image: &ImageRecord) -> Result<(), SinkError> {
-        self.rt.block_on(self.record(image)).map_err(sink_err)
+        self.rt
+            .block_on(self.record(image))
+            .map_err(SinkError::from)
     }
     fn abort(&self) {
         self.ready.lock().unwrap().take();
