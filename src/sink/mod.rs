@@ -20,9 +20,9 @@ pub enum SinkError {
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
-    Containerd(#[from] crate::containerd::ContainerdError),
+    Containerd(Box<crate::containerd::ContainerdError>),
     #[error(transparent)]
-    Registry(#[from] crate::registry::RegistryError),
+    Registry(Box<crate::registry::RegistryError>),
     #[error(transparent)]
     Reference(#[from] crate::oci::reference::ReferenceError),
     #[error("{sink}: writing a blob: {source}")]
@@ -31,6 +31,18 @@ pub enum SinkError {
     Runtime(io::Error),
     #[error("blob {expected} arrived with digest {actual}: the data was corrupted on the way")]
     DigestMismatch { expected: Digest, actual: Digest },
+}
+
+impl From<crate::containerd::ContainerdError> for SinkError {
+    fn from(e: crate::containerd::ContainerdError) -> Self {
+        SinkError::Containerd(Box::new(e))
+    }
+}
+
+impl From<crate::registry::RegistryError> for SinkError {
+    fn from(e: crate::registry::RegistryError) -> Self {
+        SinkError::Registry(Box::new(e))
+    }
 }
 
 impl SinkError {

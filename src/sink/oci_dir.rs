@@ -237,7 +237,10 @@ impl BlobSink for OciDir {
         self.blob_path(digest).is_file()
     }
     fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, SinkError> {
-        let tmp = tmp_name(&self.root.join("blobs/sha256/blob"));
+        let tmp = self.root.join(format!(
+            "blobs/sha256/.tmp-{}",
+            crate::util::fs::unique_suffix()
+        ));
         let file = File::create(&tmp).map_err(SinkError::io(&tmp))?;
         Ok(Box::new(DirBlob {
             tmp,

@@ -7,15 +7,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// `PID-N`: unique among this host's live processes and this process's
+/// temporary files.
+pub fn unique_suffix() -> String {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
 /// A temporary name beside `path`, unique in this process and host-wide by
 /// pid: `.NAME.tmp-PID-N`.
 pub fn tmp_name(path: &Path) -> PathBuf {
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let name = path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
+    path.with_file_name(format!(".{name}.tmp-{}", unique_suffix()))
 }
 
 /// A file that could not be written, named.
