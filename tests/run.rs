@@ -787,7 +787,7 @@ fn run_pulls_missing_images_with_image_spec_credentials() {
     // The namespace lacks it: run pulls it with the ImageSpec's credentials.
     let empty = env.tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let run = |password: &str, enclave: &str| {
+    let run_with = |password: &str, enclave: &str, extra: &[&str]| {
         let args = format!(
             r#"{{"mode": "pulled", "pull_image": "{image}", "username": "tester", "password": "{password}"}}"#
         );
@@ -801,11 +801,15 @@ fn run_pulls_missing_images_with_image_spec_credentials() {
                 "--enclave",
                 enclave,
             ])
+            .args(extra)
             .output()
             .unwrap()
     };
-    let bad = run("wrong-pass", "bad");
+    let run = |password: &str, enclave: &str| run_with(password, enclave, &[]);
+    // Traced (-vvv): the logs must not show the password either.
+    let bad = run_with("wrong-pass", "bad", &["-vvv"]);
     assert_eq!(bad.status.code(), Some(1), "{}", show(&bad));
+    assert!(!stdout(&bad).contains("wrong-pass"));
     let err = stderr(&bad);
     assert!(
         err.contains("refused the credentials of user 'tester'"),
@@ -820,6 +824,29 @@ fn run_pulls_missing_images_with_image_spec_credentials() {
         show(&good)
     );
     assert!(env.ctr(&["images", "ls", "-q"]).contains(&image));
+    // No output shows the password: trace logs, --dry-run (plain and JSON),
+    // errors, nor what the enclaves keep on disk.
+    for (enclave, extra) in [
+        ("traced", &["-vvv"][..]),
+        ("dry", &["--dry-run"][..]),
+        ("dryjson", &["--dry-run", "--json", "-vvv"][..]),
+    ] {
+        let o = run_with("s3cret-pass", enclave, extra);
+        assert!(o.status.success(), "{}", show(&o));
+        let all = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(!all.contains("s3cret-pass"), "{enclave}: {all}");
+    }
+    for f in walk(&env.home()) {
+        if f.is_file() {
+            let bytes = std::fs::read(&f).unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains("s3cret-pass") && !text.contains("wrong-pass"),
+                "{}",
+                f.display()
+            );
+        }
+    }
 }
 
 /// `nixoci build --output containerd` and `nixoci run` go through one

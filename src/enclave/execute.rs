@@ -689,7 +689,7 @@ impl<'a> Executor<'a> {
         let creds = match (&spec.username, &spec.password) {
             (Some(u), Some(p)) => Some(crate::registry::auth::Credentials {
                 username: u.clone(),
-                secret: p.clone(),
+                secret: p.expose().to_string(),
             }),
             _ => None,
         };

@@ -39,7 +39,28 @@ pub struct ImageSpec {
     pub registry: Option<String>,
     pub username: Option<String>,
     #[serde(skip)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
+}
+
+/// A value never shown: `Debug` prints `***`, and it is never serialised
+/// (plans, `--dry-run --json` and enclave records leave it out).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Secret(s)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]

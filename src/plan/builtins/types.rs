@@ -365,7 +365,7 @@ pub(super) fn kurtosis_globals(builder: &mut GlobalsBuilder) {
             image,
             registry: opt(registry, |v| nonempty("registry", v))?,
             username: opt(username, |v| string("username", v))?,
-            password: opt(password, |v| string("password", v))?,
+            password: opt(password, |v| string("password", v))?.map(Secret::new),
         }))
     }
 
