@@ -48,13 +48,28 @@ impl Engine {
         self.dir.join("config.toml")
     }
 
+    /// The pid of the private containerd, if the pid file names a live
+    /// process that is it (containerd with this engine's config).
     pub fn pid(&self) -> Option<u32> {
+        self.recorded_pid().filter(|&pid| self.is_ours(pid))
+    }
+
+    /// The live process the pid file names, whatever it is.
+    fn recorded_pid(&self) -> Option<u32> {
         let pid: u32 = fs::read_to_string(self.pid_file())
             .ok()?
             .trim()
             .parse()
             .ok()?;
-        pid_alive(pid).then_some(pid)
+        (pid > 0 && pid_alive(pid)).then_some(pid)
+    }
+
+    /// Whether `pid` runs `containerd --config <this engine's config>`.
+    fn is_ours(&self, pid: u32) -> bool {
+        let args = cmdline(pid);
+        let config = self.config().display().to_string();
+        args.windows(2)
+            .any(|w| w[0] == "--config" && w[1] == config)
     }
 
     fn config_text(&self) -> String {
@@ -174,10 +189,19 @@ impl Engine {
     /// Stop the private containerd: SIGTERM, then SIGKILL after 15 s.
     /// Returns whether one was running.
     pub async fn stop(&self) -> Result<bool, ContainerdError> {
-        let Some(pid) = self.pid() else {
+        let Some(pid) = self.recorded_pid() else {
             let _ = fs::remove_file(self.pid_file());
             return Ok(false);
         };
+        if !self.is_ours(pid) {
+            return Err(ContainerdError::Engine(format!(
+                "{} names process {pid} ({}), which is not the private containerd nixoci started (containerd --config {}); nothing was signalled. If the engine is gone, remove {}",
+                self.pid_file().display(),
+                cmdline(pid).join(" "),
+                self.config().display(),
+                self.pid_file().display()
+            )));
+        }
         // SAFETY: plain signals to the pid we started.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
         let start = Instant::now();
@@ -190,6 +214,18 @@ impl Engine {
         let _ = fs::remove_file(self.pid_file());
         Ok(true)
     }
+}
+
+/// A process's arguments (empty when it is gone or unreadable).
+fn cmdline(pid: u32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn is_zombie(pid: u32) -> bool {
@@ -209,4 +245,36 @@ pub fn tail(path: &Path, n: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_signals_only_the_engine_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::new(dir.path());
+        fs::create_dir_all(engine.pid_file().parent().unwrap()).unwrap();
+        // A live process that is not the engine: this test itself.
+        fs::write(engine.pid_file(), std::process::id().to_string()).unwrap();
+        assert_eq!(engine.pid(), None);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let e = rt.block_on(engine.stop()).unwrap_err().to_string();
+        assert!(
+            e.contains("not the private containerd") && e.contains("nothing was signalled"),
+            "{e}"
+        );
+        assert!(
+            engine.pid_file().exists(),
+            "the pid file is left for the user"
+        );
+        // A pid file naming nothing alive is cleared.
+        fs::write(engine.pid_file(), "999999999").unwrap();
+        assert!(!rt.block_on(engine.stop()).unwrap());
+        assert!(!engine.pid_file().exists());
+    }
 }
