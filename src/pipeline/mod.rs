@@ -167,9 +167,21 @@ pub fn load_into(
     tag: Option<&ImageRef>,
     fallback: Option<&ImageRef>,
 ) -> Result<Loaded, PipelineError> {
+    with_sinks(outputs, ctx, |sinks| {
+        crate::source::load(source, sinks, tag, fallback)
+    })
+}
+
+/// Open every output, let `copy` fill them (it aborts them on its own
+/// error), and collect their reports.
+fn with_sinks<E: Into<PipelineError>>(
+    outputs: &[SinkSpec],
+    ctx: &SinkContext,
+    copy: impl FnOnce(&[&dyn BlobSink]) -> Result<crate::oci::ImageRecord, E>,
+) -> Result<Loaded, PipelineError> {
     let sinks = open_sinks(outputs, ctx)?;
     let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
-    let record = crate::source::load(source, &refs, tag, fallback)?;
+    let record = copy(&refs).map_err(Into::into)?;
     let reports = sinks.iter().map(|s| s.report()).collect();
     Ok(Loaded { record, reports })
 }
@@ -285,28 +297,22 @@ pub fn copy(
     match source {
         ImageSource::Load(l) => load_into(l, outputs, ctx, tag, fallback),
         ImageSource::Containerd(name) => {
-            let client = ctx.containerd(None).map_err(|source| PipelineError::Sink {
+            let containerd = |source| PipelineError::Sink {
                 sink: "containerd".into(),
                 source,
-            })?;
-            let rt = ctx.runtime().map_err(|source| PipelineError::Sink {
-                sink: "containerd".into(),
-                source,
-            })?;
-            let sinks = open_sinks(outputs, ctx)?;
-            let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
-            let record = crate::source::containerd::export(&rt, &client, name, &refs)?;
-            let reports = sinks.iter().map(|s| s.report()).collect();
-            Ok(Loaded { record, reports })
+            };
+            let client = ctx.containerd(None).map_err(containerd)?;
+            let rt = ctx.runtime().map_err(containerd)?;
+            with_sinks(outputs, ctx, |sinks| {
+                crate::source::containerd::export(&rt, &client, name, sinks)
+            })
         }
         ImageSource::Registry(reference, creds) => {
             let client = crate::source::registry::client(reference, &ctx.registry, creds.clone())
                 .map_err(crate::source::registry::PullError::from)?;
-            let sinks = open_sinks(outputs, ctx)?;
-            let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
-            let record = crate::source::registry::pull(reference, &client, &refs)?;
-            let reports = sinks.iter().map(|s| s.report()).collect();
-            Ok(Loaded { record, reports })
+            with_sinks(outputs, ctx, |sinks| {
+                crate::source::registry::pull(reference, &client, sinks)
+            })
         }
     }
 }
