@@ -68,6 +68,21 @@ fn import_run_reimport_share_and_remove() {
         "hello from nix\n"
     );
     assert_images_complete(&cd, "t1");
+    // What containerd holds re-hashes whole.
+    let v = fx
+        .nixoci()
+        .args([
+            "verify",
+            "containerd:hello-app",
+            "--namespace",
+            "t1",
+            "--containerd-address",
+        ])
+        .arg(cd.socket())
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", show(&v));
+    assert!(String::from_utf8_lossy(&v.stdout).contains("every blob matches its digest"));
     assert_eq!(
         run(cd.ctr("t1").args(["leases", "ls", "-q"])).trim(),
         "",

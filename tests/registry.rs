@@ -68,6 +68,19 @@ fn push_skips_what_the_registry_has_mounts_across_repositories_and_round_trips()
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(back.join("index.json")).unwrap()).unwrap();
     assert_eq!(index["manifests"][0]["digest"], digest.as_str());
+    // What the registry holds re-hashes whole.
+    let v = fx
+        .nixoci()
+        .args([
+            "verify",
+            &format!("registry:{target}"),
+            "--insecure",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v = json_out(&v);
+    assert!(v["blobs"].as_u64().unwrap() >= 3, "{v}");
 
     // Again: nothing is uploaded, each blob costs a HEAD.
     let again = push_report(&json_out(

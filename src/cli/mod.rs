@@ -13,6 +13,7 @@ mod pull;
 mod push;
 mod run;
 mod service;
+mod verify;
 
 pub use service::ExitCode;
 
@@ -101,6 +102,8 @@ pub enum Command {
     Push(push::PushArgs),
     /// Pull an image from a registry into containerd.
     Pull(pull::PullArgs),
+    /// Re-hash every blob of an image and report what is missing or corrupt.
+    Verify(verify::VerifyArgs),
 }
 
 /// How to reach containerd (DESIGN.md: address order and namespace).
@@ -196,5 +199,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Port(c) => port::run(c),
         Command::Push(a) => push::run(a, &cli.containerd),
         Command::Pull(a) => pull::run(a, &cli.containerd),
+        Command::Verify(a) => verify::run(a, &cli.containerd),
     }
 }

@@ -4,7 +4,6 @@ use super::{print_notes, usage, ContainerdArgs};
 use nixoci::oci::ImageRef;
 use nixoci::pipeline::{copy, ImageSource};
 use nixoci::sink::SinkSpec;
-use nixoci::source::LoadSource;
 
 #[derive(clap::Args)]
 #[command(
@@ -26,9 +25,11 @@ pub fn run(a: PushArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
     let target = ImageRef::parse(&a.reference).map_err(usage)?;
     let outputs = [SinkSpec::Registry(a.reference.clone())];
     let ctx = containerd.sink_context(1);
-    let source = match a.source.strip_prefix("containerd:") {
-        Some(name) => ImageSource::Containerd(ImageRef::parse(name).map_err(usage)?),
-        None => ImageSource::Load(LoadSource::parse(&a.source).map_err(usage)?),
+    let source = match super::verify::image_source(&a.source)? {
+        ImageSource::Registry(..) => {
+            return Err(usage("push takes oci:DIR, oci-archive:FILE, docker-archive:FILE, a store path holding one, or containerd:REF; to copy between registries, pull first"))
+        }
+        s => s,
     };
     let loaded = copy(&source, &outputs, &ctx, None, Some(&target));
     print_notes(&ctx);

@@ -42,6 +42,8 @@ pub enum PipelineError {
     Platform(#[from] crate::oci::platform::PlatformError),
     #[error("{0} is already an image; nixoci does not write it again as a docker-archive. Use it as it is, or choose containerd, oci: or oci-archive:")]
     ImageAsDockerArchive(StorePath),
+    #[error("{0}")]
+    Verify(String),
     #[error("--compression zstd cannot go with a docker-archive output: docker-archive layers are plain tars, as `docker save` writes them, and `docker load` reads no zstd. Use gzip or none, or an oci:/oci-archive: output")]
     ZstdDockerArchive,
     #[error(transparent)]
@@ -315,6 +317,59 @@ pub fn copy(
             })
         }
     }
+}
+
+/// What `nixoci verify` found: every blob read whole and matching the
+/// digest that names it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verified {
+    pub images: usize,
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
+/// Re-hash every blob of an image (of every image, for an OCI layout) and
+/// check each against the digest that names it. An OCI layout lists every
+/// problem it has; other sources stop at the first.
+pub fn verify(source: &ImageSource, ctx: &SinkContext) -> Result<Verified, PipelineError> {
+    if let ImageSource::Load(LoadSource::Oci(dir)) = source {
+        let s =
+            crate::sink::oci_dir::fsck(dir).map_err(|e| PipelineError::Verify(e.to_string()))?;
+        return Ok(Verified {
+            images: s.manifests,
+            blobs: s.blobs as u64,
+            bytes: s.bytes,
+        });
+    }
+    let sink = crate::sink::discard::Discard::default();
+    let sinks: [&dyn BlobSink; 1] = [&sink];
+    // Only for loading: a verified image is named nowhere.
+    let name = ImageRef::parse("nixoci-verify")?;
+    match source {
+        ImageSource::Load(l) => {
+            crate::source::load(l, &sinks, None, Some(&name))?;
+        }
+        ImageSource::Containerd(reference) => {
+            let containerd = |source| PipelineError::Sink {
+                sink: "containerd".into(),
+                source,
+            };
+            let client = ctx.containerd(None).map_err(containerd)?;
+            let rt = ctx.runtime().map_err(containerd)?;
+            crate::source::containerd::export(&rt, &client, reference, &sinks)?;
+        }
+        ImageSource::Registry(reference, creds) => {
+            let client = crate::source::registry::client(reference, &ctx.registry, creds.clone())
+                .map_err(crate::source::registry::PullError::from)?;
+            crate::source::registry::pull(reference, &client, &sinks)?;
+        }
+    }
+    let (blobs, bytes) = sink.counted();
+    Ok(Verified {
+        images: 1,
+        blobs,
+        bytes,
+    })
 }
 
 /// An image made for a service (`NixBuildSpec`), in containerd.

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod containerd;
+pub mod discard;
 pub mod oci_dir;
 pub mod registry;
 
