@@ -314,11 +314,13 @@ fn private_engine_from_nothing_and_unreachable_addresses() {
 #[test]
 fn sigkill_at_any_moment_leaves_no_broken_image() {
     let cd = Containerd::start();
-    let fx = Fixture::flake("hello");
-    for (i, delay_ms) in [0u64, 30, 80, 150, 250, 400, 600, 900]
-        .into_iter()
-        .enumerate()
-    {
+    let fx = Fixture::flake("big");
+    // Each kill lands mid-work, and proves it: at the moment of the kill
+    // the build's lease exists (content is being written or unpacked, no
+    // image record yet). Delays after the lease appears spread the kills
+    // over the upload, the unpack and the record.
+    let mut proven = 0;
+    for (i, delay_ms) in [0u64, 20, 60, 150, 300, 600].into_iter().enumerate() {
         let mut child = fx
             .nixoci()
             .current_dir(fx.dir())
@@ -338,16 +340,46 @@ fn sigkill_at_any_moment_leaves_no_broken_image() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let started = std::time::Instant::now();
+        let leases = || run(cd.ctr("kill").args(["leases", "ls", "-q"]));
+        while leases().trim().is_empty() {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "kill {i}: the build ended before it took a lease"
+            );
+            assert!(started.elapsed().as_secs() < 120, "kill {i}: no lease");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let mid_work = !leases().trim().is_empty();
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
+        if mid_work {
+            proven += 1;
+        }
         assert_images_complete(&cd, "kill");
     }
-    // The next run completes, and the image runs.
+    assert!(
+        proven >= 4,
+        "only {proven} of 6 kills landed while the lease existed"
+    );
+    // The next run completes, the image runs, and every blob re-hashes.
     build_into(&fx, &cd, "kill", &[".", "--tag", "final"]);
     assert_images_complete(&cd, "kill");
-    let out = cd.run_image("kill", "docker.io/library/final:latest", &[]);
-    assert_eq!(out, "hello from nix\n");
+    let v = fx
+        .nixoci()
+        .env("NIXOCI_HOME", fx.out("home"))
+        .args([
+            "verify",
+            "containerd:final",
+            "--namespace",
+            "kill",
+            "--containerd-address",
+        ])
+        .arg(cd.socket())
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", show(&v));
 }
 
 fn nixoci_load(fx: &Fixture, cd: &Containerd, args: &[&str]) -> std::process::Output {

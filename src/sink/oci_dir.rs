@@ -98,6 +98,16 @@ impl OciDir {
         }
         let blobs = root.join("blobs/sha256");
         fs::create_dir_all(&blobs).map_err(SinkError::io(&blobs))?;
+        // An index from the start (empty until an image is recorded), so a
+        // layout killed before its first image is still a valid layout.
+        let index_path = root.join("index.json");
+        if !index_path.exists() {
+            let lock = File::open(root).map_err(SinkError::io(root))?;
+            lock.lock().map_err(SinkError::io(root))?;
+            if !index_path.exists() {
+                write_atomic(&index_path, &canonical_json(&read_index(&index_path)?))?;
+            }
+        }
         Ok(OciDir {
             root: root.to_path_buf(),
             form,
