@@ -935,3 +935,53 @@ fn sigkill_while_writing_a_layout_leaves_it_consistent() {
         .unwrap();
     assert!(o.status.success(), "{}", show(&o));
 }
+
+/// Times an image config cannot carry are refused before anything runs,
+/// with the value and the range named (they used to panic in the tar
+/// writer); the largest accepted epoch builds.
+#[test]
+fn out_of_range_times_are_refused_not_panics() {
+    let fx = Fixture::flake("hello");
+    let out = format!("oci:{}", fx.out("layout").display());
+    for (epoch, created, want) in [
+        (
+            Some("99999999999999999999"),
+            None,
+            "not a number of seconds",
+        ),
+        (Some("253402300800"), None, "after 9999-12-31T23:59:59Z"),
+        (Some("-5"), None, "not a number of seconds"),
+        (None, Some("99999999999999"), "after 9999-12-31T23:59:59Z"),
+        (None, Some("2024-13-01T00:00:00Z"), "RFC 3339"),
+    ] {
+        let mut c = fx.nixoci();
+        c.current_dir(fx.dir()).args(["build", ".", "-o", &out]);
+        if let Some(e) = epoch {
+            c.env("SOURCE_DATE_EPOCH", e);
+        }
+        if let Some(t) = created {
+            c.args(["--created", t]);
+        }
+        let o = c.output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{epoch:?} {created:?}: {}",
+            show(&o)
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want) && !err.contains("panicked"), "{err}");
+        assert!(!fx.out("layout").exists(), "nothing is written");
+    }
+    // The last second RFC 3339 holds: mtimes past 2242 go into PAX records.
+    let o = fx
+        .nixoci()
+        .current_dir(fx.dir())
+        .env("SOURCE_DATE_EPOCH", "253402300799")
+        .args(["build", ".", "--json", "-o", &out])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let cfg = common::skopeo_inspect(&format!("oci:{}:latest", fx.out("layout").display()), true);
+    assert_eq!(cfg["created"], "9999-12-31T23:59:59Z", "{cfg}");
+}

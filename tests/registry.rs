@@ -652,3 +652,92 @@ fn tls_registry_with_a_private_ca() {
     let trusted = push(&["--ca-file", &p("ca.pem")]);
     assert!(trusted.status.success(), "{}", show(&trusted));
 }
+
+/// A registry that serves other bytes than the digest names (here: its
+/// storage tampered with, as a compromised registry or a man in the middle
+/// would): `nixoci pull` by digest refuses the manifest, naming the digest
+/// expected and the one found, and leaves no image, and a swapped layer is
+/// refused before it is committed.
+#[test]
+fn a_registry_serving_other_bytes_is_refused() {
+    let reg = Registry::start("");
+    let cd = Containerd::start();
+    let fx = Fixture::flake("hello");
+    let target = format!("{}/swap/hello:1", reg.addr());
+    let built = json_out(
+        &fx.nixoci()
+            .args([
+                "build",
+                fx.dir().to_str().unwrap(),
+                "--insecure",
+                "--json",
+                "--output",
+            ])
+            .arg(format!("registry:{target}"))
+            .output()
+            .unwrap(),
+    );
+    let digest = built["manifest"]["digest"].as_str().unwrap().to_string();
+    let blob_data = |d: &str| {
+        let hex = d.trim_start_matches("sha256:");
+        reg.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    };
+    let pull = |reference: &str| {
+        fx.nixoci()
+            .args([
+                "pull",
+                reference,
+                "--insecure",
+                "--namespace",
+                "swap",
+                "--containerd-address",
+            ])
+            .arg(cd.socket())
+            .env("NIXOCI_HOME", fx.out("home"))
+            .output()
+            .unwrap()
+    };
+    // The manifest swapped for other bytes (the same JSON with a space
+    // added: a registry serves it as valid).
+    let manifest_file = blob_data(&digest);
+    let original = std::fs::read(&manifest_file).unwrap();
+    let mut swapped = original.clone();
+    swapped.push(b' ');
+    std::fs::write(&manifest_file, &swapped).unwrap();
+    let by_digest = format!("{}/swap/hello@{digest}", reg.addr());
+    let o = pull(&by_digest);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&digest) && err.contains("corrupted or replaced"),
+        "{err}"
+    );
+    assert_eq!(run(cd.ctr("swap").args(["images", "ls", "-q"])).trim(), "");
+    std::fs::write(&manifest_file, &original).unwrap();
+
+    // A layer swapped: refused before containerd commits it.
+    let layer = built["layers"][0]["blob"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let layer_file = blob_data(&layer);
+    let mut bytes = std::fs::read(&layer_file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&layer_file, &bytes).unwrap();
+    let o = pull(&target);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&layer), "{err}");
+    assert_eq!(run(cd.ctr("swap").args(["images", "ls", "-q"])).trim(), "");
+    let content = run(cd.ctr("swap").args(["content", "ls", "-q"]));
+    assert!(
+        !content.contains(&layer),
+        "the swapped layer was committed: {content}"
+    );
+}
