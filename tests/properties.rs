@@ -308,8 +308,66 @@ mod archives {
         assert!(try_load(&oci, true));
     }
 
+    /// The OCI archive unpacked as a layout directory, one file mutated.
+    /// Returns (loaded, whether the mutated file was a blob).
+    fn try_layout(
+        archive: &[u8],
+        file: usize,
+        at: usize,
+        x: u8,
+        cut: Option<usize>,
+    ) -> (bool, bool) {
+        let dir = tempfile::tempdir().unwrap();
+        tar::Archive::new(archive).unpack(dir.path()).unwrap();
+        let mut files: Vec<_> = walk(dir.path());
+        files.sort();
+        let f = &files[file % files.len()];
+        let blob = f.components().any(|c| c.as_os_str() == "blobs");
+        let mut bytes = std::fs::read(f).unwrap();
+        if !bytes.is_empty() {
+            let n = bytes.len();
+            bytes[at % n] ^= x;
+        }
+        if let Some(c) = cut {
+            bytes.truncate(c % (bytes.len() + 1));
+        }
+        std::fs::write(f, bytes).unwrap();
+        let sink = Discard::default();
+        let sinks: [&dyn BlobSink; 1] = [&sink];
+        let loaded = load(&LoadSource::Oci(dir.path().into()), &sinks, None, None).is_ok();
+        (loaded, blob)
+    }
+
+    fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn mutated_layouts_are_refused(
+            file in 0usize..5,
+            at in 0usize..5000,
+            x in 1u8..=255,
+            cut in proptest::option::of(0usize..5000),
+        ) {
+            let (_, oci) = archives();
+            // Every blob is named by its digest: a changed or cut blob is
+            // refused. (index.json is named by nothing; a change that keeps
+            // it valid may load.)
+            let (loaded, blob) = try_layout(&oci, file, at, x, cut);
+            prop_assert!(!(loaded && blob), "a mutated blob loaded");
+        }
+
         #[test]
         fn mutated_archives_load_or_refuse(
             oci in any::<bool>(),
@@ -329,6 +387,50 @@ mod archives {
             // Never a panic; loading an altered archive is possible only
             // where the change is outside every checked byte (padding).
             let _ = try_load(&bytes, oci);
+        }
+    }
+}
+
+/// Docker config files of any shape: credentials, a helper to ask, or
+/// nothing; never a panic, and a well-formed `auth` entry decodes to the
+/// user and secret it encodes.
+mod docker_config {
+    use nixoci::registry::auth::{base64_encode, from_config, Found};
+    use proptest::prelude::*;
+    use std::path::Path;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        #[test]
+        fn any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300), reg in "[a-z0-9.:]{1,20}") {
+            let _ = from_config(Path::new("config.json"), &bytes, &reg);
+        }
+
+        #[test]
+        fn shaped_configs(
+            reg in "[a-z]{1,8}(\\.[a-z]{2,4})?(:[0-9]{2,5})?",
+            user in "[^:\\x00]{0,12}",
+            secret in "\\PC{0,16}",
+            auth in proptest::option::of("\\PC{0,30}"),
+            helper in proptest::option::of("[a-z]{1,8}"),
+            store in proptest::option::of("[a-z]{1,8}"),
+        ) {
+            let encoded = base64_encode(format!("{user}:{secret}").as_bytes());
+            let mut cfg = serde_json::json!({"auths": {reg.clone(): {"auth": auth.clone().unwrap_or(encoded)}}});
+            if let Some(h) = &helper { cfg["credHelpers"] = serde_json::json!({reg.clone(): h}); }
+            if let Some(s) = &store { cfg["credsStore"] = serde_json::json!(s); }
+            let found = from_config(Path::new("config.json"), cfg.to_string().as_bytes(), &reg).unwrap();
+            match (&helper, &auth) {
+                (Some(h), _) => prop_assert_eq!(found, Found::Helper(h.clone())),
+                (None, None) => match found {
+                    Found::Credentials(c) => {
+                        prop_assert_eq!(c.username, user);
+                        prop_assert_eq!(c.secret, secret);
+                    }
+                    other => prop_assert!(false, "{other:?}"),
+                },
+                (None, Some(_)) => {}
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// A user name and a secret. `Debug` does not show the secret.
@@ -101,25 +101,45 @@ pub fn lookup(registry: &str) -> Result<Option<Credentials>, AuthError> {
             })
         }
     };
-    let cfg: DockerConfig = serde_json::from_slice(&text).map_err(|e| AuthError::Config {
-        path: path.clone(),
+    match from_config(&path, &text, registry)? {
+        Found::Credentials(c) => Ok(Some(c)),
+        Found::Helper(h) => helper_get(&h, registry),
+        Found::Nothing => Ok(None),
+    }
+}
+
+/// What a Docker config says about a registry.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    Credentials(Credentials),
+    /// Ask `docker-credential-<name>`.
+    Helper(String),
+    Nothing,
+}
+
+/// Read a Docker config's text (`path` names it in errors): a credential
+/// helper for the registry first, then its `auths` entry, then the
+/// `credsStore`.
+pub fn from_config(path: &Path, text: &[u8], registry: &str) -> Result<Found, AuthError> {
+    let cfg: DockerConfig = serde_json::from_slice(text).map_err(|e| AuthError::Config {
+        path: path.to_path_buf(),
         why: format!("not a Docker config: {e}"),
     })?;
     let keys = keys_for(registry);
     if let Some(helper) = keys.iter().find_map(|k| cfg.cred_helpers.get(k)) {
-        return helper_get(helper, registry);
+        return Ok(Found::Helper(helper.clone()));
     }
     for k in &keys {
         if let Some(e) = cfg.auths.get(k) {
             if let Some(c) = entry_credentials(e) {
-                return Ok(Some(c));
+                return Ok(Found::Credentials(c));
             }
         }
     }
-    if let Some(store) = &cfg.creds_store {
-        return helper_get(store, registry);
-    }
-    Ok(None)
+    Ok(match &cfg.creds_store {
+        Some(store) => Found::Helper(store.clone()),
+        None => Found::Nothing,
+    })
 }
 
 fn entry_credentials(e: &AuthEntry) -> Option<Credentials> {
