@@ -12,5 +12,8 @@ cargo clippy --all-targets --locked -- -D warnings
 # tests, interpretation tables, golden digests, property tests).
 cargo test --locked --lib --test architecture --test interpret --test golden --test properties
 
+# A bounded fuzzing run (20 s per target) of the readers of outside input.
+scripts/fuzz.sh 20
+
 # Everything, against real Nix, containerd, runc, registries, skopeo, umoci.
 cargo test --locked

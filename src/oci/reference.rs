@@ -179,6 +179,13 @@ impl ImageRef {
         } else {
             path
         };
+        // The limit holds for the name as stored (`docker.io/library/...`),
+        // so that a printed reference always parses again (found by fuzzing).
+        if domain.len() + 1 + path.len() > MAX_NAME_LEN {
+            return Err(err(
+                "the name, with its registry, is longer than 255 characters",
+            ));
+        }
         let tag = match (tag, &digest) {
             (None, None) => Some("latest".to_string()),
             (t, _) => t,
@@ -301,6 +308,19 @@ mod tests {
             ImageRef::parse(&d).unwrap().to_string(),
             format!("docker.io/library/web@sha256:{}", "a".repeat(64))
         );
+    }
+
+    #[test]
+    fn printed_references_parse_again() {
+        // A name that fits alone but not with `docker.io/library/` (the
+        // fuzzer's find): refused, not accepted into a form that does not
+        // parse back.
+        let long = "g".repeat(240);
+        let e = ImageRef::parse(&long).unwrap_err();
+        assert!(e.to_string().contains("longer than 255"), "{e}");
+        let fits = "g".repeat(255 - "docker.io/library/".len());
+        let r = ImageRef::parse(&fits).unwrap();
+        assert_eq!(ImageRef::parse(&r.to_string()).unwrap(), r);
     }
 
     #[test]
