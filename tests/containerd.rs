@@ -847,3 +847,139 @@ fn dockertools_outputs_are_loaded_as_they_are() {
     }
     assert!(!fx.out("never").exists());
 }
+
+/// A raw tar entry: any name (`..`, absolute), a file or a symlink.
+fn raw_entry(out: &mut Vec<u8>, name: &str, link: Option<&str>, data: &[u8]) {
+    let mut h = tar::Header::new_old();
+    {
+        let b = h.as_mut_bytes();
+        b[..name.len()].copy_from_slice(name.as_bytes());
+        if let Some(l) = link {
+            b[157..157 + l.len()].copy_from_slice(l.as_bytes());
+        }
+    }
+    h.set_mode(0o644);
+    h.set_size(if link.is_some() { 0 } else { data.len() as u64 });
+    h.set_entry_type(if link.is_some() {
+        tar::EntryType::Symlink
+    } else {
+        tar::EntryType::Regular
+    });
+    h.set_mtime(1);
+    h.set_cksum();
+    out.extend_from_slice(h.as_bytes());
+    if link.is_none() {
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+}
+
+/// Hostile paths never write outside the image: a docker-archive whose
+/// manifest names files outside the archive is refused (names are looked
+/// up among the archive's own entries, never opened as paths), and a layer
+/// whose entries climb out with `..`, are absolute, or write through a
+/// symlink to the host is unpacked (by containerd's `diff.Apply`) with
+/// everything kept inside the snapshot.
+#[test]
+fn hostile_archive_paths_never_write_outside_the_image() {
+    let cd = Containerd::start();
+    let fx = Fixture::flake("hello");
+    let tag = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let outside = std::env::temp_dir().join(format!("nixoci-escape-dir-{tag}"));
+    let layer = {
+        let mut t = Vec::new();
+        raw_entry(
+            &mut t,
+            &format!("../../../../../../tmp/escape-dotdot-{tag}"),
+            None,
+            b"x",
+        );
+        raw_entry(&mut t, &format!("/tmp/escape-abs-{tag}"), None, b"x");
+        raw_entry(&mut t, "lnk", Some(outside.to_str().unwrap()), b"");
+        raw_entry(&mut t, &format!("lnk/escape-link-{tag}"), None, b"x");
+        t.extend_from_slice(&[0u8; 1024]);
+        t
+    };
+    let diff = nixoci::oci::Digest::of(&layer).to_string();
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff}"]}}}}"#).into_bytes();
+    std::fs::create_dir_all(&outside).unwrap();
+    // The manifest naming paths outside the archive: refused.
+    let escaping = fx.out("escaping.tar");
+    write_tar(
+        &escaping,
+        &[(
+            "manifest.json",
+            br#"[{"Config":"/etc/passwd","RepoTags":["x:1"],"Layers":["../../../etc/shadow"]}]"#
+                .to_vec(),
+        )],
+    );
+    let o = nixoci_load(
+        &fx,
+        &cd,
+        &[&format!("docker-archive:{}", escaping.display())],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is listed but missing from the archive"),
+        "{}",
+        show(&o)
+    );
+    // The hostile layer.
+    let hostile = fx.out("hostile.tar");
+    write_tar(
+        &hostile,
+        &[
+            (
+                "manifest.json",
+                br#"[{"Config":"c.json","RepoTags":["hostile:1"],"Layers":["l/layer.tar"]}]"#
+                    .to_vec(),
+            ),
+            ("c.json", config),
+            ("l/layer.tar", layer),
+        ],
+    );
+    let o = nixoci_load(
+        &fx,
+        &cd,
+        &[&format!("docker-archive:{}", hostile.display())],
+    );
+    let host_files = [
+        std::env::temp_dir().join(format!("escape-dotdot-{tag}")),
+        std::path::PathBuf::from(format!("/tmp/escape-dotdot-{tag}")),
+        std::path::PathBuf::from(format!("/tmp/escape-abs-{tag}")),
+        outside.join(format!("escape-link-{tag}")),
+    ];
+    for f in &host_files {
+        assert!(
+            !f.exists(),
+            "{} was written on the host ({})",
+            f.display(),
+            show(&o)
+        );
+    }
+    // containerd's diff.Apply keeps each such entry, inside the snapshot
+    // (`..` stops at its root, absolute paths and symlink targets resolve
+    // within it), as Docker does.
+    assert!(o.status.success(), "{}", show(&o));
+    {
+        let found = run(Command::new("find")
+            .arg(cd.dir.path().join("root"))
+            .arg("-name")
+            .arg(format!("escape-*-{tag}")));
+        assert_eq!(found.lines().count(), 3, "{found}");
+        for line in found.lines() {
+            assert!(
+                line.contains("/snapshots/") && line.contains("/fs/"),
+                "outside a snapshot: {line}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&outside);
+}

@@ -741,3 +741,92 @@ fn a_registry_serving_other_bytes_is_refused() {
         "the swapped layer was committed: {content}"
     );
 }
+
+/// SIGKILL of `nixoci push` while a blob upload is open (proven at the
+/// moment of each kill): the registry never gets the tag of a partial
+/// image, the next push succeeds, and the pushed image verifies whole.
+#[test]
+fn sigkill_mid_push_then_the_next_push_succeeds_and_verifies() {
+    let reg = Registry::start("");
+    let fx = Fixture::flake("big");
+    let layout = fx.out("layout");
+    fx.build_ok(&[
+        fx.dir().to_str().unwrap(),
+        "--compression",
+        "none",
+        "--output",
+        &format!("oci:{}", layout.display()),
+    ]);
+    let target = format!("{}/kill/push:1", reg.addr());
+    let uploads = reg
+        .dir
+        .path()
+        .join("data/docker/registry/v2/repositories/kill/push/_uploads");
+    let open_uploads = || std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0);
+    let mut proven = 0;
+    for delay_ms in [0u64, 30, 100] {
+        // Sessions a killed push left open stay listed: count new ones.
+        let before = open_uploads();
+        let mut child = fx
+            .nixoci()
+            .args([
+                "push",
+                &format!("oci:{}", layout.display()),
+                &target,
+                "--insecure",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while open_uploads() <= before {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the push ended before an upload opened"
+            );
+            assert!(start.elapsed().as_secs() < 60, "no upload started");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if open_uploads() > before && child.try_wait().unwrap().is_none() {
+            proven += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        // No tag points at a partial image.
+        let tags = Command::new("skopeo")
+            .args([
+                "list-tags",
+                "--tls-verify=false",
+                &format!("docker://{}/kill/push", reg.addr()),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&tags.stdout).contains("\"1\""),
+            "tagged after a kill"
+        );
+    }
+    assert!(
+        proven >= 2,
+        "only {proven} of 3 kills landed during an upload"
+    );
+    let o = fx
+        .nixoci()
+        .args([
+            "push",
+            &format!("oci:{}", layout.display()),
+            &target,
+            "--insecure",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let v = fx
+        .nixoci()
+        .args(["verify", &format!("registry:{target}"), "--insecure"])
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", show(&v));
+}
