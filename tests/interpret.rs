@@ -69,6 +69,8 @@ fn every_interpretation_error_names_its_place() {
         (main(r#"    ReadyCondition(recipe = ExecRecipe(command = ["true"]), field = "code", assertion = "==", target_value = 0, timeout = "3000000h")"#), "main.star:2:5", "longer than a duration can be"),
         (main(r#"    ReadyCondition(recipe = ExecRecipe(command = ["true"]), field = "code", assertion = "~=", target_value = 0)"#), "main.star:2:5", "~="),
         (main(r#"    User(uid = -1)"#), "main.star:2:5", "uid"),
+        (main(r#"    ServiceConfig(image = "x", max_memory = 9223372036854775807)"#), "main.star:2:5", "outside 0..=16777216 (megabytes)"),
+        (main(r#"    ServiceConfig(image = "x", max_cpu = -1)"#), "main.star:2:5", "outside 0..=1000000 (millicores)"),
         (main(r#"    plan.verify(value = 1, assertion = "LIKE", target_value = 1)"#), "main.star:2:5", "LIKE"),
         (main(&format!("    plan.add_service(name = \"a\", config = ServiceConfig(image = {NB}))\n    plan.request(service_name = \"a\", recipe = GetHttpRequestRecipe(port_id = \"http\", endpoint = \"/\"))")), "main.star:3:5", "service 'a' has no port 'http' (ports: none)"),
         (main(&format!("    plan.add_service(name = \"a\", config = ServiceConfig(image = {NB}))\n    plan.wait(service_name = \"a\", recipe = GetHttpRequestRecipe(port_id = \"web\", endpoint = \"/\"), field = \"code\", assertion = \"==\", target_value = 200)")), "main.star:3:5", "has no port 'web'"),

@@ -53,9 +53,13 @@ pub(super) fn int(arg: &str, v: Value) -> anyhow::Result<i64> {
     }
 }
 
-pub(super) fn unsigned(arg: &str, v: Value) -> anyhow::Result<u64> {
+/// An integer in `lo..=hi` (`unit` names what it counts, for the message).
+pub(super) fn ranged(arg: &str, v: Value, lo: u64, hi: u64, unit: &str) -> anyhow::Result<u64> {
     let i = int(arg, v)?;
-    u64::try_from(i).map_err(|_| anyhow::anyhow!("Value for '{arg}' must not be negative, got {i}"))
+    match u64::try_from(i) {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+        _ => anyhow::bail!("Value for '{arg}' is {i}, outside {lo}..={hi} ({unit})"),
+    }
 }
 
 pub(super) fn items<'v>(arg: &str, v: Value<'v>) -> anyhow::Result<Vec<Value<'v>>> {

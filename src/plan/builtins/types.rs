@@ -6,6 +6,15 @@
 
 use super::*;
 
+/// Limits a host can carry out: 1000 CPUs, 16 TiB.
+const MAX_MILLICORES: u64 = 1_000_000;
+const MAX_MEGABYTES: u64 = 16 << 20;
+
+/// A resource limit in `0..=max` (0 or absent: none).
+fn limit(v: Option<Value>, arg: &str, max: u64, unit: &str) -> anyhow::Result<Option<u64>> {
+    Ok(opt(v, |v| ranged(arg, v, 0, max, unit))?.filter(|n| *n > 0))
+}
+
 pub(super) fn exec_recipe(v: Value) -> anyhow::Result<ExecRecipe> {
     Ok(downcast::<ExecRecipeValue>("recipe", "ExecRecipe", v)?.0)
 }
@@ -163,10 +172,11 @@ pub(super) fn kurtosis_globals(builder: &mut GlobalsBuilder) {
             files,
             labels: opt(labels, |v| string_dict("labels", v))?.unwrap_or_default(),
             user,
-            min_cpu: opt(min_cpu, |v| unsigned("min_cpu", v))?,
-            max_cpu: opt(max_cpu, |v| unsigned("max_cpu", v))?,
-            min_memory: opt(min_memory, |v| unsigned("min_memory", v))?,
-            max_memory: opt(max_memory, |v| unsigned("max_memory", v))?,
+            // 0 means no limit, as in Kurtosis.
+            min_cpu: limit(min_cpu, "min_cpu", MAX_MILLICORES, "millicores")?,
+            max_cpu: limit(max_cpu, "max_cpu", MAX_MILLICORES, "millicores")?,
+            min_memory: limit(min_memory, "min_memory", MAX_MEGABYTES, "megabytes")?,
+            max_memory: limit(max_memory, "max_memory", MAX_MEGABYTES, "megabytes")?,
             ready_conditions: opt(ready_conditions, ready_condition)?,
         };
         if let (Some(lo), Some(hi)) = (config.min_cpu, config.max_cpu) {
