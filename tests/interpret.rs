@@ -89,6 +89,27 @@ fn every_interpretation_error_names_its_place() {
 }
 
 #[test]
+fn a_flake_path_nix_cannot_carry_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("pkg#1");
+    write(
+        &pkg,
+        &[
+            ("kurtosis.yml", "name: github.com/example/pkg\n"),
+            ("nix/flake.nix", "{ outputs = _: { }; }\n"),
+            ("main.star", &format!("def run(plan):\n    plan.add_service(name = \"a\", config = ServiceConfig(image = {NB}))\n")),
+        ],
+    );
+    let err = interpret(&Package::open(&pkg).unwrap(), &RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("main.star:2:") && err.contains("'#' or '?'"),
+        "{err}"
+    );
+}
+
+#[test]
 fn errors_in_imported_modules_name_the_imported_file() {
     let err = run(
         &[

@@ -36,6 +36,8 @@ pub enum ExecError {
         instruction: String,
         source: Box<StepError>,
     },
+    #[error("image {image}: the flake directory {path} has a '#' or '?' in its path, which a flake reference cannot carry; move the package to a path without them")]
+    FlakePath { image: String, path: String },
     #[error("interrupted after {ran} of {total} instructions; what ran stays in the enclave")]
     Interrupted { ran: usize, total: usize },
     #[error(transparent)]
@@ -122,8 +124,20 @@ pub struct Report {
 /// The flake reference of a `NixBuildSpec`. Nix 2.8 cannot point `dir=` at
 /// a path flake, so the flake's own directory is the flake (a warning says
 /// so when it sits below the build context).
-pub fn flake_ref(spec: &NixBuildSpec) -> (FlakeRef, Option<String>) {
-    let mut s = spec.flake_dir.display().to_string();
+pub fn flake_ref(spec: &NixBuildSpec) -> Result<(FlakeRef, Option<String>), ExecError> {
+    let dir = spec.flake_dir.display().to_string();
+    let build_err = |e: crate::nix::NixError| ExecError::Build {
+        image: spec.image_name.clone(),
+        flake: dir.clone(),
+        source: Box::new(e.into()),
+    };
+    let mut s = dir.clone();
+    if s.contains('#') || s.contains('?') {
+        return Err(ExecError::FlakePath {
+            image: spec.image_name.clone(),
+            path: dir,
+        });
+    }
     if let Some(o) = &spec.flake_output {
         s = format!("{s}#{o}");
     }
@@ -135,10 +149,9 @@ pub fn flake_ref(spec: &NixBuildSpec) -> (FlakeRef, Option<String>) {
             spec.context.display()
         )
     });
-    (
-        FlakeRef::parse(&s).expect("a local directory is a flake reference"),
-        warning,
-    )
+    // The flake was there at interpretation; it may have gone since.
+    let flake = FlakeRef::parse(&s).map_err(build_err)?;
+    Ok((flake, warning))
 }
 
 /// Build every Nix image of the plan, each once, at most two at a time.
@@ -162,7 +175,13 @@ pub fn build_images(
                 if crate::util::interrupt::interrupted() {
                     break;
                 }
-                let (flake, warning) = flake_ref(spec);
+                let (flake, warning) = match flake_ref(spec) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        *results[i].lock().unwrap() = Some(Err(e));
+                        continue;
+                    }
+                };
                 if let Some(w) = warning {
                     say(w);
                 }

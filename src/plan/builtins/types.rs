@@ -83,6 +83,12 @@ pub(super) fn nix_build_spec(
     if !flake_dir.starts_with(&context) {
         anyhow::bail!("flake_location_dir '{flake_location_dir}' leaves the build context {}: it is a directory inside build_context_dir", context.display());
     }
+    if flake_dir.to_string_lossy().contains(['#', '?']) {
+        anyhow::bail!(
+            "the flake directory {} has a '#' or '?' in its path, which a flake reference cannot carry: move the package to a path without them",
+            flake_dir.display()
+        );
+    }
     if !flake_dir.join("flake.nix").is_file() {
         anyhow::bail!(
             "no flake.nix in {} (build_context_dir '{build_context_dir}', flake_location_dir '{flake_location_dir}'): put the flake there or fix the two directories",
