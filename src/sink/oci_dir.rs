@@ -129,6 +129,21 @@ impl OciDir {
         lock.lock().map_err(SinkError::io(&self.root))?;
         let index_path = self.root.join("index.json");
         let mut index = read_index(&index_path)?;
+        // Under the lock: every blob of the image is still there (a
+        // concurrent build that failed removes only blobs no recorded image
+        // uses, but may have removed one this build found and skipped).
+        let blobs = [&image.manifest, &image.config]
+            .into_iter()
+            .chain(image.layers.iter().map(|l| &l.blob));
+        for b in blobs {
+            if !self.blob_path(&b.digest).is_file() {
+                return Err(SinkError::Invalid(format!(
+                    "{}: blob {} vanished while this build ran (a concurrent build into this layout failed and removed it); build again",
+                    self.describe(),
+                    b.digest
+                )));
+            }
+        }
         let full = format!(
             "{}:{}",
             image.reference.name(),
@@ -262,15 +277,62 @@ impl BlobSink for OciDir {
     fn finish(&self, image: &ImageRecord) -> Result<(), SinkError> {
         self.update_index(image)
     }
+    /// Remove what this build added and no recorded image uses, under the
+    /// index lock (a concurrent build may use the rest); the directory
+    /// itself only if this build created it and no image was recorded in
+    /// it since.
     fn abort(&self) {
-        if self.created {
-            let _ = fs::remove_dir_all(&self.root);
-        } else {
-            for p in self.added.lock().unwrap().drain(..) {
+        let added: Vec<PathBuf> = self.added.lock().unwrap().drain(..).collect();
+        let Ok(lock) = File::open(&self.root) else {
+            return;
+        };
+        if lock.lock().is_err() {
+            return;
+        }
+        let used = referenced_blobs(&self.root);
+        for p in added {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            if !name.is_some_and(|n| used.contains(&n)) {
                 let _ = fs::remove_file(p);
             }
         }
+        if self.created && used.is_empty() {
+            let blobs_left = fs::read_dir(self.root.join("blobs/sha256"))
+                .map(|d| {
+                    d.flatten()
+                        .any(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"))
+                })
+                .unwrap_or(false);
+            if !blobs_left {
+                let _ = fs::remove_dir_all(&self.root);
+            }
+        }
     }
+}
+
+/// The hex digests of every blob the layout's recorded images use (their
+/// manifests, configs and layers), as far as they can be read.
+fn referenced_blobs(root: &Path) -> std::collections::BTreeSet<String> {
+    let mut used = std::collections::BTreeSet::new();
+    let Ok(index) = read_index(&root.join("index.json")) else {
+        return used;
+    };
+    let descs: Vec<Blob> = serde_json::from_value(index["manifests"].clone()).unwrap_or_default();
+    for m in descs {
+        used.insert(m.digest.hex().to_string());
+        let Ok(bytes) = fs::read(root.join("blobs/sha256").join(m.digest.hex())) else {
+            continue;
+        };
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        let config: Option<Blob> = serde_json::from_value(doc["config"].clone()).ok();
+        let layers: Vec<Blob> = serde_json::from_value(doc["layers"].clone()).unwrap_or_default();
+        for b in config.into_iter().chain(layers) {
+            used.insert(b.digest.hex().to_string());
+        }
+    }
+    used
 }
 
 /// What `fsck` found wrong in a layout.
@@ -404,4 +466,98 @@ pub fn list_images(root: &Path) -> Result<BTreeMap<String, Blob>, SinkError> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::{ImageRef, LayerRecord, Platform};
+
+    fn put(dir: &OciDir, bytes: &[u8]) -> Digest {
+        let d = Digest::of(bytes);
+        dir.put_blob(&d, bytes).unwrap();
+        d
+    }
+
+    fn blob(media_type: &str, d: &Digest, size: usize) -> Blob {
+        Blob {
+            media_type: media_type.into(),
+            digest: d.clone(),
+            size: size as u64,
+        }
+    }
+
+    /// A failed build removes only the blobs it added that no recorded
+    /// image uses; a blob another image recorded meanwhile stays.
+    #[test]
+    fn abort_keeps_what_recorded_images_use() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("layout");
+        let first = OciDir::open(&root, LayerForm::Compressed).unwrap();
+        let shared = put(&first, b"shared layer");
+        let own = put(&first, b"only the failed build's");
+        // Meanwhile a concurrent build records an image using `shared`.
+        let other = OciDir::open(&root, LayerForm::Compressed).unwrap();
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{shared}"]}}}}"#
+        )
+        .into_bytes();
+        let config = &config[..];
+        let cfg = put(&other, config);
+        let layer = blob("application/vnd.oci.image.layer.v1.tar", &shared, 12);
+        let cfg_blob = blob(crate::oci::blob::CONFIG_MEDIA_TYPE, &cfg, config.len());
+        let manifest = crate::image::manifest::manifest_json(
+            &cfg_blob,
+            std::slice::from_ref(&layer),
+            &BTreeMap::new(),
+        );
+        let man = put(&other, &manifest);
+        other
+            .finish(&ImageRecord {
+                reference: ImageRef::parse("other:1").unwrap(),
+                platform: Platform::host(),
+                config: cfg_blob,
+                config_bytes: config.to_vec(),
+                manifest: blob(crate::oci::blob::MANIFEST_MEDIA_TYPE, &man, manifest.len()),
+                manifest_bytes: manifest.clone(),
+                layers: vec![LayerRecord {
+                    diff_id: shared.clone(),
+                    uncompressed_size: 12,
+                    blob: layer,
+                }],
+            })
+            .unwrap();
+        first.abort();
+        assert!(
+            first.blob_path(&shared).is_file(),
+            "a blob the other image uses was removed"
+        );
+        assert!(
+            !first.blob_path(&own).exists(),
+            "the failed build's own blob stayed"
+        );
+        assert!(root.join("index.json").is_file(), "the layout itself stays");
+        fsck(&root).unwrap();
+    }
+
+    /// An image whose blob vanished is not recorded.
+    #[test]
+    fn an_image_missing_a_blob_is_not_recorded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = OciDir::open(&tmp.path().join("l"), LayerForm::Compressed).unwrap();
+        let gone = Digest::of(b"gone");
+        let b = blob(crate::oci::blob::CONFIG_MEDIA_TYPE, &gone, 4);
+        let e = dir
+            .finish(&ImageRecord {
+                reference: ImageRef::parse("x:1").unwrap(),
+                platform: Platform::host(),
+                config: b.clone(),
+                config_bytes: Vec::new(),
+                manifest: b,
+                manifest_bytes: Vec::new(),
+                layers: Vec::new(),
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("vanished"), "{e}");
+    }
 }
