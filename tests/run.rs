@@ -731,8 +731,15 @@ fn ctrl_c_stops_a_run_and_a_killed_run_is_cleaned_up() {
     child.kill().unwrap();
     child.wait().unwrap();
     let dir = env.home().join("enclaves/killed");
+    // Killed mid-run: the service is attached and running, its wait in progress.
     assert!(dir.join("net/s.json").is_file());
     assert!(nat_rules_of("killed") > 0);
+    // The service's image, in containerd, re-hashes whole after the kill.
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("enclave.json")).unwrap()).unwrap();
+    let image = rec["services"]["s"]["image"].as_str().unwrap().to_string();
+    let v = env.out(&["verify", &format!("containerd:{image}")]);
+    assert!(v.status.success(), "{}", show(&v));
     env.ok(&["enclave", "rm", "-f", "killed"]);
     assert!(!dir.exists());
     assert_eq!(nat_rules_of("killed"), 0);
