@@ -31,6 +31,19 @@ fn corrupt_tar_content(path: &Path) {
     flip(path, offset);
 }
 
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// GNU tar with these arguments; it must succeed.
+fn tar(args: &[&str]) {
+    let st = std::process::Command::new("tar")
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar {args:?}");
+}
+
 fn flip(path: &Path, offset: u64) {
     let mut f = std::fs::OpenOptions::new()
         .read(true)
@@ -103,15 +116,7 @@ fn every_source_form_is_verified_and_corruption_is_named() {
         show(&o)
     );
     let rebuilt = fx.out("corrupt.tar");
-    let st = std::process::Command::new("tar")
-        .arg("-cf")
-        .arg(&rebuilt)
-        .arg("-C")
-        .arg(&layout)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    tar(&["-cf", p(&rebuilt), "-C", p(&layout), "."]);
     let o = verify(&fx, &format!("oci-archive:{}", rebuilt.display()));
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -134,28 +139,13 @@ fn every_source_form_is_verified_and_corruption_is_named() {
     // matches the config.
     let dir = fx.out("docker-x");
     std::fs::create_dir_all(&dir).unwrap();
-    let st = std::process::Command::new("tar")
-        .arg("-xf")
-        .arg(&docker)
-        .arg("-C")
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    tar(&["-xf", p(&docker), "-C", p(&dir)]);
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     let layer_tar = dir.join(m[0]["Layers"][0].as_str().unwrap());
     corrupt_tar_content(&layer_tar);
     let bad = fx.out("bad-docker.tar");
-    let st = std::process::Command::new("tar")
-        .arg("-cf")
-        .arg(&bad)
-        .arg("-C")
-        .arg(&dir)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    tar(&["-cf", p(&bad), "-C", p(&dir), "."]);
     let o = verify(&fx, &format!("docker-archive:{}", bad.display()));
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(
