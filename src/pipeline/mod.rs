@@ -42,8 +42,8 @@ pub enum PipelineError {
     Platform(#[from] crate::oci::platform::PlatformError),
     #[error("{0} is already an image; nixoci does not write it again as a docker-archive. Use it as it is, or choose containerd, oci: or oci-archive:")]
     ImageAsDockerArchive(StorePath),
-    #[error("{0}")]
-    Verify(String),
+    #[error(transparent)]
+    Verify(#[from] crate::sink::oci_dir::FsckError),
     #[error("--compression zstd cannot go with a docker-archive output: docker-archive layers are plain tars, as `docker save` writes them, and `docker load` reads no zstd. Use gzip or none, or an oci:/oci-archive: output")]
     ZstdDockerArchive,
     #[error(transparent)]
@@ -333,8 +333,7 @@ pub struct Verified {
 /// problem it has; other sources stop at the first.
 pub fn verify(source: &ImageSource, ctx: &SinkContext) -> Result<Verified, PipelineError> {
     if let ImageSource::Load(LoadSource::Oci(dir)) = source {
-        let s =
-            crate::sink::oci_dir::fsck(dir).map_err(|e| PipelineError::Verify(e.to_string()))?;
+        let s = crate::sink::oci_dir::fsck(dir)?;
         return Ok(Verified {
             images: s.manifests,
             blobs: s.blobs as u64,
