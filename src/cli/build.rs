@@ -146,6 +146,9 @@ impl Progress for Bar {
     fn note(&self, message: &str) {
         self.bar.suspend(|| eprintln!("{message}"));
     }
+    fn warn(&self, message: &str) {
+        self.note(message);
+    }
     fn layer_started(&self, index: usize, total: usize, _what: &str, bytes: u64) {
         use std::sync::atomic::Ordering;
         self.total_layers.store(total, Ordering::Relaxed);
@@ -179,6 +182,9 @@ impl Progress for Lines {
             eprintln!("{message}");
         }
     }
+    fn warn(&self, message: &str) {
+        eprintln!("{message}");
+    }
     fn layer_done(&self, index: usize, r: &LayerRecord, cached: bool) {
         if self.on {
             let how = if cached { "cached" } else { "built" };
@@ -200,16 +206,7 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
     let outputs = parse_outputs(&a.outputs)?;
     nixoci::containerd::check_namespace(&containerd.namespace).map_err(usage)?;
     let opts = image_options(&a).map_err(usage)?;
-    if opts.compression == Some(Compression::Zstd)
-        && outputs.iter().any(SinkSpec::is_docker_archive)
-    {
-        return Err(usage(nixoci::pipeline::PipelineError::ZstdDockerArchive));
-    }
-    let (compression, level) =
-        nixoci::sink::layer_compression(&outputs, opts.compression, opts.compression_level);
-    compression.check_level(level).map_err(usage)?;
-    nixoci::image::layering::check_max_layers(opts.max_layers).map_err(usage)?;
-    opts.platform().map_err(usage)?;
+    opts.check(&outputs).map_err(usage)?;
     let mtime = source_date_epoch().map_err(usage)?;
     let mut nix = Nix {
         system: a.system.clone(),

@@ -84,9 +84,10 @@ pub trait Progress: Sync {
     fn layer_started(&self, _index: usize, _total: usize, _what: &str, _bytes: u64) {}
     fn bytes(&self, _n: u64) {}
     fn layer_done(&self, _index: usize, _record: &LayerRecord, _cached: bool) {}
-    /// Something to tell the user (an image loaded as it is, options
-    /// ignored).
+    /// Something to tell the user (an image loaded as it is).
     fn note(&self, _message: &str) {}
+    /// A warning (options ignored): shown even where notes are not.
+    fn warn(&self, _message: &str) {}
 }
 
 pub struct NoProgress;

@@ -8,7 +8,6 @@ mod options;
 
 pub use options::{source_date_epoch, ImageOptions};
 
-use crate::image::compress::Compression;
 use crate::nix::{Closure, FlakeRef, Nix, NixError, StorePath};
 use crate::oci::reference::{ImageRef, ReferenceError};
 use crate::oci::time::TimeError;
@@ -170,20 +169,21 @@ pub fn load_into(
     fallback: Option<&ImageRef>,
 ) -> Result<Loaded, PipelineError> {
     with_sinks(outputs, ctx, |sinks| {
-        crate::source::load(source, sinks, tag, fallback)
+        Ok(crate::source::load(source, sinks, tag, fallback)?)
     })
 }
 
-/// Open every output, let `copy` fill them (it aborts them on its own
-/// error), and collect their reports.
-fn with_sinks<E: Into<PipelineError>>(
+/// Open every output, let `copy` fill them, and collect their reports. On
+/// an error the outputs are aborted (again, where the source already did:
+/// aborting twice is harmless).
+fn with_sinks(
     outputs: &[SinkSpec],
     ctx: &SinkContext,
-    copy: impl FnOnce(&[&dyn BlobSink]) -> Result<crate::oci::ImageRecord, E>,
+    copy: impl FnOnce(&[&dyn BlobSink]) -> Result<crate::oci::ImageRecord, PipelineError>,
 ) -> Result<Loaded, PipelineError> {
     let sinks = open_sinks(outputs, ctx)?;
     let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
-    let record = copy(&refs).map_err(Into::into)?;
+    let record = copy(&refs).inspect_err(|_| refs.iter().for_each(|s| s.abort()))?;
     let reports = sinks.iter().map(|s| s.report()).collect();
     Ok(Loaded { record, reports })
 }
@@ -241,11 +241,7 @@ pub fn build(
     progress: &dyn Progress,
 ) -> Result<Outcome, PipelineError> {
     let closure = &built.closure;
-    if opts.compression == Some(Compression::Zstd)
-        && outputs.iter().any(SinkSpec::is_docker_archive)
-    {
-        return Err(PipelineError::ZstdDockerArchive);
-    }
+    opts.check(outputs)?;
     if let Some(image) = classify_output(&closure.root)? {
         progress.note(&format!(
             "{} is an image already ({}); loading it",
@@ -261,7 +257,7 @@ pub fn build(
         }
         let ignored = opts.shaping_flags();
         if !ignored.is_empty() {
-            progress.note(&format!(
+            progress.warn(&format!(
                 "warning: {} is an image already; its own config and layers are kept, so {} {} ignored",
                 closure.root,
                 ignored.join(", "),
@@ -296,8 +292,21 @@ pub fn copy(
     tag: Option<&ImageRef>,
     fallback: Option<&ImageRef>,
 ) -> Result<Loaded, PipelineError> {
-    match source {
-        ImageSource::Load(l) => load_into(l, outputs, ctx, tag, fallback),
+    with_sinks(outputs, ctx, |sinks| {
+        copy_into(source, sinks, ctx, tag, fallback)
+    })
+}
+
+/// Read `source` into `sinks` (which it aborts on its own errors).
+fn copy_into(
+    source: &ImageSource,
+    sinks: &[&dyn BlobSink],
+    ctx: &SinkContext,
+    tag: Option<&ImageRef>,
+    fallback: Option<&ImageRef>,
+) -> Result<crate::oci::ImageRecord, PipelineError> {
+    Ok(match source {
+        ImageSource::Load(l) => crate::source::load(l, sinks, tag, fallback)?,
         ImageSource::Containerd(name) => {
             let containerd = |source| PipelineError::Sink {
                 sink: "containerd".into(),
@@ -305,18 +314,14 @@ pub fn copy(
             };
             let client = ctx.containerd(None).map_err(containerd)?;
             let rt = ctx.runtime().map_err(containerd)?;
-            with_sinks(outputs, ctx, |sinks| {
-                crate::source::containerd::export(&rt, &client, name, sinks)
-            })
+            crate::source::containerd::export(&rt, &client, name, sinks)?
         }
         ImageSource::Registry(reference, creds) => {
             let client = crate::source::registry::client(reference, &ctx.registry, creds.clone())
                 .map_err(crate::source::registry::PullError::from)?;
-            with_sinks(outputs, ctx, |sinks| {
-                crate::source::registry::pull(reference, &client, sinks)
-            })
+            crate::source::registry::pull(reference, &client, sinks)?
         }
-    }
+    })
 }
 
 /// What `nixoci verify` found: every blob read whole and matching the
@@ -344,25 +349,7 @@ pub fn verify(source: &ImageSource, ctx: &SinkContext) -> Result<Verified, Pipel
     let sinks: [&dyn BlobSink; 1] = [&sink];
     // Only for loading: a verified image is named nowhere.
     let name = ImageRef::parse("nixoci-verify")?;
-    match source {
-        ImageSource::Load(l) => {
-            crate::source::load(l, &sinks, None, Some(&name))?;
-        }
-        ImageSource::Containerd(reference) => {
-            let containerd = |source| PipelineError::Sink {
-                sink: "containerd".into(),
-                source,
-            };
-            let client = ctx.containerd(None).map_err(containerd)?;
-            let rt = ctx.runtime().map_err(containerd)?;
-            crate::source::containerd::export(&rt, &client, reference, &sinks)?;
-        }
-        ImageSource::Registry(reference, creds) => {
-            let client = crate::source::registry::client(reference, &ctx.registry, creds.clone())
-                .map_err(crate::source::registry::PullError::from)?;
-            crate::source::registry::pull(reference, &client, &sinks)?;
-        }
-    }
+    copy_into(source, &sinks, ctx, None, Some(&name))?;
     let (blobs, bytes) = sink.counted();
     Ok(Verified {
         images: 1,

@@ -84,6 +84,23 @@ impl ImageOptions {
         .collect()
     }
 
+    /// Everything about these options that can be wrong for `outputs`,
+    /// checked before anything runs: zstd with a docker-archive, the
+    /// compression level, `--max-layers`, the system.
+    pub fn check(&self, outputs: &[SinkSpec]) -> Result<(), PipelineError> {
+        if self.compression == Some(Compression::Zstd)
+            && outputs.iter().any(SinkSpec::is_docker_archive)
+        {
+            return Err(PipelineError::ZstdDockerArchive);
+        }
+        let (compression, level) =
+            crate::sink::layer_compression(outputs, self.compression, self.compression_level);
+        compression.check_level(level)?;
+        crate::image::layering::check_max_layers(self.max_layers)?;
+        self.platform()?;
+        Ok(())
+    }
+
     /// The platform of the image (from `system`, else this host's).
     pub fn platform(&self) -> Result<Platform, PipelineError> {
         let system = self.system.clone().unwrap_or_else(host_system);
@@ -101,10 +118,9 @@ impl ImageOptions {
         outputs: &[SinkSpec],
         mtime: u64,
     ) -> Result<ImageSpec, PipelineError> {
+        self.check(outputs)?;
         let (compression, level) =
             crate::sink::layer_compression(outputs, self.compression, self.compression_level);
-        compression.check_level(level)?;
-        crate::image::layering::check_max_layers(self.max_layers)?;
         let reference = match &self.tag {
             Some(t) => t.clone(),
             None => default_reference(&closure.root)?,
