@@ -151,9 +151,9 @@ proptest! {
     #[test]
     fn auth_challenges_and_base64(h in "\\PC{0,120}", b in proptest::collection::vec(any::<u8>(), 0..100)) {
         let _ = nixoci::registry::auth::parse_challenge(&h);
-        let enc = nixoci::registry::auth::base64_encode(&b);
-        prop_assert_eq!(nixoci::registry::auth::base64_decode(&enc), Some(b));
-        let _ = nixoci::registry::auth::base64_decode(&h);
+        let enc = nixoci::util::base64::base64_encode(&b);
+        prop_assert_eq!(nixoci::util::base64::base64_decode(&enc), Some(b));
+        let _ = nixoci::util::base64::base64_decode(&h);
     }
 
     #[test]

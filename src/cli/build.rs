@@ -90,6 +90,9 @@ pub struct BuildArgs {
     /// Creation time: 'now', epoch seconds or RFC 3339. Default: the layer mtime.
     #[arg(long)]
     created: Option<String>,
+    /// Attach no SBOM (CycloneDX, SPDX) or provenance to the image.
+    #[arg(long)]
+    no_sbom: bool,
     /// Do not link the output's top-level entries into /.
     #[arg(long)]
     no_root_links: bool,
@@ -329,6 +332,7 @@ fn image_options(a: &BuildArgs) -> anyhow::Result<ImageOptions> {
             tmp: !a.no_tmp,
             etc_passwd: !a.no_etc_passwd,
         },
+        sbom: !a.no_sbom,
     })
 }
 
@@ -351,6 +355,10 @@ fn report(
             "manifest": r.manifest,
             "config": r.config,
             "layers": r.layers,
+            "referrers": r.referrers.iter().map(|x| serde_json::json!({
+                "artifactType": x.artifact_type,
+                "manifest": x.manifest,
+            })).collect::<Vec<_>>(),
             "outputs": outputs
                 .iter()
                 .zip(reports)
@@ -373,8 +381,13 @@ fn report(
             Some(s) => format!("{} built, {} cached", s.layers_built, s.layers_cached),
             None => "loaded".into(),
         };
+        let attached = if r.referrers.is_empty() {
+            String::new()
+        } else {
+            ", SBOM and provenance attached".to_string()
+        };
         println!(
-            "{} {} ({} layers, {how}, {size} bytes) in {:.2}s",
+            "{} {} ({} layers, {how}, {size} bytes{attached}) in {:.2}s",
             r.reference,
             r.manifest.digest,
             r.layers.len(),

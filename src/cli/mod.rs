@@ -13,6 +13,7 @@ mod pull;
 mod push;
 mod run;
 mod service;
+mod sbom;
 mod verify;
 
 pub use service::ExitCode;
@@ -104,6 +105,8 @@ pub enum Command {
     Pull(pull::PullArgs),
     /// Re-hash every blob of an image and report what is missing or corrupt.
     Verify(verify::VerifyArgs),
+    /// Print the SBOM (CycloneDX or SPDX) or provenance attached to an image.
+    Sbom(sbom::SbomArgs),
 }
 
 /// How to reach containerd (DESIGN.md: address order and namespace).
@@ -200,5 +203,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Push(a) => push::run(a, &cli.containerd),
         Command::Pull(a) => pull::run(a, &cli.containerd),
         Command::Verify(a) => verify::run(a, &cli.containerd),
+        Command::Sbom(a) => sbom::run(a, &cli.containerd),
     }
 }

@@ -19,6 +19,10 @@ use tonic::{Code, Request, Status};
 pub const NAMESPACE_HEADER: &str = "containerd-namespace";
 pub const LEASE_HEADER: &str = "containerd-lease";
 pub const DEFAULT_NAMESPACE: &str = "default";
+/// The label on an image manifest naming one of its referrers (SBOM,
+/// provenance) by digest, suffixed with its index: a GC reference, so the
+/// referrer lives as long as the image.
+pub const REFERRER_LABEL: &str = "containerd.io/gc.ref.content.referrer.";
 pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 
 #[derive(Debug, thiserror::Error)]

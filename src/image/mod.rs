@@ -9,6 +9,7 @@ pub mod layer;
 pub mod layering;
 pub mod manifest;
 pub mod rootfs;
+pub mod sbom;
 pub mod tar;
 
 pub use compress::Compression;

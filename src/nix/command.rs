@@ -107,6 +107,10 @@ pub struct Built {
     pub out_path: StorePath,
     /// `meta.mainProgram`, when the flake sets it.
     pub main_program: Option<String>,
+    /// The derivation that builds it.
+    pub derivation: String,
+    /// Its description, homepage and licenses, where `meta` has them.
+    pub meta: super::flake::Meta,
     pub closure: Closure,
 }
 
@@ -126,6 +130,8 @@ struct EvalResult {
     out: Option<String>,
     drv: Option<String>,
     main: Option<String>,
+    #[serde(default)]
+    meta: super::flake::Meta,
 }
 
 #[derive(Deserialize)]
@@ -187,9 +193,12 @@ impl Nix {
     /// Evaluate the flake output once, build it if it is not in the store
     /// yet, and read its closure.
     pub fn build(&self, flake: &FlakeRef) -> Result<Built, NixError> {
-        let apply = "d: { out = d.outPath or null; drv = d.drvPath or null; \
-                     main = (d.meta or {}).mainProgram or null; }";
-        let args = ["eval", "--json", &flake.installable, "--apply", apply];
+        let apply = format!(
+            "d: {{ out = d.outPath or null; drv = d.drvPath or null; \
+             main = (d.meta or {{}}).mainProgram or null; meta = {}; }}",
+            super::flake::META_EXPR
+        );
+        let args = ["eval", "--json", &flake.installable, "--apply", &apply];
         let stdout = self.run(&args)?;
         let eval: EvalResult = serde_json::from_slice(&stdout).map_err(|e| NixError::Output {
             command: "nix eval".into(),
@@ -206,6 +215,8 @@ impl Nix {
                 return Ok(Built {
                     out_path,
                     main_program: eval.main,
+                    derivation: drv,
+                    meta: eval.meta,
                     closure,
                 });
             }
@@ -226,6 +237,8 @@ impl Nix {
         Ok(Built {
             out_path,
             main_program: eval.main,
+            derivation: drv,
+            meta: eval.meta,
             closure,
         })
     }

@@ -6,6 +6,10 @@
 pub mod closure;
 pub mod closure_cache;
 pub mod command;
+pub mod flake;
+pub mod hash;
+pub mod nar;
+pub mod name;
 pub mod path_info;
 pub mod store_path;
 

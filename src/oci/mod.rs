@@ -7,6 +7,7 @@ pub mod blob;
 pub mod digest;
 pub mod platform;
 pub mod record;
+pub mod referrer;
 pub mod reference;
 pub mod time;
 
@@ -14,4 +15,5 @@ pub use blob::Blob;
 pub use digest::Digest;
 pub use platform::Platform;
 pub use record::{ImageRecord, LayerRecord};
+pub use referrer::Referrer;
 pub use reference::ImageRef;

@@ -25,4 +25,6 @@ pub struct ImageRecord {
     pub manifest: Blob,
     pub manifest_bytes: Vec<u8>,
     pub layers: Vec<LayerRecord>,
+    /// Artifacts about the image (SBOM, provenance), stored beside it.
+    pub referrers: Vec<super::referrer::Referrer>,
 }

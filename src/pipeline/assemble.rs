@@ -59,6 +59,31 @@ pub struct ImageSpec {
     pub max_layers: usize,
     pub root_layer: RootLayerOptions,
     pub annotations: BTreeMap<String, String>,
+    /// What Nix said about the output, for the SBOM and provenance
+    /// attached to the image; `None`: attach nothing (`--no-sbom`).
+    pub attest: Option<crate::image::sbom::BuildFacts>,
+}
+
+impl ImageSpec {
+    /// The options that shape the image, as provenance records them.
+    fn shaping(&self) -> serde_json::Value {
+        serde_json::json!({
+            "reference": self.reference.to_string(),
+            "platform": {
+                "os": self.platform.os,
+                "architecture": self.platform.architecture,
+                "variant": self.platform.variant,
+            },
+            "config": self.runtime,
+            "created": self.created,
+            "mtime": self.mtime,
+            "compression": self.compression,
+            "compressionLevel": self.level,
+            "maxLayers": self.max_layers,
+            "rootLayer": self.root_layer,
+            "annotations": self.annotations,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -484,10 +509,36 @@ fn assemble_inner(
         manifest,
         manifest_bytes,
         layers: records,
+        referrers: Vec::new(),
     };
+    let mut record = record;
+    if let Some(facts) = &spec.attest {
+        let layer_of = layers
+            .iter()
+            .zip(&record.layers)
+            .flat_map(|(l, r)| l.paths.iter().map(move |p| (p, r)))
+            .collect();
+        let subject = crate::image::sbom::Subject {
+            reference: &record.reference,
+            platform: &record.platform,
+            manifest: &record.manifest,
+            created: &spec.created,
+            closure,
+            layer_of,
+            options: spec.shaping(),
+        };
+        record.referrers = crate::image::sbom::referrers(&subject, facts);
+        if let Some(s) = sinks.iter().find(|s| s.layer_form() == LayerForm::Uncompressed) {
+            progress.note(&format!(
+                "{}: a docker-archive has no place for the SBOM and provenance; the other outputs get them",
+                s.describe()
+            ));
+        }
+    }
     for s in sinks {
         s.put_blob(&record.config.digest, &record.config_bytes)
             .map_err(Job::sink_err(*s))?;
+        crate::sink::put_referrers(*s, &record).map_err(Job::sink_err(*s))?;
         if s.layer_form() == LayerForm::Compressed {
             s.put_blob(&record.manifest.digest, &record.manifest_bytes)
                 .map_err(Job::sink_err(*s))?;

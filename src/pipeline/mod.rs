@@ -22,6 +22,8 @@ pub enum PipelineError {
     #[error(transparent)]
     Nix(#[from] NixError),
     #[error(transparent)]
+    Flake(#[from] crate::nix::flake::FlakeError),
+    #[error(transparent)]
     Assemble(#[from] AssembleError),
     #[error("{sink}: {source}")]
     Sink { sink: String, source: SinkError },
@@ -67,22 +69,39 @@ pub enum Source {
 pub struct NixOutput {
     pub closure: Closure,
     pub main_program: Option<String>,
+    /// The flake built from (none for a store path given directly).
+    pub flake: Option<FlakeRef>,
+    pub derivation: Option<String>,
+    pub meta: crate::nix::flake::Meta,
     pub nix_seconds: f64,
 }
 
 pub fn realise(nix: &Nix, source: &Source) -> Result<NixOutput, NixError> {
     let start = std::time::Instant::now();
-    let (closure, main_program) = match source {
+    let out = match source {
         Source::Flake(f) => {
             let built = nix.build(f)?;
-            (built.closure, built.main_program)
+            NixOutput {
+                closure: built.closure,
+                main_program: built.main_program,
+                flake: Some(f.clone()),
+                derivation: Some(built.derivation),
+                meta: built.meta,
+                nix_seconds: 0.0,
+            }
         }
-        Source::StorePath(p) => (nix.closure(p)?, None),
+        Source::StorePath(p) => NixOutput {
+            closure: nix.closure(p)?,
+            main_program: None,
+            flake: None,
+            derivation: None,
+            meta: Default::default(),
+            nix_seconds: 0.0,
+        },
     };
     Ok(NixOutput {
-        closure,
-        main_program,
         nix_seconds: start.elapsed().as_secs_f64(),
+        ..out
     })
 }
 
@@ -264,11 +283,32 @@ pub fn build(
                 if ignored.len() == 1 { "is" } else { "are" }
             ));
         }
+        if opts.sbom {
+            progress.note(&format!(
+                "{} gets no SBOM or provenance: its content is not a closure nixoci packed",
+                closure.root
+            ));
+        }
         let fallback = default_reference(&closure.root).ok();
         let loaded = load_into(&image, outputs, ctx, opts.tag.as_ref(), fallback.as_ref())?;
         return Ok(Outcome::Loaded(loaded));
     }
-    let spec = opts.spec(closure, built.main_program.as_deref(), outputs, ctx.mtime)?;
+    let mut spec = opts.spec(closure, built.main_program.as_deref(), outputs, ctx.mtime)?;
+    if opts.sbom {
+        let flake = match &built.flake {
+            Some(f) => Some(crate::nix::flake::source_of(f)?),
+            None => None,
+        };
+        spec.attest = Some(crate::image::sbom::BuildFacts {
+            meta: built.meta.clone(),
+            flake,
+            derivation: built.derivation.clone(),
+            system: opts
+                .system
+                .clone()
+                .unwrap_or_else(crate::oci::platform::host_system),
+        });
+    }
     let b = build_into(&spec, closure, outputs, ctx, cache, jobs, progress)?;
     Ok(Outcome::Built(b))
 }
@@ -355,6 +395,36 @@ pub fn verify(source: &ImageSource, ctx: &SinkContext) -> Result<Verified, Pipel
         images: 1,
         blobs,
         bytes,
+    })
+}
+
+/// The manifest of the image `source` names (`tag` picks one in a layout
+/// with several) and the artifacts attached to it (SBOM, provenance),
+/// with no layer read.
+pub fn referrers(
+    source: &ImageSource,
+    ctx: &SinkContext,
+    tag: Option<&ImageRef>,
+) -> Result<(crate::oci::Digest, Vec<crate::oci::Referrer>), PipelineError> {
+    Ok(match source {
+        ImageSource::Load(l) => {
+            let (desc, refs) = crate::source::layout::referrers(l, tag)?;
+            (desc.digest, refs)
+        }
+        ImageSource::Containerd(name) => {
+            let containerd = |source| PipelineError::Sink {
+                sink: "containerd".into(),
+                source,
+            };
+            let client = ctx.containerd(None).map_err(containerd)?;
+            let rt = ctx.runtime().map_err(containerd)?;
+            crate::source::containerd::referrers(&rt, &client, name)?
+        }
+        ImageSource::Registry(reference, creds) => {
+            let client = crate::source::registry::client(reference, &ctx.registry, creds.clone())
+                .map_err(crate::source::registry::PullError::from)?;
+            crate::source::registry::referrers(reference, &client)?
+        }
     })
 }
 

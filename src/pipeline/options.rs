@@ -40,6 +40,8 @@ pub struct ImageOptions {
     pub compression_level: Option<i32>,
     pub max_layers: usize,
     pub root_layer: RootLayerOptions,
+    /// Attach an SBOM and provenance (default; `--no-sbom` turns it off).
+    pub sbom: bool,
 }
 
 impl Default for ImageOptions {
@@ -54,6 +56,7 @@ impl Default for ImageOptions {
             compression_level: None,
             max_layers: DEFAULT_MAX_LAYERS,
             root_layer: RootLayerOptions::default(),
+            sbom: true,
         }
     }
 }
@@ -145,6 +148,7 @@ impl ImageOptions {
             max_layers: self.max_layers,
             root_layer: self.root_layer,
             annotations: self.annotations.clone(),
+            attest: None,
         })
     }
 }

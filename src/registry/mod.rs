@@ -3,6 +3,7 @@
 //! and by pulls into containerd.
 
 pub mod auth;
+pub mod referrers;
 
 use crate::oci::reference::ImageRef;
 use auth::{Challenge, Credentials};

@@ -85,16 +85,26 @@ impl ArchiveSink {
                 if let Some(v) = &image.platform.variant {
                     platform["variant"] = v.clone().into();
                 }
+                let mut manifests = vec![serde_json::json!({
+                    "mediaType": image.manifest.media_type,
+                    "digest": image.manifest.digest,
+                    "size": image.manifest.size,
+                    "annotations": { REF_NAME: image.reference.tag_or_latest(), CONTAINERD_NAME: full },
+                    "platform": platform,
+                })];
+                // Referrers beside the image, with no ref.name, as in a layout.
+                for r in &image.referrers {
+                    manifests.push(serde_json::json!({
+                        "mediaType": r.manifest.media_type,
+                        "digest": r.manifest.digest,
+                        "size": r.manifest.size,
+                        "artifactType": r.artifact_type,
+                    }));
+                }
                 let index = serde_json::json!({
                     "schemaVersion": 2,
                     "mediaType": INDEX_MEDIA_TYPE,
-                    "manifests": [{
-                        "mediaType": image.manifest.media_type,
-                        "digest": image.manifest.digest,
-                        "size": image.manifest.size,
-                        "annotations": { REF_NAME: image.reference.tag_or_latest(), CONTAINERD_NAME: full },
-                        "platform": platform,
-                    }],
+                    "manifests": manifests,
                 });
                 out.file_bytes(b"oci-layout", 0o644, br#"{"imageLayoutVersion":"1.0.0"}"#)
                     .map_err(io)?;
@@ -106,6 +116,10 @@ impl ArchiveSink {
                     image.layers.iter().map(|l| &l.blob.digest).collect();
                 digests.push(&image.config.digest);
                 digests.push(&image.manifest.digest);
+                for r in &image.referrers {
+                    digests.push(&r.manifest.digest);
+                    digests.extend(r.blobs.iter().map(|(b, _)| &b.digest));
+                }
                 digests.sort();
                 digests.dedup();
                 for d in digests {

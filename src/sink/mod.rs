@@ -123,6 +123,21 @@ pub trait BlobSink: Send + Sync {
     }
 }
 
+/// Put an image's referrers (their blobs, then their manifests) into a
+/// sink that stores manifests; a docker-archive has no place for them.
+pub fn put_referrers(sink: &dyn BlobSink, image: &ImageRecord) -> Result<(), SinkError> {
+    if sink.layer_form() == LayerForm::Uncompressed {
+        return Ok(());
+    }
+    for r in &image.referrers {
+        for (blob, bytes) in &r.blobs {
+            sink.put_blob(&blob.digest, bytes)?;
+        }
+        sink.put_blob(&r.manifest.digest, &r.manifest_bytes)?;
+    }
+    Ok(())
+}
+
 /// An `--output` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkSpec {

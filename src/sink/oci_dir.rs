@@ -11,7 +11,7 @@ use super::{BlobSink, BlobWriter, ImageRecord, LayerForm, SinkError};
 use crate::oci::blob::{canonical_json, Blob, INDEX_MEDIA_TYPE};
 use crate::oci::digest::{Digest, HashingWriter};
 pub use crate::util::fs::tmp_name;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -134,7 +134,10 @@ impl OciDir {
         // uses, but may have removed one this build found and skipped).
         let blobs = [&image.manifest, &image.config]
             .into_iter()
-            .chain(image.layers.iter().map(|l| &l.blob));
+            .chain(image.layers.iter().map(|l| &l.blob))
+            .chain(image.referrers.iter().flat_map(|r| {
+                std::iter::once(&r.manifest).chain(r.blobs.iter().map(|(b, _)| b))
+            }));
         for b in blobs {
             if !self.blob_path(&b.digest).is_file() {
                 return Err(SinkError::Invalid(format!(
@@ -156,6 +159,25 @@ impl OciDir {
                 SinkError::Invalid(format!("{}: no manifests array", index_path.display()))
             })?;
         manifests.retain(|m| m["annotations"][CONTAINERD_NAME].as_str() != Some(full.as_str()));
+        // Referrers go with their image: drop those whose subject no image
+        // entry names any more (the entry just replaced), and this image's
+        // own (added again below).
+        let subjects: BTreeSet<String> = manifests
+            .iter()
+            .filter(|m| !is_referrer_entry(m))
+            .filter_map(|m| m["digest"].as_str().map(str::to_string))
+            .collect();
+        let new_digest = image.manifest.digest.to_string();
+        let root = self.root.clone();
+        manifests.retain(|m| {
+            if !is_referrer_entry(m) {
+                return true;
+            }
+            match entry_subject(&root, m) {
+                Some(subject) => subjects.contains(&subject) && subject != new_digest,
+                None => true,
+            }
+        });
         let mut platform = serde_json::json!({
             "architecture": image.platform.architecture,
             "os": image.platform.os,
@@ -173,9 +195,30 @@ impl OciDir {
             },
             "platform": platform,
         }));
+        for r in &image.referrers {
+            manifests.push(serde_json::json!({
+                "mediaType": r.manifest.media_type,
+                "digest": r.manifest.digest,
+                "size": r.manifest.size,
+                "artifactType": r.artifact_type,
+            }));
+        }
         write_atomic(&index_path, &canonical_json(&index))
         // The lock is released when `lock` is dropped.
     }
+}
+
+/// Whether an `index.json` entry is an artifact about an image (an OCI
+/// 1.1 referrer: it has an `artifactType`), not an image.
+pub fn is_referrer_entry(m: &serde_json::Value) -> bool {
+    m.get("artifactType").is_some()
+}
+
+/// The subject digest of a referrer entry, from its manifest.
+fn entry_subject(root: &Path, m: &serde_json::Value) -> Option<String> {
+    let d = Digest::parse(m["digest"].as_str()?).ok()?;
+    let bytes = fs::read(root.join("blobs/sha256").join(d.hex())).ok()?;
+    crate::oci::referrer::subject_of(&bytes).map(|(s, _)| s.to_string())
 }
 
 fn read_index(path: &Path) -> Result<serde_json::Value, SinkError> {
@@ -402,8 +445,8 @@ pub fn fsck(root: &Path) -> Result<FsckStats, FsckError> {
         keep.then_some(content)
     };
     let descs: Vec<Blob> = serde_json::from_value(index["manifests"].clone()).unwrap_or_default();
+    let images: BTreeSet<Digest> = descs.iter().map(|m| m.digest.clone()).collect();
     for m in descs {
-        stats.manifests += 1;
         let Some(bytes) = check(&m, &mut problems) else {
             continue;
         };
@@ -422,6 +465,17 @@ pub fn fsck(root: &Path) -> Result<FsckStats, FsckError> {
         for l in &layers {
             check(l, &mut problems);
         }
+        if let Some((subject, _)) = crate::oci::referrer::subject_of(&bytes) {
+            stats.referrers += 1;
+            if !images.contains(&subject) {
+                problems.push(format!(
+                    "referrer {} is about {subject}, which index.json does not list",
+                    m.digest
+                ));
+            }
+            continue;
+        }
+        stats.manifests += 1;
         if let Some(cb) = config_bytes {
             let cfg: serde_json::Value = serde_json::from_slice(&cb).unwrap_or_default();
             let n = cfg["rootfs"]["diff_ids"].as_array().map_or(0, Vec::len);
@@ -446,7 +500,10 @@ pub fn fsck(root: &Path) -> Result<FsckStats, FsckError> {
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FsckStats {
+    /// Image manifests.
     pub manifests: usize,
+    /// Artifacts about them (SBOM, provenance).
+    pub referrers: usize,
     pub blobs: usize,
     pub bytes: u64,
 }
@@ -456,6 +513,9 @@ pub fn list_images(root: &Path) -> Result<BTreeMap<String, Blob>, SinkError> {
     let index = read_index(&root.join("index.json"))?;
     let mut out = BTreeMap::new();
     for m in index["manifests"].as_array().into_iter().flatten() {
+        if is_referrer_entry(m) {
+            continue;
+        }
         let name = m["annotations"][CONTAINERD_NAME]
             .as_str()
             .or(m["annotations"][REF_NAME].as_str())

@@ -2,7 +2,9 @@
 //! registry has (HEAD) is skipped; one nixoci pushed to another repository
 //! of the same registry is mounted from there; small blobs go up in one
 //! request, large ones stream in chunks from the layer pipeline. The
-//! manifest goes last, under the tag.
+//! manifest goes last, under the tag, then its referrers (SBOM,
+//! provenance) by digest, indexed under the fallback tag where the
+//! registry has no referrers API.
 
 use super::{BlobSink, BlobWriter, ImageRecord, LayerForm, SinkError};
 use crate::oci::digest::Digest;
@@ -234,8 +236,11 @@ impl BlobSink for RegistrySink {
 
     fn finish(&self, image: &ImageRecord) -> Result<(), SinkError> {
         let documents = std::mem::take(&mut *self.documents.lock().unwrap());
+        let is_manifest = |d: &Digest| {
+            *d == image.manifest.digest || image.referrers.iter().any(|r| r.manifest.digest == *d)
+        };
         for (d, bytes) in documents {
-            if d == image.manifest.digest || self.has_blob(&d) {
+            if is_manifest(&d) || self.has_blob(&d) {
                 continue;
             }
             let mut w = self.begin_blob()?;
@@ -268,6 +273,8 @@ impl BlobSink for RegistrySink {
                 )));
             }
         }
+        self.client
+            .push_referrers(&image.manifest.digest, &image.referrers)?;
         *self.manifest.lock().unwrap() = Some(ours);
         *self.pushed_ref.lock().unwrap() = Some(if tag.starts_with("sha256:") {
             format!("{}/{}@{tag}", self.reference.domain, self.reference.path)

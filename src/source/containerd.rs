@@ -3,7 +3,7 @@
 //! platform's, from an index), its config, and each layer the sinks lack,
 //! streamed from `content.Read`.
 
-use crate::containerd::{content, images, Client, ContainerdError};
+use crate::containerd::{content, images, Client, ContainerdError, REFERRER_LABEL};
 use crate::oci::reference::ImageRef;
 use crate::oci::Digest;
 use crate::oci::ImageRecord;
@@ -113,12 +113,13 @@ pub fn export(
     r
 }
 
-fn export_inner(
+/// The image manifest `reference` names in the namespace (this machine's
+/// platform, from an index): (media type, bytes, digest).
+fn resolve(
     rt: &Handle,
     c: &Client,
     reference: &ImageRef,
-    sinks: &[&dyn BlobSink],
-) -> Result<ImageRecord, ExportError> {
+) -> Result<(String, Vec<u8>, Digest), ExportError> {
     let name = reference.to_string();
     let invalid = |why: String| ExportError::Invalid {
         name: name.clone(),
@@ -146,12 +147,76 @@ fn export_inner(
         bytes = rt.block_on(content::read_all(c, &entry.digest.to_string()))?;
         expected = entry.digest;
     }
+    Ok((media_type, bytes, expected))
+}
+
+/// The referrers nixoci keeps for manifest `subject` in the content
+/// store (named by GC labels on it), each checked against its digest.
+fn stored_referrers(
+    rt: &Handle,
+    c: &Client,
+    origin: &Path,
+    subject: &Digest,
+) -> Result<Vec<crate::oci::Referrer>, ExportError> {
+    let Some(info) = rt.block_on(content::info(c, subject))? else {
+        return Ok(Vec::new());
+    };
+    let mut listed: Vec<(u64, Digest)> = info
+        .labels
+        .iter()
+        .filter_map(|(k, v)| {
+            let i = k.strip_prefix(REFERRER_LABEL)?.parse().ok()?;
+            Some((i, Digest::parse(v).ok()?))
+        })
+        .collect();
+    listed.sort();
+    let mut out = Vec::new();
+    for (_, d) in listed {
+        let bytes = rt.block_on(content::read_all(c, &d.to_string()))?;
+        let blob = crate::oci::Blob {
+            media_type: crate::oci::blob::MANIFEST_MEDIA_TYPE.into(),
+            digest: d,
+            size: bytes.len() as u64,
+        };
+        if let Some(r) = documents::read_referrer(origin, &blob, bytes, |b| {
+            Ok::<_, ExportError>(rt.block_on(content::read_all(c, &b.to_string()))?)
+        })? {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// The manifest `reference` names and its referrers, with no layer read
+/// (for `nixoci sbom`).
+pub fn referrers(
+    rt: &Handle,
+    c: &Client,
+    reference: &ImageRef,
+) -> Result<(Digest, Vec<crate::oci::Referrer>), ExportError> {
+    let (_, _, digest) = resolve(rt, c, reference)?;
+    let name = reference.to_string();
+    let refs = stored_referrers(rt, c, Path::new(&name), &digest)?;
+    Ok((digest, refs))
+}
+
+fn export_inner(
+    rt: &Handle,
+    c: &Client,
+    reference: &ImageRef,
+    sinks: &[&dyn BlobSink],
+) -> Result<ImageRecord, ExportError> {
+    let name = reference.to_string();
+    let origin = Path::new(&name);
+    let (media_type, bytes, expected) = resolve(rt, c, reference)?;
+    let referrers = stored_referrers(rt, c, origin, &expected)?;
     store_documents(
         origin,
         reference.clone(),
         media_type,
         bytes,
         Some(&expected),
+        referrers,
         sinks,
         |d| Ok::<_, ExportError>(rt.block_on(content::read_all(c, &d.to_string()))?),
         |d| Ok::<Box<dyn Read>, ExportError>(Box::new(reader(rt, c, &d.to_string()))),

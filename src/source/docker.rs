@@ -204,6 +204,7 @@ pub fn load_docker(
             manifest,
             manifest_bytes,
             layers,
+            referrers: Vec::new(),
         },
         sinks,
     )

@@ -205,6 +205,38 @@ pub fn layer_records(blobs: Vec<Blob>, diff_ids: Vec<Digest>) -> Vec<LayerRecord
         .collect()
 }
 
+/// A referrer (SBOM, provenance, signature: a manifest with a `subject`)
+/// read from a source: its manifest, checked against `expected`, and each
+/// blob it lists through `get`, checked against its digest. A referrer
+/// with a blob larger than a document may be is skipped (`None`).
+pub fn read_referrer<E: From<LoadError>>(
+    origin: &Path,
+    expected: &Blob,
+    manifest_bytes: Vec<u8>,
+    mut get: impl FnMut(&Digest) -> Result<Vec<u8>, E>,
+) -> Result<Option<crate::oci::Referrer>, E> {
+    let manifest_bytes = verified(origin, "referrer manifest", &expected.digest, manifest_bytes)?;
+    let Some((_, artifact_type)) = crate::oci::referrer::subject_of(&manifest_bytes) else {
+        return Ok(None);
+    };
+    let (config, layers) = manifest_blobs(origin, &manifest_bytes)?;
+    let mut blobs = Vec::new();
+    for b in std::iter::once(config).chain(layers) {
+        if b.size > super::MAX_DOC {
+            tracing::warn!(referrer = %expected.digest, blob = %b.digest, "a referrer's blob is too large to carry; skipped");
+            return Ok(None);
+        }
+        let bytes = verified(origin, "referrer blob", &b.digest, get(&b.digest)?)?;
+        blobs.push((b, bytes));
+    }
+    Ok(Some(crate::oci::Referrer {
+        artifact_type,
+        manifest: expected.clone(),
+        manifest_bytes,
+        blobs,
+    }))
+}
+
 /// An image held as documents elsewhere (a registry, a content store),
 /// from its manifest (of `media_type`; checked against `expected` when it
 /// was fetched by digest): fetch the config through `get_config`, copy
@@ -217,6 +249,7 @@ pub fn store_documents<E: From<LoadError>>(
     media_type: String,
     manifest_bytes: Vec<u8>,
     expected: Option<&Digest>,
+    referrers: Vec<crate::oci::Referrer>,
     sinks: &[&dyn BlobSink],
     get_config: impl FnOnce(&Digest) -> Result<Vec<u8>, E>,
     mut open: impl FnMut(&Digest) -> Result<Box<dyn Read>, E>,
@@ -254,6 +287,7 @@ pub fn store_documents<E: From<LoadError>>(
         config,
         config_bytes,
         layers: layer_records(layers, diff_ids),
+        referrers,
     };
     Ok(finish_record(record, sinks)?)
 }

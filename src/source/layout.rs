@@ -5,7 +5,7 @@
 
 use super::documents::{
     blob_of, config_diff_ids, is_index, layer_records, parse_config, parse_index, parse_manifest,
-    pick_platform, platform_of, verified,
+    pick_platform, platform_of, read_referrer, verified,
 };
 use super::{copy_blob, finish, for_each_entry, io_err, LoadError, Plan, MAX_DOC};
 use crate::oci::blob::Blob;
@@ -72,7 +72,11 @@ fn pick_from_index(
     blobs: &Blobs,
     tag: Option<&ImageRef>,
 ) -> Result<(Option<ImageRef>, Blob), LoadError> {
-    let entries: Vec<&Descriptor> = index.manifests().iter().collect();
+    let entries: Vec<&Descriptor> = index
+        .manifests()
+        .iter()
+        .filter(|m| subject_of_entry(path, m, blobs).is_none())
+        .collect();
     let chosen: Vec<&Descriptor> = match tag {
         Some(t) if entries.len() > 1 => entries
             .iter()
@@ -110,6 +114,78 @@ fn pick_from_index(
     Ok((name, desc))
 }
 
+/// The subject of an index entry that is a referrer (its manifest has a
+/// `subject`), else `None`.
+fn subject_of_entry(path: &Path, m: &Descriptor, blobs: &Blobs) -> Option<Digest> {
+    if is_index(m.media_type().as_ref()) {
+        return None;
+    }
+    let d = blob_of(path, m).ok()?;
+    let bytes = blobs.json("manifest", &d.digest).ok()?;
+    crate::oci::referrer::subject_of(&bytes).map(|(s, _)| s)
+}
+
+/// The referrers of `subject` that the index lists beside it.
+fn referrers_of(
+    path: &Path,
+    index: &ImageIndex,
+    blobs: &Blobs,
+    subject: &Digest,
+) -> Result<Vec<crate::oci::Referrer>, LoadError> {
+    let mut out = Vec::new();
+    for m in index.manifests() {
+        if subject_of_entry(path, m, blobs).as_ref() != Some(subject) {
+            continue;
+        }
+        let d = blob_of(path, m)?;
+        let bytes = blobs.json("referrer manifest", &d.digest)?;
+        if let Some(r) = read_referrer(path, &d, bytes, |b| blobs.json("referrer blob", b))? {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// The referrers of the image `SOURCE` names in a layout or OCI archive
+/// (for `nixoci sbom`), with no layer read.
+pub fn referrers(
+    source: &super::LoadSource,
+    tag: Option<&ImageRef>,
+) -> Result<(Blob, Vec<crate::oci::Referrer>), LoadError> {
+    let read = |root: &Path, docs: Option<&BTreeMap<String, Vec<u8>>>| {
+        let blobs = match docs {
+            Some(d) => Blobs::Docs(d, root),
+            None => Blobs::Dir(root),
+        };
+        let index_bytes = match docs {
+            Some(d) => d.get("index.json").cloned().ok_or_else(|| LoadError::Missing {
+                path: root.into(),
+                what: "file",
+                name: "index.json".into(),
+            })?,
+            None => {
+                let p = root.join("index.json");
+                std::fs::read(&p).map_err(io_err(&p))?
+            }
+        };
+        let index = parse_index(root, "index.json", &index_bytes)?;
+        let (_, desc) = pick_from_index(root, &index, &blobs, tag)?;
+        let refs = referrers_of(root, &index, &blobs, &desc.digest)?;
+        Ok((desc, refs))
+    };
+    match source {
+        super::LoadSource::Oci(root) => read(root, None),
+        super::LoadSource::OciArchive(file) => {
+            let docs = archive_documents(file)?;
+            read(file, Some(&docs))
+        }
+        other => Err(LoadError::Invalid {
+            path: other.path().into(),
+            why: "a docker-archive or stream script holds no SBOM or provenance (nixoci attaches them to OCI layouts, OCI archives, registries and containerd)".into(),
+        }),
+    }
+}
+
 fn oci_plan(
     path: &Path,
     index: &ImageIndex,
@@ -134,7 +210,9 @@ fn oci_plan(
     let config_bytes = blobs.json("config", &config.digest)?;
     let cfg = parse_config(path, &config_bytes)?;
     let diff_ids = config_diff_ids(path, &cfg, layers.len(), "the manifest")?;
+    let referrers = referrers_of(path, index, blobs, &desc.digest)?;
     Ok(Plan {
+        referrers,
         name,
         platform: platform_of(&cfg),
         config,
@@ -191,13 +269,8 @@ pub(super) fn keep_small(
     Ok(())
 }
 
-/// Load the image of an OCI archive.
-pub fn load_archive(
-    file: &Path,
-    sinks: &[&dyn BlobSink],
-    tag: Option<&ImageRef>,
-    fallback: Option<&ImageRef>,
-) -> Result<ImageRecord, LoadError> {
+/// The first pass over an OCI archive: its small JSON documents.
+fn archive_documents(file: &Path) -> Result<BTreeMap<String, Vec<u8>>, LoadError> {
     let mut docs = BTreeMap::new();
     for_each_entry(file, &mut |name, r| {
         if name == "index.json" || name.starts_with("blobs/") {
@@ -205,6 +278,17 @@ pub fn load_archive(
         }
         Ok(ControlFlow::Continue(()))
     })?;
+    Ok(docs)
+}
+
+/// Load the image of an OCI archive.
+pub fn load_archive(
+    file: &Path,
+    sinks: &[&dyn BlobSink],
+    tag: Option<&ImageRef>,
+    fallback: Option<&ImageRef>,
+) -> Result<ImageRecord, LoadError> {
+    let docs = archive_documents(file)?;
     let index = docs.get("index.json").ok_or_else(|| LoadError::Missing {
         path: file.into(),
         what: "file",

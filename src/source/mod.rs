@@ -242,6 +242,7 @@ struct Plan {
     manifest_bytes: Vec<u8>,
     layers: Vec<LayerRecord>,
     platform: Platform,
+    referrers: Vec<crate::oci::Referrer>,
 }
 
 /// Copy `reader` into every sink that lacks `digest`. The bytes are
@@ -306,6 +307,7 @@ fn finish(plan: Plan, sinks: &[&dyn BlobSink]) -> Result<ImageRecord, LoadError>
             manifest: plan.manifest,
             manifest_bytes: plan.manifest_bytes,
             layers: plan.layers,
+            referrers: plan.referrers,
         },
         sinks,
     )
@@ -320,6 +322,7 @@ pub fn finish_record(
     for s in sinks {
         s.put_blob(&record.config.digest, &record.config_bytes)
             .map_err(sink_err(*s))?;
+        crate::sink::put_referrers(*s, &record).map_err(sink_err(*s))?;
         s.put_blob(&record.manifest.digest, &record.manifest_bytes)
             .map_err(sink_err(*s))?;
         s.finish(&record).map_err(sink_err(*s))?;

@@ -56,11 +56,13 @@ pub fn client(
     Ok(c)
 }
 
-fn pull_inner(
+/// The image manifest `reference` names (this machine's platform, from
+/// an index): (origin for messages, media type, bytes, digest). Bytes
+/// fetched by digest are checked against it.
+fn resolve(
     reference: &ImageRef,
     client: &Client,
-    sinks: &[&dyn BlobSink],
-) -> Result<ImageRecord, PullError> {
+) -> Result<(PathBuf, String, Vec<u8>, Option<Digest>), PullError> {
     let invalid = |why: String| PullError::Invalid {
         reference: reference.to_string(),
         why,
@@ -87,22 +89,76 @@ fn pull_inner(
         (media_type, bytes) = client.get_manifest(&entry.digest.to_string())?;
         expected = Some(entry.digest);
     }
+    Ok((origin, media_type, bytes, expected))
+}
+
+/// Read a small blob whole (at most a document's size).
+fn small_blob(client: &Client, d: &Digest, what: &str) -> Result<Vec<u8>, PullError> {
+    let mut out = Vec::new();
+    client
+        .get_blob(&d.to_string())?
+        .take(super::MAX_DOC)
+        .read_to_end(&mut out)
+        .map_err(|e| PullError::Invalid {
+            reference: d.to_string(),
+            why: format!("reading the {what}: {e}"),
+        })?;
+    Ok(out)
+}
+
+/// The referrers (SBOM, provenance, ...) of manifest `subject`, each
+/// document checked against its digest.
+fn fetch_referrers(
+    origin: &std::path::Path,
+    client: &Client,
+    subject: &Digest,
+) -> Result<Vec<crate::oci::Referrer>, PullError> {
+    let mut out = Vec::new();
+    for l in client.referrers(subject)? {
+        let (_, bytes) = client.get_manifest(&l.digest.to_string())?;
+        let blob = crate::oci::Blob {
+            media_type: l.media_type,
+            digest: l.digest,
+            size: l.size,
+        };
+        if let Some(r) = documents::read_referrer(origin, &blob, bytes, |d| {
+            small_blob(client, d, "referrer blob")
+        })? {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// The manifest `reference` names and its referrers, with no layer read
+/// (for `nixoci sbom`).
+pub fn referrers(
+    reference: &ImageRef,
+    client: &Client,
+) -> Result<(Digest, Vec<crate::oci::Referrer>), PullError> {
+    let (origin, _, bytes, expected) = resolve(reference, client)?;
+    let digest = expected.unwrap_or_else(|| Digest::of(&bytes));
+    let refs = fetch_referrers(&origin, client, &digest)?;
+    Ok((digest, refs))
+}
+
+fn pull_inner(
+    reference: &ImageRef,
+    client: &Client,
+    sinks: &[&dyn BlobSink],
+) -> Result<ImageRecord, PullError> {
+    let (origin, media_type, bytes, expected) = resolve(reference, client)?;
+    let subject = expected.clone().unwrap_or_else(|| Digest::of(&bytes));
+    let referrers = fetch_referrers(&origin, client, &subject)?;
     store_documents(
         &origin,
         reference.clone(),
         media_type,
         bytes,
         expected.as_ref(),
+        referrers,
         sinks,
-        |d| {
-            let mut config_bytes = Vec::new();
-            client
-                .get_blob(&d.to_string())?
-                .take(16 << 20)
-                .read_to_end(&mut config_bytes)
-                .map_err(|e| invalid(format!("reading the config: {e}")))?;
-            Ok(config_bytes)
-        },
+        |d| small_blob(client, d, "config"),
         |d| Ok::<Box<dyn Read>, PullError>(Box::new(client.get_blob(&d.to_string())?)),
     )
 }

@@ -1,6 +1,7 @@
 //! Small helpers every layer may use: atomic file writes, nixoci's
 //! directories, the process-wide interrupt flag and async runtime. A leaf.
 
+pub mod base64;
 pub mod dirs;
 pub mod fs;
 pub mod interrupt;

@@ -8,7 +8,7 @@ pub mod fill;
 pub mod unpack;
 
 use crate::containerd::content::{self, Upload};
-use crate::containerd::{images, Client, ContainerdError};
+use crate::containerd::{images, Client, ContainerdError, REFERRER_LABEL};
 use crate::oci::digest::Digest;
 use crate::oci::ImageRecord;
 use crate::sink::{BlobSink, BlobWriter, LayerForm, ReadyLayer, SinkError};
@@ -106,6 +106,21 @@ impl ContainerdSink {
             labels.insert(
                 format!("containerd.io/gc.ref.content.l.{i}"),
                 l.blob.digest.to_string(),
+            );
+        }
+        // Referrers (containerd 1.6 has no place for them): kept in the
+        // content store, each tied to its blobs and to the image manifest
+        // by GC labels, so they live and go with the image.
+        for (i, r) in image.referrers.iter().enumerate() {
+            let mut own = BTreeMap::new();
+            for (j, (b, _)) in r.blobs.iter().enumerate() {
+                let key = if j == 0 { "config".to_string() } else { format!("l.{}", j - 1) };
+                own.insert(format!("containerd.io/gc.ref.content.{key}"), b.digest.to_string());
+            }
+            content::set_labels(c, &r.manifest.digest, &own).await?;
+            labels.insert(
+                format!("{REFERRER_LABEL}{i}"),
+                r.manifest.digest.to_string(),
             );
         }
         content::set_labels(c, &image.manifest.digest, &labels).await?;
