@@ -3,7 +3,7 @@
 set -euo pipefail
 
 NIXOCI_DEBS=(nix-bin busybox-static umoci skopeo protobuf-compiler pigz zstd tar time bc containerd runc
-    containernetworking-plugins iptables iproute2 docker-registry apache2-utils openssl)
+    containernetworking-plugins iptables iproute2 docker-registry apache2-utils openssl python3-venv)
 
 missing=()
 for p in "${NIXOCI_DEBS[@]}"; do

@@ -116,7 +116,12 @@ fn import_run_reimport_share_and_remove() {
     // Another image over the same store paths (no entrypoint, another name)
     // shares every blob and snapshot.
     let snaps = cd.snapshots("t1");
-    let other = build_into(&fx, &cd, "t1", &[".#hello", "--tag", "other:1"]);
+    let other = build_into(
+        &fx,
+        &cd,
+        "t1",
+        &[".#hello", "--tag", "other:1", "--no-sbom"],
+    );
     // Only the new config and manifest are sent.
     let sent = other["outputs"][0]["bytes_written"].as_u64().unwrap();
     assert!(sent < 4096, "{other}");

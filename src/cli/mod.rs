@@ -12,8 +12,8 @@ mod port;
 mod pull;
 mod push;
 mod run;
-mod service;
 mod sbom;
+mod service;
 mod verify;
 
 pub use service::ExitCode;

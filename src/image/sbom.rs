@@ -11,7 +11,7 @@ use crate::nix::name::parse_drv_name;
 use crate::nix::{Closure, StorePath};
 use crate::oci::blob::{canonical_json, Blob};
 use crate::oci::referrer::{Referrer, CYCLONEDX, IN_TOTO, SPDX};
-use crate::oci::{ImageRef, LayerRecord, Platform};
+use crate::oci::{LayerRecord, Platform};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -33,9 +33,10 @@ pub struct BuildFacts {
     pub system: String,
 }
 
-/// The image the documents describe.
+/// The image the documents describe: by its content (the manifest), not
+/// by a name, so every name an image is stored under shares one set of
+/// documents.
 pub struct Subject<'a> {
-    pub reference: &'a ImageRef,
     pub platform: &'a Platform,
     pub manifest: &'a Blob,
     /// RFC 3339 UTC.
@@ -84,14 +85,21 @@ fn nar_hex(closure: &Closure, p: &StorePath) -> Option<String> {
         .map(|h| h.hex())
 }
 
+/// The image's name in the documents: its root store path's name, as
+/// `builtins.parseDrvName` splits it (`hello-app`), lower-cased for purl.
+fn image_name<'a>(s: &Subject<'a>) -> &'a str {
+    parse_drv_name(s.closure.root.name()).0
+}
+
 fn oci_purl(s: &Subject) -> String {
-    let last = s.reference.path.rsplit('/').next().unwrap_or_default();
-    format!(
-        "pkg:oci/{last}@sha256%3A{}?repository_url={}&tag={}",
-        s.manifest.digest.hex(),
-        s.reference.name(),
-        s.reference.tag_or_latest()
-    )
+    let name: String = image_name(s)
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '.' | '_' | '-') => c,
+            _ => '-',
+        })
+        .collect();
+    format!("pkg:oci/{name}@sha256%3A{}", s.manifest.digest.hex())
 }
 
 fn license_ids(meta: &Meta) -> Vec<&str> {
@@ -174,8 +182,8 @@ pub fn cyclonedx(s: &Subject, facts: &BuildFacts) -> Vec<u8> {
             "component": {
                 "type": "container",
                 "bom-ref": "image",
-                "name": s.reference.name(),
-                "version": s.reference.tag_or_latest(),
+                "name": image_name(s),
+                "version": s.manifest.digest.to_string(),
                 "purl": oci_purl(s),
                 "hashes": [{ "alg": "SHA-256", "content": s.manifest.digest.hex() }],
             },
@@ -205,8 +213,8 @@ pub fn spdx(s: &Subject, facts: &BuildFacts) -> Vec<u8> {
     let closure = s.closure;
     let mut packages = vec![json!({
         "SPDXID": "SPDXRef-Image",
-        "name": s.reference.name(),
-        "versionInfo": s.reference.tag_or_latest(),
+        "name": image_name(s),
+        "versionInfo": s.manifest.digest.to_string(),
         "downloadLocation": "NOASSERTION",
         "filesAnalyzed": false,
         "primaryPackagePurpose": "CONTAINER",
@@ -281,10 +289,10 @@ pub fn spdx(s: &Subject, facts: &BuildFacts) -> Vec<u8> {
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",
         "SPDXID": "SPDXRef-DOCUMENT",
-        "name": s.reference.familiar(),
+        "name": format!("{}@{}", image_name(s), s.manifest.digest),
         "documentNamespace": format!(
             "https://spdx.org/spdxdocs/nixoci/{}-{}",
-            s.reference.path.replace('/', "-"),
+            oci_purl(s).trim_start_matches("pkg:oci/").split('@').next().unwrap_or_default(),
             uuid_of(&s.manifest.digest, "spdx")
         ),
         "creationInfo": {
@@ -359,7 +367,7 @@ pub fn provenance(s: &Subject, facts: &BuildFacts) -> Vec<u8> {
     canonical_json(&json!({
         "_type": "https://in-toto.io/Statement/v1",
         "subject": [{
-            "name": s.reference.name(),
+            "name": image_name(s),
             "digest": { "sha256": s.manifest.digest.hex() },
         }],
         "predicateType": "https://slsa.dev/provenance/v1",
@@ -374,4 +382,47 @@ pub fn provenance(s: &Subject, facts: &BuildFacts) -> Vec<u8> {
             },
         },
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nix::flake::License;
+
+    #[test]
+    fn times_serials_and_licenses_are_what_the_formats_allow() {
+        assert_eq!(
+            whole_seconds("2024-01-02T03:04:05.123Z"),
+            "2024-01-02T03:04:05Z"
+        );
+        assert_eq!(
+            whole_seconds("2024-01-02T03:04:05Z"),
+            "2024-01-02T03:04:05Z"
+        );
+        let d = crate::oci::Digest::of(b"m");
+        let u = uuid_of(&d, "x");
+        let parts: Vec<usize> = u.split('-').map(str::len).collect();
+        assert_eq!(parts, [8, 4, 4, 4, 12]);
+        assert!(u.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()));
+        assert_eq!(u, uuid_of(&d, "x"));
+        assert_ne!(u, uuid_of(&d, "y"));
+        let meta = Meta {
+            licenses: vec![
+                License {
+                    spdx_id: Some("MIT".into()),
+                    full_name: None,
+                },
+                License {
+                    spdx_id: Some("not an id".into()),
+                    full_name: None,
+                },
+                License {
+                    spdx_id: Some("GPL-2.0+".into()),
+                    full_name: None,
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(license_ids(&meta), ["MIT", "GPL-2.0+"]);
+    }
 }

@@ -190,11 +190,17 @@ mod tests {
         let inputs = parse_lock(Path::new("flake.lock"), lock).unwrap();
         let names: Vec<_> = inputs.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["lib", "local", "nixpkgs"]);
-        assert_eq!(inputs[0].uri.as_deref(), Some("git+https://example.org/lib.git?rev=def"));
+        assert_eq!(
+            inputs[0].uri.as_deref(),
+            Some("git+https://example.org/lib.git?rev=def")
+        );
         assert_eq!(inputs[1].uri, None);
         assert_eq!(inputs[2].uri.as_deref(), Some("github:NixOS/nixpkgs/abc"));
         assert!(inputs.iter().all(|i| i.nar_hash.is_some()));
-        let bad = parse_lock(Path::new("flake.lock"), br#"{"nodes":{"x":{"locked":{"narHash":"md5-x"}}}}"#);
+        let bad = parse_lock(
+            Path::new("flake.lock"),
+            br#"{"nodes":{"x":{"locked":{"narHash":"md5-x"}}}}"#,
+        );
         assert!(bad.unwrap_err().to_string().contains("node 'x'"));
         assert!(parse_lock(Path::new("flake.lock"), b"[").is_err());
     }
@@ -215,18 +221,32 @@ mod eval_tests {
                 r#"{ description = 3; homepage = [ "a" "b" ]; license = [ { spdxId = "MIT"; } "custom" 4 ]; }"#,
                 r#"{"description":null,"homepage":"a","licenses":[{"fullName":null,"spdxId":"MIT"},{"fullName":"custom","spdxId":null}]}"#,
             ),
-            ("null", r#"{"description":null,"homepage":null,"licenses":[]}"#),
+            (
+                "null",
+                r#"{"description":null,"homepage":null,"licenses":[]}"#,
+            ),
         ];
         for (meta, want) in cases {
             let expr = format!("let d = {{ meta = {meta}; }}; in {}", super::META_EXPR);
             let out = match std::process::Command::new("nix")
-                .args(["--extra-experimental-features", "nix-command", "eval", "--json", "--expr", &expr])
+                .args([
+                    "--extra-experimental-features",
+                    "nix-command",
+                    "eval",
+                    "--json",
+                    "--expr",
+                    &expr,
+                ])
                 .output()
             {
                 Ok(o) => o,
                 Err(_) => return, // no Nix here: tests/build.rs covers it with Nix
             };
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
         }
     }

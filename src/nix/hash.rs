@@ -43,7 +43,7 @@ impl Sha256 {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len())
@@ -81,7 +81,10 @@ mod tests {
         // `nix hash to-base32` / `to-sri` of the same NAR hash.
         let b32 = "sha256:1ch2kf0k5b6xj8hyxl87xkbijivmlrkqwfy9zbl7y27g1ixwyh6n";
         let h = Sha256::parse(b32).unwrap();
-        assert_eq!(h.sri(), "sha256-1kDPewzvCH/o+sk7jmemdUcZ1+wH0e4hkt2sMoGbArI=");
+        assert_eq!(
+            h.sri(),
+            "sha256-1kDPewzvCH/o+sk7jmemdUcZ1+wH0e4hkt2sMoGbArI="
+        );
         assert_eq!(
             h.hex(),
             "d640cf7b0cef087fe8fac93b8e67a6754719d7ec07d1ee2192ddac32819b02b2"

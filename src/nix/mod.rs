@@ -8,8 +8,8 @@ pub mod closure_cache;
 pub mod command;
 pub mod flake;
 pub mod hash;
-pub mod nar;
 pub mod name;
+pub mod nar;
 pub mod path_info;
 pub mod store_path;
 

@@ -21,11 +21,20 @@ mod tests {
     #[test]
     fn like_builtins_parse_drv_name() {
         assert_eq!(parse_drv_name("hello-2.12.1"), ("hello", "2.12.1"));
-        assert_eq!(parse_drv_name("bash-interactive-5.2"), ("bash-interactive", "5.2"));
-        assert_eq!(parse_drv_name("glibc-2.38-44-bin"), ("glibc", "2.38-44-bin"));
+        assert_eq!(
+            parse_drv_name("bash-interactive-5.2"),
+            ("bash-interactive", "5.2")
+        );
+        assert_eq!(
+            parse_drv_name("glibc-2.38-44-bin"),
+            ("glibc", "2.38-44-bin")
+        );
         assert_eq!(parse_drv_name("source"), ("source", ""));
         assert_eq!(parse_drv_name("x-"), ("x-", ""));
-        assert_eq!(parse_drv_name("perl5.36.0-Moo-2.0"), ("perl5.36.0-Moo", "2.0"));
+        assert_eq!(
+            parse_drv_name("perl5.36.0-Moo-2.0"),
+            ("perl5.36.0-Moo", "2.0")
+        );
         assert_eq!(parse_drv_name("a--1"), ("a", "-1"));
     }
 }

@@ -103,18 +103,30 @@ mod tests {
             std::fs::write(root.join(format!("f{n}")), "x".repeat(n * 3)).unwrap();
         }
         std::fs::write(root.join("sub/run"), "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(root.join("sub/run"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(root.join("sub/run"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
         std::os::unix::fs::symlink("../f1", root.join("sub/link")).unwrap();
         std::fs::write(root.join("B"), "upper case sorts first").unwrap();
         let ours = nar_hash(&root).unwrap();
         let Ok(out) = std::process::Command::new("nix")
-            .args(["--extra-experimental-features", "nix-command", "hash", "path", "--type", "sha256"])
+            .args([
+                "--extra-experimental-features",
+                "nix-command",
+                "hash",
+                "path",
+                "--type",
+                "sha256",
+            ])
             .arg(&root)
             .output()
         else {
             return; // no Nix here: the SBOM tests of tests/build.rs use it
         };
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(ours.sri(), String::from_utf8_lossy(&out.stdout).trim());
         std::fs::write(root.join("f0"), "changed").unwrap();
         assert_ne!(nar_hash(&root).unwrap(), ours);

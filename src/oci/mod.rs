@@ -7,13 +7,13 @@ pub mod blob;
 pub mod digest;
 pub mod platform;
 pub mod record;
-pub mod referrer;
 pub mod reference;
+pub mod referrer;
 pub mod time;
 
 pub use blob::Blob;
 pub use digest::Digest;
 pub use platform::Platform;
 pub use record::{ImageRecord, LayerRecord};
-pub use referrer::Referrer;
 pub use reference::ImageRef;
+pub use referrer::Referrer;

@@ -99,18 +99,34 @@ mod tests {
             digest: Digest::of(b"image"),
             size: 5,
         };
-        let r = Referrer::new(&subject, SPDX, b"{\"spdx\":1}".to_vec(), "1970-01-01T00:00:01Z");
+        let r = Referrer::new(
+            &subject,
+            SPDX,
+            b"{\"spdx\":1}".to_vec(),
+            "1970-01-01T00:00:01Z",
+        );
         assert_eq!(r.manifest.digest, Digest::of(&r.manifest_bytes));
         assert_eq!(r.document(), Some(&b"{\"spdx\":1}"[..]));
-        assert_eq!(r.blobs[0].0.digest.to_string(), "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a");
-        assert_eq!(subject_of(&r.manifest_bytes), Some((subject.digest.clone(), SPDX.into())));
+        assert_eq!(
+            r.blobs[0].0.digest.to_string(),
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
+        assert_eq!(
+            subject_of(&r.manifest_bytes),
+            Some((subject.digest.clone(), SPDX.into()))
+        );
         assert_eq!(subject_of(b"{\"config\":{}}"), None);
         assert_eq!(
             fallback_tag(&subject.digest),
             format!("sha256-{}", subject.digest.hex())
         );
         // Deterministic: the same inputs give the same bytes.
-        let again = Referrer::new(&subject, SPDX, b"{\"spdx\":1}".to_vec(), "1970-01-01T00:00:01Z");
+        let again = Referrer::new(
+            &subject,
+            SPDX,
+            b"{\"spdx\":1}".to_vec(),
+            "1970-01-01T00:00:01Z",
+        );
         assert_eq!(again, r);
     }
 }

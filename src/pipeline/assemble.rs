@@ -65,10 +65,10 @@ pub struct ImageSpec {
 }
 
 impl ImageSpec {
-    /// The options that shape the image, as provenance records them.
+    /// The options that shape the image, as provenance records them (not
+    /// its name: the documents describe the content, whatever its name).
     fn shaping(&self) -> serde_json::Value {
         serde_json::json!({
-            "reference": self.reference.to_string(),
             "platform": {
                 "os": self.platform.os,
                 "architecture": self.platform.architecture,
@@ -519,7 +519,6 @@ fn assemble_inner(
             .flat_map(|(l, r)| l.paths.iter().map(move |p| (p, r)))
             .collect();
         let subject = crate::image::sbom::Subject {
-            reference: &record.reference,
             platform: &record.platform,
             manifest: &record.manifest,
             created: &spec.created,
@@ -528,7 +527,10 @@ fn assemble_inner(
             options: spec.shaping(),
         };
         record.referrers = crate::image::sbom::referrers(&subject, facts);
-        if let Some(s) = sinks.iter().find(|s| s.layer_form() == LayerForm::Uncompressed) {
+        if let Some(s) = sinks
+            .iter()
+            .find(|s| s.layer_form() == LayerForm::Uncompressed)
+        {
             progress.note(&format!(
                 "{}: a docker-archive has no place for the SBOM and provenance; the other outputs get them",
                 s.describe()

@@ -132,12 +132,13 @@ impl OciDir {
         // Under the lock: every blob of the image is still there (a
         // concurrent build that failed removes only blobs no recorded image
         // uses, but may have removed one this build found and skipped).
-        let blobs = [&image.manifest, &image.config]
-            .into_iter()
-            .chain(image.layers.iter().map(|l| &l.blob))
-            .chain(image.referrers.iter().flat_map(|r| {
-                std::iter::once(&r.manifest).chain(r.blobs.iter().map(|(b, _)| b))
-            }));
+        let blobs =
+            [&image.manifest, &image.config]
+                .into_iter()
+                .chain(image.layers.iter().map(|l| &l.blob))
+                .chain(image.referrers.iter().flat_map(|r| {
+                    std::iter::once(&r.manifest).chain(r.blobs.iter().map(|(b, _)| b))
+                }));
         for b in blobs {
             if !self.blob_path(&b.digest).is_file() {
                 return Err(SinkError::Invalid(format!(
@@ -585,6 +586,7 @@ mod tests {
                     uncompressed_size: 12,
                     blob: layer,
                 }],
+                referrers: Vec::new(),
             })
             .unwrap();
         first.abort();
@@ -616,6 +618,7 @@ mod tests {
                 manifest: b,
                 manifest_bytes: Vec::new(),
                 layers: Vec::new(),
+                referrers: Vec::new(),
             })
             .unwrap_err();
         assert!(e.to_string().contains("vanished"), "{e}");

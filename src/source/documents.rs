@@ -215,7 +215,12 @@ pub fn read_referrer<E: From<LoadError>>(
     manifest_bytes: Vec<u8>,
     mut get: impl FnMut(&Digest) -> Result<Vec<u8>, E>,
 ) -> Result<Option<crate::oci::Referrer>, E> {
-    let manifest_bytes = verified(origin, "referrer manifest", &expected.digest, manifest_bytes)?;
+    let manifest_bytes = verified(
+        origin,
+        "referrer manifest",
+        &expected.digest,
+        manifest_bytes,
+    )?;
     let Some((_, artifact_type)) = crate::oci::referrer::subject_of(&manifest_bytes) else {
         return Ok(None);
     };

@@ -158,11 +158,14 @@ pub fn referrers(
             None => Blobs::Dir(root),
         };
         let index_bytes = match docs {
-            Some(d) => d.get("index.json").cloned().ok_or_else(|| LoadError::Missing {
-                path: root.into(),
-                what: "file",
-                name: "index.json".into(),
-            })?,
+            Some(d) => d
+                .get("index.json")
+                .cloned()
+                .ok_or_else(|| LoadError::Missing {
+                    path: root.into(),
+                    what: "file",
+                    name: "index.json".into(),
+                })?,
             None => {
                 let p = root.join("index.json");
                 std::fs::read(&p).map_err(io_err(&p))?

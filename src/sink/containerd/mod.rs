@@ -114,8 +114,15 @@ impl ContainerdSink {
         for (i, r) in image.referrers.iter().enumerate() {
             let mut own = BTreeMap::new();
             for (j, (b, _)) in r.blobs.iter().enumerate() {
-                let key = if j == 0 { "config".to_string() } else { format!("l.{}", j - 1) };
-                own.insert(format!("containerd.io/gc.ref.content.{key}"), b.digest.to_string());
+                let key = if j == 0 {
+                    "config".to_string()
+                } else {
+                    format!("l.{}", j - 1)
+                };
+                own.insert(
+                    format!("containerd.io/gc.ref.content.{key}"),
+                    b.digest.to_string(),
+                );
             }
             content::set_labels(c, &r.manifest.digest, &own).await?;
             labels.insert(
