@@ -7,11 +7,11 @@ use nixoci::image::rootfs::RootLayerOptions;
 use nixoci::image::Compression;
 use nixoci::nix::{FlakeRef, Nix, StorePath};
 use nixoci::oci::time::parse_created;
-use nixoci::oci::{ImageRef, LayerRecord};
+use nixoci::oci::{ImageRef, LayerRecord, Platform};
 use nixoci::pipeline::assemble::{secs, Progress};
 use nixoci::pipeline::cache::{default_cache_dir, LayerCache};
 use nixoci::pipeline::{
-    build, realise, source_date_epoch, ImageOptions, Outcome, PipelineError, Source,
+    build, realise, source_date_epoch, ImageOptions, NixOutput, Outcome, PipelineError, Source,
 };
 use nixoci::sink::SinkSpec;
 use std::collections::BTreeMap;
@@ -45,9 +45,19 @@ pub struct BuildArgs {
     /// Image name, NAME[:TAG]; defaults to the output's store path name.
     #[arg(short, long)]
     tag: Option<String>,
-    /// Nix system to build for (default: this machine's).
-    #[arg(long)]
-    system: Option<String>,
+    /// Nix system to build for (default: this machine's). Repeat it for a
+    /// multi-platform image: one image per system and an OCI index over
+    /// them under the tag.
+    #[arg(long = "system", value_name = "SYSTEM")]
+    systems: Vec<String>,
+    /// The same in Docker's words, comma-separated or repeated:
+    /// linux/amd64,linux/arm64 (each becomes its Nix system).
+    #[arg(long = "platform", value_name = "PLATFORMS", value_delimiter = ',')]
+    platforms: Vec<String>,
+    /// With containerd outputs, the platforms of a multi-platform image to
+    /// unpack (default: this machine's); may repeat.
+    #[arg(long = "unpack-platform", value_name = "PLATFORM")]
+    unpack_platforms: Vec<String>,
     /// Extra Nix option, KEY=VALUE; may repeat.
     #[arg(long = "nix-option", value_name = "KEY=VALUE")]
     nix_options: Vec<String>,
@@ -203,16 +213,49 @@ impl Progress for Lines {
     }
 }
 
+/// The systems asked for (`--system`, `--platform`), in order, each once.
+fn systems(a: &BuildArgs) -> anyhow::Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for s in &a.systems {
+        Platform::from_nix_system(s).map_err(usage)?;
+        out.push(s.clone());
+    }
+    for p in &a.platforms {
+        out.push(Platform::parse(p.trim()).map_err(usage)?.nix_system());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|s| seen.insert(s.clone()));
+    Ok(out)
+}
+
 pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     // Validate everything the user gave before running anything.
     let outputs = parse_outputs(&a.outputs)?;
+    let systems = systems(&a)?;
+    let unpack_platforms = a
+        .unpack_platforms
+        .iter()
+        .map(|p| Platform::parse(p).map_err(usage))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if systems.len() > 1 {
+        if let Some(o) = outputs.iter().find(|o| o.is_docker_archive()) {
+            return Err(usage(nixoci::pipeline::PipelineError::SeveralPlatforms(
+                o.to_string(),
+            )));
+        }
+        if a.store_path.is_some() {
+            return Err(usage(
+                "--store-path gives one closure, for one system; a multi-platform build needs a flake reference",
+            ));
+        }
+    }
     nixoci::containerd::check_namespace(&containerd.namespace).map_err(usage)?;
     let opts = image_options(&a).map_err(usage)?;
     opts.check(&outputs).map_err(usage)?;
     let mtime = source_date_epoch().map_err(usage)?;
     let mut nix = Nix {
-        system: a.system.clone(),
+        system: systems.first().cloned(),
         closure_cache: if a.no_cache {
             Default::default()
         } else {
@@ -235,6 +278,23 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
             Source::Flake(f) => eprintln!("building {} with nix", f.installable),
             Source::StorePath(p) => eprintln!("reading the closure of {p}"),
         }
+    }
+    if systems.len() > 1 {
+        return run_multi(
+            &a,
+            MultiRun {
+                started,
+                verbose,
+                outputs,
+                opts,
+                mtime,
+                nix,
+                source,
+                systems,
+                unpack_platforms,
+            },
+            containerd,
+        );
     }
     let built = realise(&nix, &source)?;
     let closure = &built.closure;
@@ -316,7 +376,7 @@ fn image_options(a: &BuildArgs) -> anyhow::Result<ImageOptions> {
     }
     Ok(ImageOptions {
         tag: a.tag.as_deref().map(ImageRef::parse).transpose()?,
-        system: a.system.clone(),
+        system: systems(a)?.first().cloned(),
         runtime,
         annotations,
         created: a
@@ -334,6 +394,122 @@ fn image_options(a: &BuildArgs) -> anyhow::Result<ImageOptions> {
         },
         sbom: !a.no_sbom,
     })
+}
+
+/// A multi-platform build, validated.
+struct MultiRun {
+    started: Instant,
+    verbose: u8,
+    outputs: Vec<SinkSpec>,
+    opts: ImageOptions,
+    mtime: u64,
+    nix: Nix,
+    source: Source,
+    systems: Vec<String>,
+    unpack_platforms: Vec<Platform>,
+}
+
+/// Realise the output for every system (in parallel: Nix locks what it
+/// must), then build one image per system and the index over them.
+fn run_multi(a: &BuildArgs, m: MultiRun, containerd: &super::ContainerdArgs) -> anyhow::Result<()> {
+    let human = !a.json;
+    let builts: Vec<NixOutput> = std::thread::scope(|scope| {
+        let handles: Vec<_> = m
+            .systems
+            .iter()
+            .map(|system| {
+                let nix = Nix {
+                    system: Some(system.clone()),
+                    ..m.nix.clone()
+                };
+                let source = &m.source;
+                scope.spawn(move || {
+                    realise(&nix, source).map_err(|e| {
+                        anyhow::Error::new(e).context(format!(
+                            "building for {system} (a system this machine cannot build for needs emulation, binfmt with qemu-user-static and `extra-platforms = {system}` in nix.conf, or a remote builder)"
+                        ))
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("the realise thread does not panic"))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    if human {
+        for (b, system) in builts.iter().zip(&m.systems) {
+            eprintln!(
+                "{system}: closure of {}: {} store paths, {} bytes",
+                b.closure.root,
+                b.closure.paths.len(),
+                b.closure.nar_size()
+            );
+        }
+    }
+    let cache = if a.no_cache {
+        LayerCache::disabled()
+    } else {
+        LayerCache::new(default_cache_dir())
+    };
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let lines = Lines {
+        on: human && m.verbose > 0,
+        human,
+    };
+    let mut ctx = containerd.sink_context(m.mtime);
+    ctx.unpack_platforms = m.unpack_platforms.clone();
+    let result = nixoci::pipeline::build_multi(
+        &builts, &m.systems, &m.opts, &m.outputs, &ctx, &cache, jobs, &lines,
+    );
+    print_notes(&ctx);
+    let built = result.context("building the multi-platform image")?;
+    let nix_seconds = builts.iter().map(|b| b.nix_seconds).fold(0.0, f64::max);
+    if a.json {
+        let doc = serde_json::json!({
+            "reference": built.index.reference.to_string(),
+            "index": built.index.index,
+            "manifests": built.images.iter().zip(&builts).map(|(i, b)| serde_json::json!({
+                "platform": i.record.platform.to_string(),
+                "store_path": b.closure.root.to_string(),
+                "manifest": i.record.manifest,
+                "layers": i.record.layers,
+                "referrers": i.record.referrers.iter().map(|x| serde_json::json!({
+                    "artifactType": x.artifact_type,
+                    "manifest": x.manifest,
+                })).collect::<Vec<_>>(),
+                "stats": i.stats,
+            })).collect::<Vec<_>>(),
+            "outputs": m.outputs.iter().zip(built.reports).map(|(o, mut rep)| {
+                rep["sink"] = o.to_string().into();
+                rep
+            }).collect::<Vec<_>>(),
+            "timings": {
+                "nix_seconds": (nix_seconds * 1000.0).round() / 1000.0,
+                "total_seconds": secs(m.started.elapsed()),
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!(
+            "{} {} (index of {}) in {:.2}s",
+            built.index.reference,
+            built.index.index.digest,
+            built
+                .images
+                .iter()
+                .map(|i| i.record.platform.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            m.started.elapsed().as_secs_f64()
+        );
+        for o in &m.outputs {
+            println!("  -> {o}");
+        }
+    }
+    Ok(())
 }
 
 /// Print the result: a line per output, or one JSON document.

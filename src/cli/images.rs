@@ -2,6 +2,7 @@ use super::{usage, ContainerdArgs};
 use clap::Subcommand;
 use nixoci::containerd::images;
 use nixoci::oci::ImageRef;
+use nixoci::source::containerd::image_platforms;
 
 #[derive(Subcommand)]
 pub enum ImagesCommand {
@@ -24,19 +25,25 @@ pub fn run(c: ImagesCommand, args: &ContainerdArgs) -> anyhow::Result<()> {
         ImagesCommand::Ls { json } => {
             let (rt, client) = args.connect(false)?;
             let list = rt.block_on(images::list(&client))?;
+            let platforms = |t: &containerd_client::types::Descriptor| -> Vec<String> {
+                image_platforms(&rt, &client, &t.media_type, &t.digest)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            };
             if json {
                 let v: Vec<_> = list
                     .iter()
                     .map(|i| {
                         let t = i.target.clone().unwrap_or_default();
-                        serde_json::json!({"name": i.name, "digest": t.digest, "media_type": t.media_type, "size": t.size})
+                        serde_json::json!({"name": i.name, "digest": t.digest, "media_type": t.media_type, "size": t.size, "platforms": platforms(&t)})
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for i in &list {
                     let t = i.target.clone().unwrap_or_default();
-                    println!("{}\t{}", i.name, t.digest);
+                    println!("{}\t{}\t{}", i.name, t.digest, platforms(&t).join(","));
                 }
             }
             Ok(())

@@ -25,6 +25,10 @@ pub struct LoadArgs {
     /// Image name (also picks the image in a layout holding several).
     #[arg(short, long)]
     tag: Option<String>,
+    /// From an index (several platforms), the image of this platform
+    /// (`linux/arm64`, `linux/amd64`, ...); default: this machine's.
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
     /// Print one JSON document with the digests.
     #[arg(long)]
     json: bool,
@@ -45,7 +49,15 @@ pub fn run(a: LoadArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
         ));
     }
     let ctx = containerd.sink_context(1);
-    let result = load_into(&source, &outputs, &ctx, tag.as_ref(), None);
+    let platform = super::parse_platform(a.platform.as_deref())?;
+    let result = load_into(
+        &source,
+        &outputs,
+        &ctx,
+        tag.as_ref(),
+        None,
+        platform.as_ref(),
+    );
     print_notes(&ctx);
     let Loaded { record, reports } = result?;
     if a.json {

@@ -206,3 +206,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sbom(a) => sbom::run(a, &cli.containerd),
     }
 }
+
+/// `--platform` (`linux/arm64`), checked before anything runs.
+pub fn parse_platform(s: Option<&str>) -> anyhow::Result<Option<nixoci::oci::Platform>> {
+    s.map(nixoci::oci::Platform::parse)
+        .transpose()
+        .map_err(usage)
+}

@@ -12,6 +12,10 @@ use nixoci::sink::SinkSpec;
 pub struct PullArgs {
     #[arg(value_name = "REF")]
     reference: String,
+    /// From an index (several platforms), the image of this platform
+    /// (`linux/arm64`, `linux/amd64`, ...); default: this machine's.
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
     /// Print one JSON document.
     #[arg(long)]
     json: bool,
@@ -21,7 +25,15 @@ pub fn run(a: PullArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
     let reference = ImageRef::parse(&a.reference).map_err(usage)?;
     let ctx = containerd.sink_context(1);
     let source = ImageSource::Registry(reference.clone(), None);
-    let loaded = copy(&source, &[SinkSpec::Containerd(None)], &ctx, None, None);
+    let platform = super::parse_platform(a.platform.as_deref())?;
+    let loaded = copy(
+        &source,
+        &[SinkSpec::Containerd(None)],
+        &ctx,
+        None,
+        None,
+        platform.as_ref(),
+    );
     print_notes(&ctx);
     let loaded = loaded?;
     let record = &loaded.record;

@@ -31,7 +31,7 @@ pub fn run(a: PushArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
         }
         s => s,
     };
-    let loaded = copy(&source, &outputs, &ctx, None, Some(&target));
+    let loaded = copy(&source, &outputs, &ctx, None, Some(&target), None);
     print_notes(&ctx);
     let reports = loaded?.reports;
     let report = &reports[0];

@@ -35,6 +35,10 @@ pub struct SbomArgs {
     /// The image, in a layout holding several: NAME[:TAG].
     #[arg(long)]
     tag: Option<String>,
+    /// From an index (several platforms), the image of this platform
+    /// (`linux/arm64`, `linux/amd64`, ...); default: this machine's.
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
 }
 
 pub fn run(a: SbomArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
@@ -51,7 +55,8 @@ pub fn run(a: SbomArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
         (false, Format::Spdx) => (SPDX, "SPDX SBOM"),
     };
     let ctx = containerd.sink_context(1);
-    let result = referrers(&source, &ctx, tag.as_ref());
+    let platform = super::parse_platform(a.platform.as_deref())?;
+    let result = referrers(&source, &ctx, tag.as_ref(), platform.as_ref());
     print_notes(&ctx);
     let (manifest, found) = result?;
     let Some(doc) = found

@@ -714,7 +714,7 @@ impl<'a> Executor<'a> {
         };
         let source = crate::pipeline::ImageSource::Registry(reference, creds);
         let outputs = [crate::sink::SinkSpec::Containerd(Some(c.namespace.clone()))];
-        crate::pipeline::copy(&source, &outputs, self.ctx, None, None).map_err(|e| {
+        crate::pipeline::copy(&source, &outputs, self.ctx, None, None, None).map_err(|e| {
             StepError::Pull {
                 image: image.to_string(),
                 namespace: c.namespace.clone(),

@@ -60,7 +60,7 @@ pub async fn resolve_image(
     .map_err(doc_err)?;
     if documents::is_index(&target.media_type) {
         let index = documents::parse_index(origin, "the index", &bytes).map_err(doc_err)?;
-        expected = documents::pick_platform(origin, &index)
+        expected = documents::pick_platform(origin, &index, None)
             .map_err(doc_err)?
             .digest;
         bytes = documents::verified(

@@ -31,3 +31,31 @@ pub fn manifest_json(
     }
     canonical_json(&m.build().expect("all manifest fields set"))
 }
+
+/// An OCI image index over `manifests`, each with its platform (canonical
+/// JSON, so the same images give the same index digest).
+pub fn index_json(manifests: &[(&Blob, &crate::oci::Platform)]) -> Vec<u8> {
+    let entries: Vec<serde_json::Value> = manifests
+        .iter()
+        .map(|(b, p)| {
+            let mut platform = serde_json::json!({
+                "architecture": p.architecture,
+                "os": p.os,
+            });
+            if let Some(v) = &p.variant {
+                platform["variant"] = v.clone().into();
+            }
+            serde_json::json!({
+                "mediaType": b.media_type,
+                "digest": b.digest,
+                "size": b.size,
+                "platform": platform,
+            })
+        })
+        .collect();
+    canonical_json(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": crate::oci::blob::INDEX_MEDIA_TYPE,
+        "manifests": entries,
+    }))
+}

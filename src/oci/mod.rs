@@ -14,6 +14,6 @@ pub mod time;
 pub use blob::Blob;
 pub use digest::Digest;
 pub use platform::Platform;
-pub use record::{ImageRecord, LayerRecord};
+pub use record::{ImageRecord, IndexRecord, LayerRecord};
 pub use reference::ImageRef;
 pub use referrer::Referrer;

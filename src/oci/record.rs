@@ -15,6 +15,17 @@ pub struct LayerRecord {
     pub blob: Blob,
 }
 
+/// Several images of one name, one per platform, and the OCI image index
+/// over them: what a multi-platform build records under its tag.
+#[derive(Debug, Clone)]
+pub struct IndexRecord {
+    pub reference: ImageRef,
+    pub index: Blob,
+    pub index_bytes: Vec<u8>,
+    /// In the index's order.
+    pub images: Vec<ImageRecord>,
+}
+
 /// Everything a sink needs to record an image once its blobs are in.
 #[derive(Debug, Clone)]
 pub struct ImageRecord {

@@ -339,13 +339,28 @@ pub fn assemble(
     jobs: usize,
     progress: &dyn Progress,
 ) -> Result<AssembledImage, AssembleError> {
-    let result = assemble_inner(spec, closure, sinks, cache, jobs, progress);
+    let result = assemble_inner(spec, closure, sinks, cache, jobs, progress, true);
     if result.is_err() {
         for s in sinks {
             s.abort();
         }
     }
     result
+}
+
+/// Put the image's blobs, config, manifest and referrers into every sink,
+/// and record nothing: one platform of a multi-platform build, recorded
+/// with the others as an index (`BlobSink::finish_index`). The caller
+/// aborts the sinks on error.
+pub fn assemble_unrecorded(
+    spec: &ImageSpec,
+    closure: &Closure,
+    sinks: &[&dyn BlobSink],
+    cache: &LayerCache,
+    jobs: usize,
+    progress: &dyn Progress,
+) -> Result<AssembledImage, AssembleError> {
+    assemble_inner(spec, closure, sinks, cache, jobs, progress, false)
 }
 
 fn assemble_inner(
@@ -355,6 +370,7 @@ fn assemble_inner(
     cache: &LayerCache,
     jobs: usize,
     progress: &dyn Progress,
+    record_image: bool,
 ) -> Result<AssembledImage, AssembleError> {
     let start = Instant::now();
     spec.compression.check_level(spec.level)?;
@@ -549,8 +565,10 @@ fn assemble_inner(
     if crate::util::interrupt::interrupted() {
         return Err(AssembleError::Interrupted);
     }
-    for s in sinks {
-        s.finish(&record).map_err(Job::sink_err(*s))?;
+    if record_image {
+        for s in sinks {
+            s.finish(&record).map_err(Job::sink_err(*s))?;
+        }
     }
     stats.seconds = start.elapsed().as_secs_f64();
     Ok(AssembledImage {

@@ -11,6 +11,7 @@ pub use options::{source_date_epoch, ImageOptions};
 use crate::nix::{Closure, FlakeRef, Nix, NixError, StorePath};
 use crate::oci::reference::{ImageRef, ReferenceError};
 use crate::oci::time::TimeError;
+use crate::oci::Platform;
 use crate::registry::auth::Credentials;
 use crate::sink::{BlobSink, SinkContext, SinkError, SinkSpec};
 use crate::source::LoadSource;
@@ -23,6 +24,10 @@ pub enum PipelineError {
     Nix(#[from] NixError),
     #[error(transparent)]
     Flake(#[from] crate::nix::flake::FlakeError),
+    #[error("{0} holds one platform (docker load reads no index): build one --system into it, or choose oci:, oci-archive:, containerd or registry:")]
+    SeveralPlatforms(String),
+    #[error("{0} is an image already (dockerTools); a multi-platform build assembles packages only: build it for one --system")]
+    MultiPlatformImage(StorePath),
     #[error(transparent)]
     Assemble(#[from] AssembleError),
     #[error("{sink}: {source}")]
@@ -186,9 +191,10 @@ pub fn load_into(
     ctx: &SinkContext,
     tag: Option<&ImageRef>,
     fallback: Option<&ImageRef>,
+    want: Option<&Platform>,
 ) -> Result<Loaded, PipelineError> {
     with_sinks(outputs, ctx, |sinks| {
-        Ok(crate::source::load(source, sinks, tag, fallback)?)
+        Ok(crate::source::load(source, sinks, tag, fallback, want)?)
     })
 }
 
@@ -290,9 +296,30 @@ pub fn build(
             ));
         }
         let fallback = default_reference(&closure.root).ok();
-        let loaded = load_into(&image, outputs, ctx, opts.tag.as_ref(), fallback.as_ref())?;
+        let loaded = load_into(
+            &image,
+            outputs,
+            ctx,
+            opts.tag.as_ref(),
+            fallback.as_ref(),
+            None,
+        )?;
         return Ok(Outcome::Loaded(loaded));
     }
+    let spec = image_spec(built, opts, outputs, ctx)?;
+    let b = build_into(&spec, closure, outputs, ctx, cache, jobs, progress)?;
+    Ok(Outcome::Built(b))
+}
+
+/// The spec of the image of `built`, with what Nix said about it for the
+/// SBOM and provenance (unless `--no-sbom`).
+fn image_spec(
+    built: &NixOutput,
+    opts: &ImageOptions,
+    outputs: &[SinkSpec],
+    ctx: &SinkContext,
+) -> Result<assemble::ImageSpec, PipelineError> {
+    let closure = &built.closure;
     let mut spec = opts.spec(closure, built.main_program.as_deref(), outputs, ctx.mtime)?;
     if opts.sbom {
         let flake = match &built.flake {
@@ -309,8 +336,101 @@ pub fn build(
                 .unwrap_or_else(crate::oci::platform::host_system),
         });
     }
-    let b = build_into(&spec, closure, outputs, ctx, cache, jobs, progress)?;
-    Ok(Outcome::Built(b))
+    Ok(spec)
+}
+
+/// A multi-platform image: one image per system and the index over them.
+pub struct MultiBuilt {
+    pub index: crate::oci::IndexRecord,
+    pub images: Vec<AssembledImage>,
+    pub reports: Vec<serde_json::Value>,
+}
+
+/// Build one image per realised output (`builts[i]` built for
+/// `systems[i]`) into every output, each as a single-platform build of
+/// that system would make it, and record the OCI image index over them
+/// under the one name. Layers that are the same bytes on several
+/// platforms are stored once. Every output must hold an index (not a
+/// docker-archive) and every output must be a package.
+#[allow(clippy::too_many_arguments)]
+pub fn build_multi(
+    builts: &[NixOutput],
+    systems: &[String],
+    opts: &ImageOptions,
+    outputs: &[SinkSpec],
+    ctx: &SinkContext,
+    cache: &LayerCache,
+    jobs: usize,
+    progress: &dyn Progress,
+) -> Result<MultiBuilt, PipelineError> {
+    opts.check(outputs)?;
+    if let Some(o) = outputs.iter().find(|o| o.is_docker_archive()) {
+        return Err(PipelineError::SeveralPlatforms(o.to_string()));
+    }
+    for b in builts {
+        if classify_output(&b.closure.root)?.is_some() {
+            return Err(PipelineError::MultiPlatformImage(b.closure.root.clone()));
+        }
+    }
+    let sinks = open_sinks(outputs, ctx)?;
+    let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
+    let result = (|| {
+        let mut images = Vec::new();
+        for (built, system) in builts.iter().zip(systems) {
+            let o = ImageOptions {
+                system: Some(system.clone()),
+                ..opts.clone()
+            };
+            let spec = image_spec(built, &o, outputs, ctx)?;
+            for s in &refs {
+                s.begin_image(&spec.platform);
+            }
+            images.push(assemble::assemble_unrecorded(
+                &spec,
+                &built.closure,
+                &refs,
+                cache,
+                jobs,
+                progress,
+            )?);
+        }
+        let entries: Vec<(&crate::oci::Blob, &crate::oci::Platform)> = images
+            .iter()
+            .map(|i| (&i.record.manifest, &i.record.platform))
+            .collect();
+        let index_bytes = crate::image::manifest::index_json(&entries);
+        let index = crate::oci::IndexRecord {
+            reference: images[0].record.reference.clone(),
+            index: crate::oci::Blob {
+                media_type: crate::oci::blob::INDEX_MEDIA_TYPE.into(),
+                digest: crate::oci::Digest::of(&index_bytes),
+                size: index_bytes.len() as u64,
+            },
+            index_bytes,
+            images: images.iter().map(|i| i.record.clone()).collect(),
+        };
+        for s in &refs {
+            s.finish_index(&index)
+                .map_err(|source| PipelineError::Sink {
+                    sink: s.describe(),
+                    source,
+                })?;
+        }
+        Ok::<_, PipelineError>((index, images))
+    })();
+    match result {
+        Ok((index, images)) => Ok(MultiBuilt {
+            index,
+            images,
+            reports: sinks.iter().map(|s| s.report()).collect(),
+        }),
+        Err(e) => {
+            for s in &refs {
+                s.abort();
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Where an existing image is copied from.
@@ -331,10 +451,88 @@ pub fn copy(
     ctx: &SinkContext,
     tag: Option<&ImageRef>,
     fallback: Option<&ImageRef>,
+    want: Option<&Platform>,
 ) -> Result<Loaded, PipelineError> {
+    if want.is_none() {
+        if let ImageSource::Load(l) = source {
+            if let Some(top) = crate::source::layout::top_index(l, tag)? {
+                return copy_index(source, top, outputs, ctx, tag, fallback);
+            }
+        }
+    }
     with_sinks(outputs, ctx, |sinks| {
-        copy_into(source, sinks, ctx, tag, fallback)
+        copy_into(source, sinks, ctx, tag, fallback, want)
     })
+}
+
+/// Copy an image index (several platforms) whole: every platform's image,
+/// then the index itself (the same bytes, so the same digest) under the
+/// name.
+fn copy_index(
+    source: &ImageSource,
+    (name, index, index_bytes, platforms): (
+        Option<ImageRef>,
+        crate::oci::Blob,
+        Vec<u8>,
+        Vec<Platform>,
+    ),
+    outputs: &[SinkSpec],
+    ctx: &SinkContext,
+    tag: Option<&ImageRef>,
+    fallback: Option<&ImageRef>,
+) -> Result<Loaded, PipelineError> {
+    let reference = tag
+        .cloned()
+        .or(name)
+        .or(fallback.cloned())
+        .ok_or(PipelineError::NoName(index.digest.to_string()))?;
+    let sinks = open_sinks(outputs, ctx)?;
+    let refs: Vec<&dyn BlobSink> = sinks.iter().map(|s| s.as_ref()).collect();
+    let result = (|| {
+        let mut images = Vec::new();
+        for p in &platforms {
+            for s in &refs {
+                s.begin_image(p);
+            }
+            let unrecorded: Vec<crate::sink::Unrecorded> =
+                refs.iter().map(|s| crate::sink::Unrecorded(*s)).collect();
+            let views: Vec<&dyn BlobSink> = unrecorded.iter().map(|s| s as &dyn BlobSink).collect();
+            images.push(copy_into(
+                source,
+                &views,
+                ctx,
+                Some(&reference),
+                None,
+                Some(p),
+            )?);
+        }
+        let record = crate::oci::IndexRecord {
+            reference: reference.clone(),
+            index,
+            index_bytes,
+            images,
+        };
+        for s in &refs {
+            s.finish_index(&record)
+                .map_err(|source| PipelineError::Sink {
+                    sink: s.describe(),
+                    source,
+                })?;
+        }
+        Ok::<_, PipelineError>(record)
+    })();
+    match result {
+        Ok(record) => Ok(Loaded {
+            record: record.images[0].clone(),
+            reports: sinks.iter().map(|s| s.report()).collect(),
+        }),
+        Err(e) => {
+            for s in &refs {
+                s.abort();
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Read `source` into `sinks` (which it aborts on its own errors).
@@ -344,9 +542,10 @@ fn copy_into(
     ctx: &SinkContext,
     tag: Option<&ImageRef>,
     fallback: Option<&ImageRef>,
+    want: Option<&Platform>,
 ) -> Result<crate::oci::ImageRecord, PipelineError> {
     Ok(match source {
-        ImageSource::Load(l) => crate::source::load(l, sinks, tag, fallback)?,
+        ImageSource::Load(l) => crate::source::load(l, sinks, tag, fallback, want)?,
         ImageSource::Containerd(name) => {
             let containerd = |source| PipelineError::Sink {
                 sink: "containerd".into(),
@@ -354,12 +553,12 @@ fn copy_into(
             };
             let client = ctx.containerd(None).map_err(containerd)?;
             let rt = ctx.runtime().map_err(containerd)?;
-            crate::source::containerd::export(&rt, &client, name, sinks)?
+            crate::source::containerd::export(&rt, &client, name, sinks, want)?
         }
         ImageSource::Registry(reference, creds) => {
             let client = crate::source::registry::client(reference, &ctx.registry, creds.clone())
                 .map_err(crate::source::registry::PullError::from)?;
-            crate::source::registry::pull(reference, &client, sinks)?
+            crate::source::registry::pull(reference, &client, sinks, want)?
         }
     })
 }
@@ -389,7 +588,7 @@ pub fn verify(source: &ImageSource, ctx: &SinkContext) -> Result<Verified, Pipel
     let sinks: [&dyn BlobSink; 1] = [&sink];
     // Only for loading: a verified image is named nowhere.
     let name = ImageRef::parse("nixoci-verify")?;
-    copy_into(source, &sinks, ctx, None, Some(&name))?;
+    copy_into(source, &sinks, ctx, None, Some(&name), None)?;
     let (blobs, bytes) = sink.counted();
     Ok(Verified {
         images: 1,
@@ -405,10 +604,11 @@ pub fn referrers(
     source: &ImageSource,
     ctx: &SinkContext,
     tag: Option<&ImageRef>,
+    want: Option<&Platform>,
 ) -> Result<(crate::oci::Digest, Vec<crate::oci::Referrer>), PipelineError> {
     Ok(match source {
         ImageSource::Load(l) => {
-            let (desc, refs) = crate::source::layout::referrers(l, tag)?;
+            let (desc, refs) = crate::source::layout::referrers(l, tag, want)?;
             (desc.digest, refs)
         }
         ImageSource::Containerd(name) => {
@@ -418,12 +618,12 @@ pub fn referrers(
             };
             let client = ctx.containerd(None).map_err(containerd)?;
             let rt = ctx.runtime().map_err(containerd)?;
-            crate::source::containerd::referrers(&rt, &client, name)?
+            crate::source::containerd::referrers(&rt, &client, name, want)?
         }
         ImageSource::Registry(reference, creds) => {
             let client = crate::source::registry::client(reference, &ctx.registry, creds.clone())
                 .map_err(crate::source::registry::PullError::from)?;
-            crate::source::registry::referrers(reference, &client)?
+            crate::source::registry::referrers(reference, &client, want)?
         }
     })
 }

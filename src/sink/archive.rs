@@ -7,7 +7,7 @@
 //! neither a partial archive nor the staging directory.
 
 use super::oci_dir::{check_output_path, tmp_name, OciDir, CONTAINERD_NAME, REF_NAME};
-use super::{BlobSink, BlobWriter, ImageRecord, LayerForm, SinkError};
+use super::{BlobSink, BlobWriter, ImageRecord, IndexRecord, LayerForm, SinkError};
 use crate::image::tar::TarWriter;
 use crate::oci::blob::{canonical_json, INDEX_MEDIA_TYPE};
 use crate::oci::digest::Digest;
@@ -68,101 +68,158 @@ impl ArchiveSink {
     }
 
     fn write(&self, image: &ImageRecord, out: &mut TarWriter<impl Write>) -> Result<(), SinkError> {
+        match self.kind {
+            ArchiveKind::Oci => self.write_oci(
+                &image.reference,
+                &image.manifest,
+                Some(&image.platform),
+                std::slice::from_ref(image),
+                out,
+            ),
+            ArchiveKind::Docker => self.write_docker(image, out),
+        }
+    }
+
+    /// An OCI layout as a tar: `top` (a manifest, or an index over
+    /// `images`) under its name, the referrers of `images` beside it, and
+    /// every blob they use.
+    fn write_oci(
+        &self,
+        reference: &crate::oci::ImageRef,
+        top: &crate::oci::Blob,
+        platform: Option<&crate::oci::Platform>,
+        images: &[ImageRecord],
+        out: &mut TarWriter<impl Write>,
+    ) -> Result<(), SinkError> {
         let io = |e| SinkError::Io {
             path: self.path.clone(),
             source: e,
         };
         let mut buf = vec![0u8; 1 << 20];
-        match self.kind {
-            ArchiveKind::Oci => {
-                let full = format!(
-                    "{}:{}",
-                    image.reference.name(),
-                    image.reference.tag_or_latest()
-                );
-                let mut platform = serde_json::json!({
-                    "architecture": image.platform.architecture, "os": image.platform.os });
-                if let Some(v) = &image.platform.variant {
-                    platform["variant"] = v.clone().into();
-                }
-                let mut manifests = vec![serde_json::json!({
-                    "mediaType": image.manifest.media_type,
-                    "digest": image.manifest.digest,
-                    "size": image.manifest.size,
-                    "annotations": { REF_NAME: image.reference.tag_or_latest(), CONTAINERD_NAME: full },
-                    "platform": platform,
-                })];
-                // Referrers beside the image, with no ref.name, as in a layout.
-                for r in &image.referrers {
-                    manifests.push(serde_json::json!({
-                        "mediaType": r.manifest.media_type,
-                        "digest": r.manifest.digest,
-                        "size": r.manifest.size,
-                        "artifactType": r.artifact_type,
-                    }));
-                }
-                let index = serde_json::json!({
-                    "schemaVersion": 2,
-                    "mediaType": INDEX_MEDIA_TYPE,
-                    "manifests": manifests,
-                });
-                out.file_bytes(b"oci-layout", 0o644, br#"{"imageLayoutVersion":"1.0.0"}"#)
-                    .map_err(io)?;
-                out.file_bytes(b"index.json", 0o644, &canonical_json(&index))
-                    .map_err(io)?;
-                out.dir(b"blobs/", 0o755).map_err(io)?;
-                out.dir(b"blobs/sha256/", 0o755).map_err(io)?;
-                let mut digests: Vec<&Digest> =
-                    image.layers.iter().map(|l| &l.blob.digest).collect();
-                digests.push(&image.config.digest);
-                digests.push(&image.manifest.digest);
-                for r in &image.referrers {
-                    digests.push(&r.manifest.digest);
-                    digests.extend(r.blobs.iter().map(|(b, _)| &b.digest));
-                }
-                digests.sort();
-                digests.dedup();
-                for d in digests {
-                    self.blob(
-                        out,
-                        format!("blobs/sha256/{}", d.hex()).as_bytes(),
-                        d,
-                        &mut buf,
-                    )?;
-                }
+        let full = format!("{}:{}", reference.name(), reference.tag_or_latest());
+        let mut entry = serde_json::json!({
+            "mediaType": top.media_type,
+            "digest": top.digest,
+            "size": top.size,
+            "annotations": { REF_NAME: reference.tag_or_latest(), CONTAINERD_NAME: full },
+        });
+        if let Some(p) = platform {
+            let mut platform = serde_json::json!({ "architecture": p.architecture, "os": p.os });
+            if let Some(v) = &p.variant {
+                platform["variant"] = v.clone().into();
             }
-            ArchiveKind::Docker => {
-                let layers: Vec<String> = image
-                    .layers
-                    .iter()
-                    .map(|l| format!("{}/layer.tar", l.diff_id.hex()))
-                    .collect();
-                let manifest = serde_json::json!([{
-                    "Config": format!("{}.json", image.config.digest.hex()),
-                    "RepoTags": [image.reference.familiar()],
-                    "Layers": layers,
-                }]);
-                out.file_bytes(b"manifest.json", 0o644, &canonical_json(&manifest))
+            entry["platform"] = platform;
+        }
+        let mut manifests = vec![entry];
+        // Referrers beside the image, with no ref.name, as in a layout.
+        for r in images.iter().flat_map(|i| &i.referrers) {
+            manifests.push(serde_json::json!({
+                "mediaType": r.manifest.media_type,
+                "digest": r.manifest.digest,
+                "size": r.manifest.size,
+                "artifactType": r.artifact_type,
+            }));
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": INDEX_MEDIA_TYPE,
+            "manifests": manifests,
+        });
+        out.file_bytes(b"oci-layout", 0o644, br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .map_err(io)?;
+        out.file_bytes(b"index.json", 0o644, &canonical_json(&index))
+            .map_err(io)?;
+        out.dir(b"blobs/", 0o755).map_err(io)?;
+        out.dir(b"blobs/sha256/", 0o755).map_err(io)?;
+        let mut digests: Vec<&Digest> = vec![&top.digest];
+        for image in images {
+            digests.extend(image.layers.iter().map(|l| &l.blob.digest));
+            digests.push(&image.config.digest);
+            digests.push(&image.manifest.digest);
+            for r in &image.referrers {
+                digests.push(&r.manifest.digest);
+                digests.extend(r.blobs.iter().map(|(b, _)| &b.digest));
+            }
+        }
+        digests.sort();
+        digests.dedup();
+        for d in digests {
+            self.blob(
+                out,
+                format!("blobs/sha256/{}", d.hex()).as_bytes(),
+                d,
+                &mut buf,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn write_docker(
+        &self,
+        image: &ImageRecord,
+        out: &mut TarWriter<impl Write>,
+    ) -> Result<(), SinkError> {
+        let io = |e| SinkError::Io {
+            path: self.path.clone(),
+            source: e,
+        };
+        let mut buf = vec![0u8; 1 << 20];
+        let layers: Vec<String> = image
+            .layers
+            .iter()
+            .map(|l| format!("{}/layer.tar", l.diff_id.hex()))
+            .collect();
+        let manifest = serde_json::json!([{
+            "Config": format!("{}.json", image.config.digest.hex()),
+            "RepoTags": [image.reference.familiar()],
+            "Layers": layers,
+        }]);
+        out.file_bytes(b"manifest.json", 0o644, &canonical_json(&manifest))
+            .map_err(io)?;
+        let cfg = format!("{}.json", image.config.digest.hex());
+        out.file_bytes(cfg.as_bytes(), 0o644, &image.config_bytes)
+            .map_err(io)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for l in &image.layers {
+            if seen.insert(&l.diff_id) {
+                out.dir(format!("{}/", l.diff_id.hex()).as_bytes(), 0o755)
                     .map_err(io)?;
-                let cfg = format!("{}.json", image.config.digest.hex());
-                out.file_bytes(cfg.as_bytes(), 0o644, &image.config_bytes)
-                    .map_err(io)?;
-                let mut seen = std::collections::BTreeSet::new();
-                for l in &image.layers {
-                    if seen.insert(&l.diff_id) {
-                        out.dir(format!("{}/", l.diff_id.hex()).as_bytes(), 0o755)
-                            .map_err(io)?;
-                        self.blob(
-                            out,
-                            format!("{}/layer.tar", l.diff_id.hex()).as_bytes(),
-                            &l.diff_id,
-                            &mut buf,
-                        )?;
-                    }
-                }
+                self.blob(
+                    out,
+                    format!("{}/layer.tar", l.diff_id.hex()).as_bytes(),
+                    &l.diff_id,
+                    &mut buf,
+                )?;
             }
         }
         Ok(())
+    }
+}
+
+impl ArchiveSink {
+    /// Write the archive under a temporary name and rename it into place;
+    /// the staging directory goes either way.
+    fn write_file(
+        &self,
+        write: impl FnOnce(&mut TarWriter<BufWriter<File>>) -> Result<(), SinkError>,
+    ) -> Result<(), SinkError> {
+        let tmp = tmp_name(&self.path);
+        let result = (|| {
+            let f = File::create(&tmp).map_err(SinkError::io(&tmp))?;
+            let mut tar = TarWriter::new(BufWriter::with_capacity(1 << 20, f), self.mtime);
+            write(&mut tar)?;
+            let w = tar.finish().map_err(SinkError::io(&tmp))?;
+            w.into_inner().map_err(|e| SinkError::Io {
+                path: tmp.clone(),
+                source: e.into_error(),
+            })?;
+            fs::rename(&tmp, &self.path).map_err(SinkError::io(&self.path))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        let _ = fs::remove_dir_all(self.staging.root());
+        result
     }
 }
 
@@ -183,23 +240,21 @@ impl BlobSink for ArchiveSink {
         self.staging.begin_blob()
     }
     fn finish(&self, image: &ImageRecord) -> Result<(), SinkError> {
-        let tmp = tmp_name(&self.path);
-        let result = (|| {
-            let f = File::create(&tmp).map_err(SinkError::io(&tmp))?;
-            let mut tar = TarWriter::new(BufWriter::with_capacity(1 << 20, f), self.mtime);
-            self.write(image, &mut tar)?;
-            let w = tar.finish().map_err(SinkError::io(&tmp))?;
-            w.into_inner().map_err(|e| SinkError::Io {
-                path: tmp.clone(),
-                source: e.into_error(),
-            })?;
-            fs::rename(&tmp, &self.path).map_err(SinkError::io(&self.path))
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+        self.write_file(|tar| self.write(image, tar))
+    }
+    fn finish_index(&self, index: &IndexRecord) -> Result<(), SinkError> {
+        if self.kind == ArchiveKind::Docker {
+            let _ = fs::remove_dir_all(self.staging.root());
+            return Err(SinkError::Invalid(format!(
+                "{} holds one platform (docker load reads no index); build one --system into it",
+                self.describe()
+            )));
         }
-        let _ = fs::remove_dir_all(self.staging.root());
-        result
+        self.staging
+            .put_blob(&index.index.digest, &index.index_bytes)?;
+        self.write_file(|tar| {
+            self.write_oci(&index.reference, &index.index, None, &index.images, tar)
+        })
     }
     fn abort(&self) {
         let _ = fs::remove_dir_all(self.staging.root());

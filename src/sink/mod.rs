@@ -10,7 +10,7 @@ pub mod registry;
 
 use crate::image::compress::Compression;
 use crate::oci::digest::Digest;
-pub use crate::oci::{ImageRecord, LayerRecord};
+pub use crate::oci::{ImageRecord, IndexRecord, LayerRecord};
 use std::io::{self, Write};
 use std::path::PathBuf;
 
@@ -89,6 +89,20 @@ pub trait BlobSink: Send + Sync {
     /// Undo what this build wrote (best effort); called when the build fails.
     fn abort(&self);
 
+    /// A multi-platform build: the images that follow are for `platform`
+    /// until the next call (containerd unpacks only the platforms asked).
+    fn begin_image(&self, _platform: &crate::oci::Platform) {}
+
+    /// Record several images, one per platform, as one index under its
+    /// name (instead of `finish` for each). Their blobs, configs,
+    /// manifests and referrers are in already; the index blob is not.
+    fn finish_index(&self, _index: &IndexRecord) -> Result<(), SinkError> {
+        Err(SinkError::Invalid(format!(
+            "{} holds one platform; build one --system into it, or choose an oci:, oci-archive:, containerd or registry: output",
+            self.describe()
+        )))
+    }
+
     /// A layer is in the sink (its blob committed or already there).
     /// Layers arrive in any order; a sink may start work on them (containerd
     /// unpacks in chain order) before `finish`.
@@ -136,6 +150,41 @@ pub fn put_referrers(sink: &dyn BlobSink, image: &ImageRecord) -> Result<(), Sin
         sink.put_blob(&r.manifest.digest, &r.manifest_bytes)?;
     }
     Ok(())
+}
+
+/// A sink seen through this adapter takes an image's blobs and documents
+/// but records nothing on `finish`: one platform of an index being copied,
+/// recorded with the others by `finish_index` on the sink itself.
+pub struct Unrecorded<'a>(pub &'a dyn BlobSink);
+
+impl BlobSink for Unrecorded<'_> {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn layer_form(&self) -> LayerForm {
+        self.0.layer_form()
+    }
+    fn has_blob(&self, digest: &Digest) -> bool {
+        self.0.has_blob(digest)
+    }
+    fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, SinkError> {
+        self.0.begin_blob()
+    }
+    fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<(), SinkError> {
+        self.0.put_blob(digest, bytes)
+    }
+    fn finish(&self, _image: &ImageRecord) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn abort(&self) {
+        self.0.abort()
+    }
+    fn layer_ready(&self, layer: &ReadyLayer) {
+        self.0.layer_ready(layer)
+    }
+    fn wants_layers_in_order(&self) -> bool {
+        self.0.wants_layers_in_order()
+    }
 }
 
 /// An `--output` value.
@@ -225,6 +274,7 @@ impl SinkSpec {
                     ctx.runtime()?,
                     client,
                     &ctx.snapshotter,
+                    &ctx.unpack_platforms,
                 )?)
             }
         })
@@ -237,6 +287,9 @@ pub struct SinkContext {
     pub mtime: u64,
     pub containerd: crate::containerd::address::Connect,
     pub snapshotter: String,
+    /// The platforms of a multi-platform image that containerd unpacks
+    /// (empty: this machine's).
+    pub unpack_platforms: Vec<crate::oci::Platform>,
     /// How to reach registries (`registry:` outputs).
     pub registry: crate::registry::Options,
     client: std::sync::Mutex<Option<crate::containerd::Client>>,
@@ -250,6 +303,7 @@ impl SinkContext {
             mtime,
             containerd,
             snapshotter: crate::containerd::DEFAULT_SNAPSHOTTER.into(),
+            unpack_platforms: Vec::new(),
             registry: Default::default(),
             client: std::sync::Mutex::new(None),
             notes: std::sync::Mutex::new(Vec::new()),

@@ -7,7 +7,7 @@
 //! builds into one layout are safe. An image whose name and tag are already
 //! in the index replaces that entry; every other entry is kept.
 
-use super::{BlobSink, BlobWriter, ImageRecord, LayerForm, SinkError};
+use super::{BlobSink, BlobWriter, ImageRecord, IndexRecord, LayerForm, SinkError};
 use crate::oci::blob::{canonical_json, Blob, INDEX_MEDIA_TYPE};
 use crate::oci::digest::{Digest, HashingWriter};
 pub use crate::util::fs::tmp_name;
@@ -125,6 +125,24 @@ impl OciDir {
     }
 
     fn update_index(&self, image: &ImageRecord) -> Result<(), SinkError> {
+        self.record_entry(
+            &image.reference,
+            &image.manifest,
+            Some(&image.platform),
+            std::slice::from_ref(image),
+        )
+    }
+
+    /// Record `top` (an image manifest, or an index over `images`) under
+    /// `reference`, with the referrers of `images` beside it, replacing an
+    /// entry of the same name and the referrers that went with it.
+    fn record_entry(
+        &self,
+        reference: &crate::oci::ImageRef,
+        top: &Blob,
+        platform: Option<&crate::oci::Platform>,
+        images: &[ImageRecord],
+    ) -> Result<(), SinkError> {
         let lock = File::open(&self.root).map_err(SinkError::io(&self.root))?;
         lock.lock().map_err(SinkError::io(&self.root))?;
         let index_path = self.root.join("index.json");
@@ -132,13 +150,14 @@ impl OciDir {
         // Under the lock: every blob of the image is still there (a
         // concurrent build that failed removes only blobs no recorded image
         // uses, but may have removed one this build found and skipped).
-        let blobs =
+        let blobs = std::iter::once(top).chain(images.iter().flat_map(|image| {
             [&image.manifest, &image.config]
                 .into_iter()
                 .chain(image.layers.iter().map(|l| &l.blob))
                 .chain(image.referrers.iter().flat_map(|r| {
                     std::iter::once(&r.manifest).chain(r.blobs.iter().map(|(b, _)| b))
-                }));
+                }))
+        }));
         for b in blobs {
             if !self.blob_path(&b.digest).is_file() {
                 return Err(SinkError::Invalid(format!(
@@ -148,11 +167,7 @@ impl OciDir {
                 )));
             }
         }
-        let full = format!(
-            "{}:{}",
-            image.reference.name(),
-            image.reference.tag_or_latest()
-        );
+        let full = format!("{}:{}", reference.name(), reference.tag_or_latest());
         let manifests = index
             .get_mut("manifests")
             .and_then(|m| m.as_array_mut())
@@ -163,40 +178,46 @@ impl OciDir {
         // Referrers go with their image: drop those whose subject no image
         // entry names any more (the entry just replaced), and this image's
         // own (added again below).
+        let root = self.root.clone();
         let subjects: BTreeSet<String> = manifests
             .iter()
             .filter(|m| !is_referrer_entry(m))
-            .filter_map(|m| m["digest"].as_str().map(str::to_string))
+            .flat_map(|m| entry_manifests(&root, m))
             .collect();
-        let new_digest = image.manifest.digest.to_string();
-        let root = self.root.clone();
+        let new: BTreeSet<String> = images
+            .iter()
+            .map(|i| i.manifest.digest.to_string())
+            .collect();
         manifests.retain(|m| {
             if !is_referrer_entry(m) {
                 return true;
             }
             match entry_subject(&root, m) {
-                Some(subject) => subjects.contains(&subject) && subject != new_digest,
+                Some(subject) => subjects.contains(&subject) && !new.contains(&subject),
                 None => true,
             }
         });
-        let mut platform = serde_json::json!({
-            "architecture": image.platform.architecture,
-            "os": image.platform.os,
-        });
-        if let Some(v) = &image.platform.variant {
-            platform["variant"] = v.clone().into();
-        }
-        manifests.push(serde_json::json!({
-            "mediaType": image.manifest.media_type,
-            "digest": image.manifest.digest,
-            "size": image.manifest.size,
+        let mut entry = serde_json::json!({
+            "mediaType": top.media_type,
+            "digest": top.digest,
+            "size": top.size,
             "annotations": {
-                REF_NAME: image.reference.tag_or_latest(),
+                REF_NAME: reference.tag_or_latest(),
                 CONTAINERD_NAME: full,
             },
-            "platform": platform,
-        }));
-        for r in &image.referrers {
+        });
+        if let Some(p) = platform {
+            let mut platform = serde_json::json!({
+                "architecture": p.architecture,
+                "os": p.os,
+            });
+            if let Some(v) = &p.variant {
+                platform["variant"] = v.clone().into();
+            }
+            entry["platform"] = platform;
+        }
+        manifests.push(entry);
+        for r in images.iter().flat_map(|i| &i.referrers) {
             manifests.push(serde_json::json!({
                 "mediaType": r.manifest.media_type,
                 "digest": r.manifest.digest,
@@ -207,6 +228,37 @@ impl OciDir {
         write_atomic(&index_path, &canonical_json(&index))
         // The lock is released when `lock` is dropped.
     }
+}
+
+/// The image manifests an `index.json` entry stands for: itself, or the
+/// manifests of the index it names.
+fn entry_manifests(root: &Path, m: &serde_json::Value) -> Vec<String> {
+    let Some(d) = m["digest"].as_str() else {
+        return Vec::new();
+    };
+    if !m["mediaType"].as_str().is_some_and(is_index_type) {
+        return vec![d.to_string()];
+    }
+    nested_manifests(root, d)
+        .into_iter()
+        .map(|b| b.digest.to_string())
+        .collect()
+}
+
+fn is_index_type(media_type: &str) -> bool {
+    media_type == INDEX_MEDIA_TYPE
+}
+
+/// The manifests an index blob of the layout lists (none if unreadable).
+fn nested_manifests(root: &Path, digest: &str) -> Vec<Blob> {
+    let Ok(d) = Digest::parse(digest) else {
+        return Vec::new();
+    };
+    fs::read(root.join("blobs/sha256").join(d.hex()))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| serde_json::from_value(v["manifests"].clone()).ok())
+        .unwrap_or_default()
 }
 
 /// Whether an `index.json` entry is an artifact about an image (an OCI
@@ -321,6 +373,10 @@ impl BlobSink for OciDir {
     fn finish(&self, image: &ImageRecord) -> Result<(), SinkError> {
         self.update_index(image)
     }
+    fn finish_index(&self, index: &IndexRecord) -> Result<(), SinkError> {
+        self.put_blob(&index.index.digest, &index.index_bytes)?;
+        self.record_entry(&index.reference, &index.index, None, &index.images)
+    }
     /// Remove what this build added and no recorded image uses, under the
     /// index lock (a concurrent build may use the rest); the directory
     /// itself only if this build created it and no image was recorded in
@@ -361,7 +417,16 @@ fn referenced_blobs(root: &Path) -> std::collections::BTreeSet<String> {
     let Ok(index) = read_index(&root.join("index.json")) else {
         return used;
     };
-    let descs: Vec<Blob> = serde_json::from_value(index["manifests"].clone()).unwrap_or_default();
+    let top: Vec<Blob> = serde_json::from_value(index["manifests"].clone()).unwrap_or_default();
+    let mut descs = Vec::new();
+    for m in top {
+        if is_index_type(&m.media_type) {
+            used.insert(m.digest.hex().to_string());
+            descs.extend(nested_manifests(root, &m.digest.to_string()));
+        } else {
+            descs.push(m);
+        }
+    }
     for m in descs {
         used.insert(m.digest.hex().to_string());
         let Ok(bytes) = fs::read(root.join("blobs/sha256").join(m.digest.hex())) else {
@@ -445,7 +510,25 @@ pub fn fsck(root: &Path) -> Result<FsckStats, FsckError> {
         }
         keep.then_some(content)
     };
-    let descs: Vec<Blob> = serde_json::from_value(index["manifests"].clone()).unwrap_or_default();
+    let top: Vec<Blob> = serde_json::from_value(index["manifests"].clone()).unwrap_or_default();
+    // An index (several platforms) stands for the manifests it lists.
+    let mut descs = Vec::new();
+    for m in top {
+        if !is_index_type(&m.media_type) {
+            descs.push(m);
+            continue;
+        }
+        let Some(bytes) = check(&m, &mut problems) else {
+            continue;
+        };
+        match serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| serde_json::from_value::<Vec<Blob>>(v["manifests"].clone()).ok())
+        {
+            Some(nested) => descs.extend(nested),
+            None => problems.push(format!("index {} lists no manifests", m.digest)),
+        }
+    }
     let images: BTreeSet<Digest> = descs.iter().map(|m| m.digest.clone()).collect();
     for m in descs {
         let Some(bytes) = check(&m, &mut problems) else {

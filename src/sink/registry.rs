@@ -6,7 +6,7 @@
 //! provenance) by digest, indexed under the fallback tag where the
 //! registry has no referrers API.
 
-use super::{BlobSink, BlobWriter, ImageRecord, LayerForm, SinkError};
+use super::{BlobSink, BlobWriter, ImageRecord, IndexRecord, LayerForm, SinkError};
 use crate::oci::digest::Digest;
 use crate::oci::reference::ImageRef;
 use crate::registry::{Client, Options, RegistryError};
@@ -188,6 +188,77 @@ impl BlobWriter for Upload {
     }
 }
 
+impl RegistrySink {
+    /// Upload the small documents given whole (configs, referrer blobs),
+    /// not the manifests, which go up as manifests.
+    fn send_documents(&self, images: &[ImageRecord]) -> Result<(), SinkError> {
+        let documents = std::mem::take(&mut *self.documents.lock().unwrap());
+        let is_manifest = |d: &Digest| {
+            images.iter().any(|image| {
+                *d == image.manifest.digest
+                    || image.referrers.iter().any(|r| r.manifest.digest == *d)
+            })
+        };
+        for (d, bytes) in documents {
+            if is_manifest(&d) || self.has_blob(&d) {
+                continue;
+            }
+            let mut w = self.begin_blob()?;
+            w.write_all(&bytes).map_err(|source| SinkError::Write {
+                sink: self.describe(),
+                source,
+            })?;
+            w.commit(&d)?;
+        }
+        let mut p = self.pushed.lock().unwrap();
+        for image in images {
+            p.push(image.config.digest.to_string());
+            p.extend(image.layers.iter().map(|l| l.blob.digest.to_string()));
+        }
+        Ok(())
+    }
+
+    /// REF's own tag (or digest), else the image's (--tag), else latest.
+    fn tag_for(&self, image: &crate::oci::ImageRef) -> String {
+        match (&self.reference.digest, self.explicit_tag) {
+            (Some(d), _) => d.clone(),
+            (None, true) => self.reference.tag_or_latest().to_string(),
+            (None, false) => image.tag_or_latest().to_string(),
+        }
+    }
+
+    /// Put a manifest (or index) under `reference`; the registry must
+    /// store it under our digest.
+    fn put_checked(
+        &self,
+        reference: &str,
+        blob: &crate::oci::Blob,
+        bytes: &[u8],
+    ) -> Result<(), SinkError> {
+        let digest = self
+            .client
+            .put_manifest(reference, &blob.media_type, bytes)?;
+        let ours = blob.digest.to_string();
+        match digest {
+            Some(d) if d != ours => Err(SinkError::Invalid(format!(
+                "{}: the registry stored the manifest as {d}, not {ours}",
+                self.describe()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn done(&self, tag: &str, top: &crate::oci::Blob) {
+        *self.manifest.lock().unwrap() = Some(top.digest.to_string());
+        *self.pushed_ref.lock().unwrap() = Some(if tag.starts_with("sha256:") {
+            format!("{}/{}@{tag}", self.reference.domain, self.reference.path)
+        } else {
+            format!("{}/{}:{tag}", self.reference.domain, self.reference.path)
+        });
+        self.record_book();
+    }
+}
+
 impl BlobSink for RegistrySink {
     fn describe(&self) -> String {
         format!("registry:{}", self.reference)
@@ -235,53 +306,31 @@ impl BlobSink for RegistrySink {
     }
 
     fn finish(&self, image: &ImageRecord) -> Result<(), SinkError> {
-        let documents = std::mem::take(&mut *self.documents.lock().unwrap());
-        let is_manifest = |d: &Digest| {
-            *d == image.manifest.digest || image.referrers.iter().any(|r| r.manifest.digest == *d)
-        };
-        for (d, bytes) in documents {
-            if is_manifest(&d) || self.has_blob(&d) {
-                continue;
-            }
-            let mut w = self.begin_blob()?;
-            w.write_all(&bytes).map_err(|source| SinkError::Write {
-                sink: self.describe(),
-                source,
-            })?;
-            w.commit(&d)?;
-        }
-        {
-            let mut p = self.pushed.lock().unwrap();
-            p.push(image.config.digest.to_string());
-            p.extend(image.layers.iter().map(|l| l.blob.digest.to_string()));
-        }
-        // REF's own tag, else the image's (--tag), else latest.
-        let tag = match (&self.reference.digest, self.explicit_tag) {
-            (Some(d), _) => d.clone(),
-            (None, true) => self.reference.tag_or_latest().to_string(),
-            (None, false) => image.reference.tag_or_latest().to_string(),
-        };
-        let digest =
-            self.client
-                .put_manifest(&tag, &image.manifest.media_type, &image.manifest_bytes)?;
-        let ours = image.manifest.digest.to_string();
-        if let Some(d) = &digest {
-            if d != &ours {
-                return Err(SinkError::Invalid(format!(
-                    "{}: the registry stored the manifest as {d}, not {ours}",
-                    self.describe()
-                )));
-            }
-        }
+        self.send_documents(std::slice::from_ref(image))?;
+        let tag = self.tag_for(&image.reference);
+        self.put_checked(&tag, &image.manifest, &image.manifest_bytes)?;
         self.client
             .push_referrers(&image.manifest.digest, &image.referrers)?;
-        *self.manifest.lock().unwrap() = Some(ours);
-        *self.pushed_ref.lock().unwrap() = Some(if tag.starts_with("sha256:") {
-            format!("{}/{}@{tag}", self.reference.domain, self.reference.path)
-        } else {
-            format!("{}/{}:{tag}", self.reference.domain, self.reference.path)
-        });
-        self.record_book();
+        self.done(&tag, &image.manifest);
+        Ok(())
+    }
+
+    /// Every platform's manifest by digest (with its referrers), then the
+    /// index under the tag.
+    fn finish_index(&self, index: &IndexRecord) -> Result<(), SinkError> {
+        self.send_documents(&index.images)?;
+        for image in &index.images {
+            self.put_checked(
+                &image.manifest.digest.to_string(),
+                &image.manifest,
+                &image.manifest_bytes,
+            )?;
+            self.client
+                .push_referrers(&image.manifest.digest, &image.referrers)?;
+        }
+        let tag = self.tag_for(&index.reference);
+        self.put_checked(&tag, &index.index, &index.index_bytes)?;
+        self.done(&tag, &index.index);
         Ok(())
     }
 

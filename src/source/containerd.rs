@@ -6,7 +6,7 @@
 use crate::containerd::{content, images, Client, ContainerdError, REFERRER_LABEL};
 use crate::oci::reference::ImageRef;
 use crate::oci::Digest;
-use crate::oci::ImageRecord;
+use crate::oci::{ImageRecord, Platform};
 use crate::sink::BlobSink;
 use crate::source::{documents, store_documents, LoadError};
 use containerd_client::services::v1::content_client::ContentClient;
@@ -103,8 +103,9 @@ pub fn export(
     c: &Client,
     reference: &ImageRef,
     sinks: &[&dyn BlobSink],
+    want: Option<&Platform>,
 ) -> Result<ImageRecord, ExportError> {
-    let r = export_inner(rt, c, reference, sinks);
+    let r = export_inner(rt, c, reference, sinks, want);
     if r.is_err() {
         for s in sinks {
             s.abort();
@@ -119,6 +120,7 @@ fn resolve(
     rt: &Handle,
     c: &Client,
     reference: &ImageRef,
+    want: Option<&Platform>,
 ) -> Result<(String, Vec<u8>, Digest), ExportError> {
     let name = reference.to_string();
     let invalid = |why: String| ExportError::Invalid {
@@ -142,7 +144,7 @@ fn resolve(
             "the index",
             &documents::verified(origin, "index", &expected, bytes)?,
         )?;
-        let entry = documents::pick_platform(origin, &index)?;
+        let entry = documents::pick_platform(origin, &index, want)?;
         media_type = entry.media_type;
         bytes = rt.block_on(content::read_all(c, &entry.digest.to_string()))?;
         expected = entry.digest;
@@ -193,8 +195,9 @@ pub fn referrers(
     rt: &Handle,
     c: &Client,
     reference: &ImageRef,
+    want: Option<&Platform>,
 ) -> Result<(Digest, Vec<crate::oci::Referrer>), ExportError> {
-    let (_, _, digest) = resolve(rt, c, reference)?;
+    let (_, _, digest) = resolve(rt, c, reference, want)?;
     let name = reference.to_string();
     let refs = stored_referrers(rt, c, Path::new(&name), &digest)?;
     Ok((digest, refs))
@@ -205,10 +208,11 @@ fn export_inner(
     c: &Client,
     reference: &ImageRef,
     sinks: &[&dyn BlobSink],
+    want: Option<&Platform>,
 ) -> Result<ImageRecord, ExportError> {
     let name = reference.to_string();
     let origin = Path::new(&name);
-    let (media_type, bytes, expected) = resolve(rt, c, reference)?;
+    let (media_type, bytes, expected) = resolve(rt, c, reference, want)?;
     let referrers = stored_referrers(rt, c, origin, &expected)?;
     store_documents(
         origin,
@@ -221,4 +225,37 @@ fn export_inner(
         |d| Ok::<_, ExportError>(rt.block_on(content::read_all(c, &d.to_string()))?),
         |d| Ok::<Box<dyn Read>, ExportError>(Box::new(reader(rt, c, &d.to_string()))),
     )
+}
+
+/// The platforms an image of the content store has: those its index
+/// lists, or its config's (for `nixoci images ls`). Unreadable content
+/// gives none.
+pub fn image_platforms(rt: &Handle, c: &Client, media_type: &str, digest: &str) -> Vec<Platform> {
+    let Ok(bytes) = rt.block_on(content::read_all(c, digest)) else {
+        return Vec::new();
+    };
+    let origin = Path::new(digest);
+    if documents::is_index(media_type) {
+        return documents::parse_index(origin, "index", &bytes)
+            .map(|i| {
+                i.manifests()
+                    .iter()
+                    .filter_map(|m| m.platform().as_ref())
+                    .map(|p| Platform {
+                        architecture: p.architecture().to_string(),
+                        os: p.os().to_string(),
+                        variant: p.variant().clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+    let Ok((config, _)) = documents::manifest_blobs(origin, &bytes) else {
+        return Vec::new();
+    };
+    rt.block_on(content::read_all(c, &config.digest.to_string()))
+        .ok()
+        .and_then(|b| documents::parse_config(origin, &b).ok())
+        .map(|cfg| vec![documents::platform_of(&cfg)])
+        .unwrap_or_default()
 }

@@ -134,12 +134,33 @@ pub fn blob_of(origin: &Path, d: &Descriptor) -> Result<Blob, LoadError> {
     })
 }
 
-/// The entry of an index for this machine's platform.
-pub fn pick_platform(origin: &Path, index: &ImageIndex) -> Result<Blob, LoadError> {
-    let entry = platform_entry(index).ok_or_else(|| {
+/// The entry of an index for `want`, else for this machine's platform.
+pub fn pick_platform(
+    origin: &Path,
+    index: &ImageIndex,
+    want: Option<&Platform>,
+) -> Result<Blob, LoadError> {
+    let entry = platform_entry(index, want).ok_or_else(|| {
+        let has: Vec<String> = index
+            .manifests()
+            .iter()
+            .filter_map(|m| m.platform().as_ref())
+            .map(|p| {
+                let mut s = format!("{}/{}", p.os(), p.architecture());
+                if let Some(v) = p.variant() {
+                    s.push('/');
+                    s.push_str(v);
+                }
+                s
+            })
+            .collect();
+        let asked = want.map_or_else(|| format!("linux/{}", host_arch()), |p| p.to_string());
         invalid(
             origin,
-            format!("the index has no linux/{} image", host_arch()),
+            format!(
+                "the index has no {asked} image (it has: {}); choose one with --platform",
+                has.join(", ")
+            ),
         )
     })?;
     blob_of(origin, entry)

@@ -10,7 +10,7 @@ use super::documents::{
 use super::{copy_blob, finish, for_each_entry, io_err, LoadError, Plan, MAX_DOC};
 use crate::oci::blob::Blob;
 use crate::oci::digest::Digest;
-use crate::oci::{ImageRecord, ImageRef};
+use crate::oci::{ImageRecord, ImageRef, Platform};
 use crate::sink::BlobSink;
 use oci_spec::image::{Descriptor, ImageIndex};
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,6 +71,8 @@ fn pick_from_index(
     index: &ImageIndex,
     blobs: &Blobs,
     tag: Option<&ImageRef>,
+    want: Option<&Platform>,
+    keep_index: bool,
 ) -> Result<(Option<ImageRef>, Blob), LoadError> {
     let entries: Vec<&Descriptor> = index
         .manifests()
@@ -102,14 +104,14 @@ fn pick_from_index(
     let m = chosen[0];
     let name = annotation(m, CONTAINERD_NAME).and_then(|n| ImageRef::parse(n).ok());
     let mut desc = blob_of(path, m)?;
-    // A nested index (several platforms): take this machine's.
-    if is_index(&desc.media_type) {
+    // A nested index (several platforms): take the one asked, else this machine's.
+    if is_index(&desc.media_type) && !keep_index {
         let nested = parse_index(
             path,
             "the nested index",
             &blobs.json("index", &desc.digest)?,
         )?;
-        desc = pick_platform(path, &nested)?;
+        desc = pick_platform(path, &nested, want)?;
     }
     Ok((name, desc))
 }
@@ -151,6 +153,7 @@ fn referrers_of(
 pub fn referrers(
     source: &super::LoadSource,
     tag: Option<&ImageRef>,
+    want: Option<&Platform>,
 ) -> Result<(Blob, Vec<crate::oci::Referrer>), LoadError> {
     let read = |root: &Path, docs: Option<&BTreeMap<String, Vec<u8>>>| {
         let blobs = match docs {
@@ -172,7 +175,7 @@ pub fn referrers(
             }
         };
         let index = parse_index(root, "index.json", &index_bytes)?;
-        let (_, desc) = pick_from_index(root, &index, &blobs, tag)?;
+        let (_, desc) = pick_from_index(root, &index, &blobs, tag, want, false)?;
         let refs = referrers_of(root, &index, &blobs, &desc.digest)?;
         Ok((desc, refs))
     };
@@ -195,8 +198,9 @@ fn oci_plan(
     blobs: &Blobs,
     tag: Option<&ImageRef>,
     fallback: Option<&ImageRef>,
+    want: Option<&Platform>,
 ) -> Result<Plan, LoadError> {
-    let (name, desc) = pick_from_index(path, index, blobs, tag)?;
+    let (name, desc) = pick_from_index(path, index, blobs, tag, want, false)?;
     let name = tag
         .cloned()
         .or(name)
@@ -232,6 +236,7 @@ pub fn load_layout(
     sinks: &[&dyn BlobSink],
     tag: Option<&ImageRef>,
     fallback: Option<&ImageRef>,
+    want: Option<&Platform>,
 ) -> Result<ImageRecord, LoadError> {
     let index_path = root.join("index.json");
     let index = parse_index(
@@ -239,7 +244,7 @@ pub fn load_layout(
         "index.json",
         &std::fs::read(&index_path).map_err(io_err(&index_path))?,
     )?;
-    let plan = oci_plan(root, &index, &Blobs::Dir(root), tag, fallback)?;
+    let plan = oci_plan(root, &index, &Blobs::Dir(root), tag, fallback, want)?;
     for l in &plan.layers {
         if sinks.iter().all(|s| s.has_blob(&l.blob.digest)) {
             continue;
@@ -290,6 +295,7 @@ pub fn load_archive(
     sinks: &[&dyn BlobSink],
     tag: Option<&ImageRef>,
     fallback: Option<&ImageRef>,
+    want: Option<&Platform>,
 ) -> Result<ImageRecord, LoadError> {
     let docs = archive_documents(file)?;
     let index = docs.get("index.json").ok_or_else(|| LoadError::Missing {
@@ -298,7 +304,7 @@ pub fn load_archive(
         name: "index.json".into(),
     })?;
     let index = parse_index(file, "index.json", index)?;
-    let plan = oci_plan(file, &index, &Blobs::Docs(&docs, file), tag, fallback)?;
+    let plan = oci_plan(file, &index, &Blobs::Docs(&docs, file), tag, fallback, want)?;
     let wanted: BTreeMap<String, Digest> = plan
         .layers
         .iter()
@@ -330,4 +336,60 @@ pub fn load_archive(
         });
     }
     finish(plan, sinks)
+}
+
+/// The image index a layout or OCI archive names (by `tag` where it holds
+/// several), when the image is one over several platforms: its name,
+/// descriptor, bytes (checked against its digest) and platforms, so that
+/// a copy can carry every platform and the index itself.
+pub fn top_index(
+    source: &super::LoadSource,
+    tag: Option<&ImageRef>,
+) -> Result<Option<(Option<ImageRef>, Blob, Vec<u8>, Vec<Platform>)>, LoadError> {
+    let read = |root: &Path, docs: Option<&BTreeMap<String, Vec<u8>>>| {
+        let blobs = match docs {
+            Some(d) => Blobs::Docs(d, root),
+            None => Blobs::Dir(root),
+        };
+        let index_bytes = match docs {
+            Some(d) => d
+                .get("index.json")
+                .cloned()
+                .ok_or_else(|| LoadError::Missing {
+                    path: root.into(),
+                    what: "file",
+                    name: "index.json".into(),
+                })?,
+            None => {
+                let p = root.join("index.json");
+                std::fs::read(&p).map_err(io_err(&p))?
+            }
+        };
+        let index = parse_index(root, "index.json", &index_bytes)?;
+        let (name, desc) = pick_from_index(root, &index, &blobs, tag, None, true)?;
+        if !is_index(&desc.media_type) {
+            return Ok(None);
+        }
+        let bytes = blobs.json("index", &desc.digest)?;
+        let nested = parse_index(root, "the nested index", &bytes)?;
+        let platforms = nested
+            .manifests()
+            .iter()
+            .filter_map(|m| m.platform().as_ref())
+            .map(|p| Platform {
+                architecture: p.architecture().to_string(),
+                os: p.os().to_string(),
+                variant: p.variant().clone(),
+            })
+            .collect();
+        Ok(Some((name, desc, bytes, platforms)))
+    };
+    match source {
+        super::LoadSource::Oci(root) => read(root, None),
+        super::LoadSource::OciArchive(file) => {
+            let docs = archive_documents(file)?;
+            read(file, Some(&docs))
+        }
+        _ => Ok(None),
+    }
 }

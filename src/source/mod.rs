@@ -337,8 +337,9 @@ pub fn load(
     sinks: &[&dyn BlobSink],
     tag: Option<&ImageRef>,
     fallback: Option<&ImageRef>,
+    want: Option<&Platform>,
 ) -> Result<ImageRecord, LoadError> {
-    let result = load_inner(source, sinks, tag, fallback);
+    let result = load_inner(source, sinks, tag, fallback, want);
     if result.is_err() {
         for s in sinks {
             s.abort();
@@ -352,10 +353,11 @@ fn load_inner(
     sinks: &[&dyn BlobSink],
     tag: Option<&ImageRef>,
     fallback: Option<&ImageRef>,
+    want: Option<&Platform>,
 ) -> Result<ImageRecord, LoadError> {
     match source {
-        LoadSource::Oci(root) => layout::load_layout(root, sinks, tag, fallback),
-        LoadSource::OciArchive(file) => layout::load_archive(file, sinks, tag, fallback),
+        LoadSource::Oci(root) => layout::load_layout(root, sinks, tag, fallback, want),
+        LoadSource::OciArchive(file) => layout::load_archive(file, sinks, tag, fallback, want),
         LoadSource::DockerArchive(file) => {
             docker::load_docker(file, open_maybe_gzip(file)?, sinks, tag, fallback)
         }

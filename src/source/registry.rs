@@ -5,7 +5,7 @@
 
 use crate::oci::reference::ImageRef;
 use crate::oci::Digest;
-use crate::oci::ImageRecord;
+use crate::oci::{ImageRecord, Platform};
 use crate::registry::{Client, Options, RegistryError};
 use crate::sink::BlobSink;
 use crate::source::{documents, store_documents, LoadError};
@@ -32,8 +32,9 @@ pub fn pull(
     reference: &ImageRef,
     client: &Client,
     sinks: &[&dyn BlobSink],
+    want: Option<&Platform>,
 ) -> Result<ImageRecord, PullError> {
-    let r = pull_inner(reference, client, sinks);
+    let r = pull_inner(reference, client, sinks, want);
     if r.is_err() {
         for s in sinks {
             s.abort();
@@ -62,17 +63,18 @@ pub fn client(
 fn resolve(
     reference: &ImageRef,
     client: &Client,
+    want: Option<&Platform>,
 ) -> Result<(PathBuf, String, Vec<u8>, Option<Digest>), PullError> {
     let invalid = |why: String| PullError::Invalid {
         reference: reference.to_string(),
         why,
     };
-    let want = reference
+    let by = reference
         .digest
         .clone()
         .unwrap_or_else(|| reference.tag_or_latest().to_string());
     let origin = PathBuf::from(reference.to_string());
-    let (mut media_type, mut bytes) = client.get_manifest(&want)?;
+    let (mut media_type, mut bytes) = client.get_manifest(&by)?;
     // Fetched by digest: the bytes must be what the digest names.
     let mut expected = reference
         .digest
@@ -85,7 +87,7 @@ fn resolve(
     }
     if INDEX_TYPES.contains(&media_type.as_str()) {
         let index = documents::parse_index(&origin, "the index", &bytes)?;
-        let entry = documents::pick_platform(&origin, &index)?;
+        let entry = documents::pick_platform(&origin, &index, want)?;
         (media_type, bytes) = client.get_manifest(&entry.digest.to_string())?;
         expected = Some(entry.digest);
     }
@@ -135,8 +137,9 @@ fn fetch_referrers(
 pub fn referrers(
     reference: &ImageRef,
     client: &Client,
+    want: Option<&Platform>,
 ) -> Result<(Digest, Vec<crate::oci::Referrer>), PullError> {
-    let (origin, _, bytes, expected) = resolve(reference, client)?;
+    let (origin, _, bytes, expected) = resolve(reference, client, want)?;
     let digest = expected.unwrap_or_else(|| Digest::of(&bytes));
     let refs = fetch_referrers(&origin, client, &digest)?;
     Ok((digest, refs))
@@ -146,8 +149,9 @@ fn pull_inner(
     reference: &ImageRef,
     client: &Client,
     sinks: &[&dyn BlobSink],
+    want: Option<&Platform>,
 ) -> Result<ImageRecord, PullError> {
-    let (origin, media_type, bytes, expected) = resolve(reference, client)?;
+    let (origin, media_type, bytes, expected) = resolve(reference, client, want)?;
     let subject = expected.clone().unwrap_or_else(|| Digest::of(&bytes));
     let referrers = fetch_referrers(&origin, client, &subject)?;
     store_documents(

@@ -10,7 +10,7 @@ pub mod unpack;
 use crate::containerd::content::{self, Upload};
 use crate::containerd::{images, Client, ContainerdError, REFERRER_LABEL};
 use crate::oci::digest::Digest;
-use crate::oci::ImageRecord;
+use crate::oci::{ImageRecord, IndexRecord, Platform};
 use crate::sink::{BlobSink, BlobWriter, LayerForm, ReadyLayer, SinkError};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -33,11 +33,22 @@ pub struct ContainerdSink {
     /// Layers go to a task that unpacks them while the rest are built.
     ready: Mutex<Option<UnboundedSender<ReadyLayer>>>,
     unpacker: Mutex<Option<Unpacker>>,
+    /// A multi-platform build: the platforms to unpack (empty: this
+    /// machine's), the platform being built, and the unpack tasks of the
+    /// platforms built before it.
+    unpack_platforms: Vec<Platform>,
+    current: Mutex<Option<Platform>>,
+    parked: Mutex<Vec<(Platform, Unpacker)>>,
 }
 
 impl ContainerdSink {
     /// `client` is connected (in the target namespace); a lease is created.
-    pub fn open(rt: Handle, client: Client, snapshotter: &str) -> Result<Self, SinkError> {
+    pub fn open(
+        rt: Handle,
+        client: Client,
+        snapshotter: &str,
+        unpack_platforms: &[Platform],
+    ) -> Result<Self, SinkError> {
         let lease = rt.block_on(images::create_lease(&client))?;
         let client = client.with_lease(Some(lease.clone()));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -51,6 +62,9 @@ impl ContainerdSink {
             unpacked: Mutex::new(None),
             ready: Mutex::new(Some(tx)),
             unpacker: Mutex::new(Some(unpacker)),
+            unpack_platforms: unpack_platforms.to_vec(),
+            current: Mutex::new(None),
+            parked: Mutex::new(Vec::new()),
         })
     }
 
@@ -59,6 +73,75 @@ impl ContainerdSink {
     }
 
     async fn record(&self, image: &ImageRecord) -> Result<(), ContainerdError> {
+        self.ready.lock().unwrap().take();
+        let early = self.unpacker.lock().unwrap().take();
+        self.complete(image, early, true).await?;
+        let name = format!(
+            "{}:{}",
+            image.reference.name(),
+            image.reference.tag_or_latest()
+        );
+        images::put(&self.client, &name, &image.manifest).await?;
+        images::delete_lease(&self.client, &self.lease).await
+    }
+
+    /// Whether a multi-platform build unpacks `p`.
+    fn wants_unpacked(&self, p: &Platform) -> bool {
+        if self.unpack_platforms.is_empty() {
+            *p == Platform::host()
+        } else {
+            self.unpack_platforms.contains(p)
+        }
+    }
+
+    /// Park the unpack task of the image built last (if it has one).
+    fn park_current(&self) {
+        self.ready.lock().unwrap().take();
+        let task = self.unpacker.lock().unwrap().take();
+        match (self.current.lock().unwrap().take(), task) {
+            (Some(p), Some(t)) => self.parked.lock().unwrap().push((p, t)),
+            (None, Some(t)) => t.abort(),
+            _ => {}
+        }
+    }
+
+    async fn record_index(&self, index: &IndexRecord) -> Result<(), ContainerdError> {
+        let c = &self.client;
+        let mut labels = BTreeMap::new();
+        for (i, image) in index.images.iter().enumerate() {
+            let early = {
+                let mut parked = self.parked.lock().unwrap();
+                parked
+                    .iter()
+                    .position(|(p, _)| *p == image.platform)
+                    .map(|i| parked.remove(i).1)
+            };
+            let unpack = self.wants_unpacked(&image.platform);
+            self.complete(image, early, unpack).await?;
+            labels.insert(
+                format!("containerd.io/gc.ref.content.m.{i}"),
+                image.manifest.digest.to_string(),
+            );
+        }
+        content::set_labels(c, &index.index.digest, &labels).await?;
+        let name = format!(
+            "{}:{}",
+            index.reference.name(),
+            index.reference.tag_or_latest()
+        );
+        images::put(c, &name, &index.index).await?;
+        images::delete_lease(c, &self.lease).await
+    }
+
+    /// Everything but the image record: labels, the unpack (with what
+    /// `early` unpacked while the image was built), the GC references of
+    /// the manifest and its referrers.
+    async fn complete(
+        &self,
+        image: &ImageRecord,
+        early: Option<Unpacker>,
+        unpacked: bool,
+    ) -> Result<(), ContainerdError> {
         let c = &self.client;
         for l in &image.layers {
             let labels = [(
@@ -68,11 +151,15 @@ impl ContainerdSink {
             .into();
             content::set_labels(c, &l.blob.digest, &labels).await?;
         }
+        if !unpacked {
+            if let Some(t) = early {
+                t.abort();
+            }
+            return self.manifest_labels(image).await;
+        }
         // What unpacked while the image was built; if that did not cover
         // every layer (a load sends none), every layer is checked and
         // applied where missing.
-        self.ready.lock().unwrap().take();
-        let early = self.unpacker.lock().unwrap().take();
         let mut stats = match early {
             Some(task) => task
                 .await
@@ -87,7 +174,13 @@ impl ContainerdSink {
                 stats.merge(all);
             }
         }
-        *self.unpacked.lock().unwrap() = Some(stats);
+        {
+            let mut u = self.unpacked.lock().unwrap();
+            match u.as_mut() {
+                Some(before) => before.merge(stats),
+                None => *u = Some(stats),
+            }
+        }
         let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
         if let Some(top) = chain_ids(&diff_ids).last() {
             let labels = [(
@@ -97,6 +190,13 @@ impl ContainerdSink {
             .into();
             content::set_labels(c, &image.config.digest, &labels).await?;
         }
+        self.manifest_labels(image).await
+    }
+
+    /// The GC references of a manifest (config, layers, referrers) and of
+    /// its referrers (their blobs).
+    async fn manifest_labels(&self, image: &ImageRecord) -> Result<(), ContainerdError> {
+        let c = &self.client;
         let mut labels: BTreeMap<String, String> = BTreeMap::new();
         labels.insert(
             "containerd.io/gc.ref.content.config".into(),
@@ -130,14 +230,7 @@ impl ContainerdSink {
                 r.manifest.digest.to_string(),
             );
         }
-        content::set_labels(c, &image.manifest.digest, &labels).await?;
-        let name = format!(
-            "{}:{}",
-            image.reference.name(),
-            image.reference.tag_or_latest()
-        );
-        images::put(c, &name, &image.manifest).await?;
-        images::delete_lease(c, &self.lease).await
+        content::set_labels(c, &image.manifest.digest, &labels).await
     }
 }
 
@@ -189,6 +282,27 @@ impl BlobSink for ContainerdSink {
             Arc::clone(&self.sent),
         )))))
     }
+    fn begin_image(&self, platform: &Platform) {
+        self.park_current();
+        if self.wants_unpacked(platform) {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let task = self.rt.spawn(unpack_as_ready(
+                self.client.clone(),
+                self.snapshotter.clone(),
+                rx,
+            ));
+            *self.ready.lock().unwrap() = Some(tx);
+            *self.unpacker.lock().unwrap() = Some(task);
+        }
+        *self.current.lock().unwrap() = Some(platform.clone());
+    }
+    fn finish_index(&self, index: &IndexRecord) -> Result<(), SinkError> {
+        self.park_current();
+        self.put_blob(&index.index.digest, &index.index_bytes)?;
+        self.rt
+            .block_on(self.record_index(index))
+            .map_err(SinkError::from)
+    }
     fn layer_ready(&self, layer: &ReadyLayer) {
         if let Some(tx) = self.ready.lock().unwrap().as_ref() {
             let _ = tx.send(layer.clone());
@@ -202,6 +316,9 @@ impl BlobSink for ContainerdSink {
     fn abort(&self) {
         self.ready.lock().unwrap().take();
         if let Some(task) = self.unpacker.lock().unwrap().take() {
+            task.abort();
+        }
+        for (_, task) in self.parked.lock().unwrap().drain(..) {
             task.abort();
         }
         let _ = self
