@@ -470,17 +470,18 @@ pub fn copy(
 /// name.
 fn copy_index(
     source: &ImageSource,
-    (name, index, index_bytes, platforms): (
-        Option<ImageRef>,
-        crate::oci::Blob,
-        Vec<u8>,
-        Vec<Platform>,
-    ),
+    top: crate::source::layout::TopIndex,
     outputs: &[SinkSpec],
     ctx: &SinkContext,
     tag: Option<&ImageRef>,
     fallback: Option<&ImageRef>,
 ) -> Result<Loaded, PipelineError> {
+    let crate::source::layout::TopIndex {
+        name,
+        index,
+        bytes: index_bytes,
+        platforms,
+    } = top;
     let reference = tag
         .cloned()
         .or(name)

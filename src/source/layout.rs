@@ -338,6 +338,14 @@ pub fn load_archive(
     finish(plan, sinks)
 }
 
+/// An image index over several platforms, as a layout names it.
+pub struct TopIndex {
+    pub name: Option<ImageRef>,
+    pub index: Blob,
+    pub bytes: Vec<u8>,
+    pub platforms: Vec<Platform>,
+}
+
 /// The image index a layout or OCI archive names (by `tag` where it holds
 /// several), when the image is one over several platforms: its name,
 /// descriptor, bytes (checked against its digest) and platforms, so that
@@ -345,7 +353,7 @@ pub fn load_archive(
 pub fn top_index(
     source: &super::LoadSource,
     tag: Option<&ImageRef>,
-) -> Result<Option<(Option<ImageRef>, Blob, Vec<u8>, Vec<Platform>)>, LoadError> {
+) -> Result<Option<TopIndex>, LoadError> {
     let read = |root: &Path, docs: Option<&BTreeMap<String, Vec<u8>>>| {
         let blobs = match docs {
             Some(d) => Blobs::Docs(d, root),
@@ -382,7 +390,12 @@ pub fn top_index(
                 variant: p.variant().clone(),
             })
             .collect();
-        Ok(Some((name, desc, bytes, platforms)))
+        Ok(Some(TopIndex {
+            name,
+            index: desc,
+            bytes,
+            platforms,
+        }))
     };
     match source {
         super::LoadSource::Oci(root) => read(root, None),
