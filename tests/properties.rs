@@ -135,7 +135,7 @@ proptest! {
         let index = serde_json::json!({"schemaVersion": 2, "manifests": [
             {"mediaType": media, "digest": digest, "size": size, "platform": {"os": "linux", "architecture": media}}]});
         if let Ok(i) = parse_index(o, "index", index.to_string().as_bytes()) {
-            let _ = pick_platform(o, &i);
+            let _ = pick_platform(o, &i, None);
         }
         let config = serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff]}});
         if let Ok(c) = parse_config(o, config.to_string().as_bytes()) {
@@ -298,7 +298,7 @@ mod archives {
         let sink = Discard::default();
         let sinks: [&dyn BlobSink; 1] = [&sink];
         let fallback = "fallback:1".parse().unwrap();
-        load(&src, &sinks, None, Some(&fallback)).is_ok()
+        load(&src, &sinks, None, Some(&fallback), None).is_ok()
     }
 
     #[test]
@@ -334,7 +334,14 @@ mod archives {
         std::fs::write(f, bytes).unwrap();
         let sink = Discard::default();
         let sinks: [&dyn BlobSink; 1] = [&sink];
-        let loaded = load(&LoadSource::Oci(dir.path().into()), &sinks, None, None).is_ok();
+        let loaded = load(
+            &LoadSource::Oci(dir.path().into()),
+            &sinks,
+            None,
+            None,
+            None,
+        )
+        .is_ok();
         (loaded, blob)
     }
 

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     ] {
         let sink = Discard::default();
         let sinks: [&dyn BlobSink; 1] = [&sink];
-        let _ = load(&source, &sinks, None, Some(&fallback));
+        let _ = load(&source, &sinks, None, Some(&fallback), None);
     }
     let _ = std::fs::remove_file(&path);
 });

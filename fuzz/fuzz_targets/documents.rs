@@ -8,7 +8,7 @@ use std::path::Path;
 fuzz_target!(|data: &[u8]| {
     let o = Path::new("fuzz");
     if let Ok(i) = parse_index(o, "index", data) {
-        let _ = pick_platform(o, &i);
+        let _ = pick_platform(o, &i, None);
     }
     let _ = manifest_blobs(o, data);
     if let Ok(c) = parse_config(o, data) {
