@@ -3,7 +3,8 @@
 set -euo pipefail
 
 NIXOCI_DEBS=(nix-bin busybox-static umoci skopeo protobuf-compiler pigz zstd tar time bc containerd runc
-    containernetworking-plugins iptables iproute2 docker-registry apache2-utils openssl python3-venv)
+    containernetworking-plugins iptables iproute2 docker-registry apache2-utils openssl python3-venv
+    git qemu-user-static binfmt-support)
 
 missing=()
 for p in "${NIXOCI_DEBS[@]}"; do
@@ -24,6 +25,22 @@ if [ "$(id -u)" = 0 ] && [ -w /etc/nix/nix.conf ]; then
     grep -q '^substituters' /etc/nix/nix.conf || echo 'substituters =' >> /etc/nix/nix.conf
 else
     export NIX_CONFIG=$'experimental-features = nix-command flakes\nsubstituters ='
+fi
+
+# Emulation for other platforms (multi-platform images): qemu-user-static's
+# binfmt handlers, registered where the kernel has binfmt_misc. Nix then
+# builds aarch64-linux derivations here (`extra-platforms`).
+if [ "$(id -u)" = 0 ]; then
+    if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+        mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+    fi
+    if [ -e /proc/sys/fs/binfmt_misc/status ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+        update-binfmts --import qemu-aarch64 >/dev/null 2>&1 || true
+        update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+    fi
+    if [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] && [ -w /etc/nix/nix.conf ]; then
+        grep -q '^extra-platforms' /etc/nix/nix.conf || echo 'extra-platforms = aarch64-linux' >> /etc/nix/nix.conf
+    fi
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 . scripts/setup.sh
 # The SBOM validators (PyPI), installed once, before the tests run in parallel.
 scripts/validators.sh >/dev/null
+# Debian's busybox-static for arm64 (the multi-platform fixtures), fetched once.
+scripts/busybox-arm64.sh >/dev/null
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings

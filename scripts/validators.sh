@@ -4,6 +4,10 @@
 # (pyspdxtools). Prints the virtualenv's bin directory. Installs once.
 set -euo pipefail
 venv="${NIXOCI_VALIDATORS:-${XDG_CACHE_HOME:-$HOME/.cache}/nixoci-test/validators}"
+mkdir -p "$(dirname "$venv")"
+# One install at a time (tests may ask in parallel).
+exec 9>"$venv.lock"
+flock 9
 if ! "$venv/bin/python" -c 'import cyclonedx.validation.json, spdx_tools' 2>/dev/null; then
     rm -rf "$venv"
     mkdir -p "$(dirname "$venv")"
