@@ -306,14 +306,7 @@ pub fn run(a: BuildArgs, verbose: u8, containerd: &super::ContainerdArgs) -> any
             closure.nar_size()
         );
     }
-    let cache = if a.no_cache {
-        LayerCache::disabled()
-    } else {
-        LayerCache::new(default_cache_dir())
-    };
-    let jobs = a
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let (cache, jobs) = cache_and_jobs(&a);
     let bar_on = human && verbose == 0 && std::io::stderr().is_terminal();
     let lines = Lines {
         on: human && !bar_on,
@@ -396,6 +389,19 @@ fn image_options(a: &BuildArgs) -> anyhow::Result<ImageOptions> {
     })
 }
 
+/// The layer cache (none with --no-cache) and the number of layer jobs.
+fn cache_and_jobs(a: &BuildArgs) -> (LayerCache, usize) {
+    let cache = if a.no_cache {
+        LayerCache::disabled()
+    } else {
+        LayerCache::new(default_cache_dir())
+    };
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    (cache, jobs)
+}
+
 /// A multi-platform build, validated.
 struct MultiRun {
     started: Instant,
@@ -447,14 +453,7 @@ fn run_multi(a: &BuildArgs, m: MultiRun, containerd: &super::ContainerdArgs) -> 
             );
         }
     }
-    let cache = if a.no_cache {
-        LayerCache::disabled()
-    } else {
-        LayerCache::new(default_cache_dir())
-    };
-    let jobs = a
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let (cache, jobs) = cache_and_jobs(a);
     let lines = Lines {
         on: human && m.verbose > 0,
         human,

@@ -38,18 +38,11 @@ pub fn index_json(manifests: &[(&Blob, &crate::oci::Platform)]) -> Vec<u8> {
     let entries: Vec<serde_json::Value> = manifests
         .iter()
         .map(|(b, p)| {
-            let mut platform = serde_json::json!({
-                "architecture": p.architecture,
-                "os": p.os,
-            });
-            if let Some(v) = &p.variant {
-                platform["variant"] = v.clone().into();
-            }
             serde_json::json!({
                 "mediaType": b.media_type,
                 "digest": b.digest,
                 "size": b.size,
-                "platform": platform,
+                "platform": p.to_json(),
             })
         })
         .collect();

@@ -77,6 +77,27 @@ impl Platform {
         })
     }
 
+    /// An index entry's platform, as nixoci keeps it.
+    pub fn from_oci(p: &oci_spec::image::Platform) -> Self {
+        Platform {
+            architecture: p.architecture().to_string(),
+            os: p.os().to_string(),
+            variant: p.variant().clone(),
+        }
+    }
+
+    /// The `platform` object of an index entry.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut platform = serde_json::json!({
+            "architecture": self.architecture,
+            "os": self.os,
+        });
+        if let Some(v) = &self.variant {
+            platform["variant"] = v.clone().into();
+        }
+        platform
+    }
+
     /// The Nix system of this platform (`linux/arm64` → `aarch64-linux`).
     pub fn nix_system(&self) -> String {
         let cpu = ARCHES

@@ -58,6 +58,17 @@ impl Referrer {
         }
     }
 
+    /// Its entry in an `index.json` or a referrers index: the manifest
+    /// descriptor with its `artifactType`.
+    pub fn index_entry(&self) -> serde_json::Value {
+        json!({
+            "mediaType": self.manifest.media_type,
+            "digest": self.manifest.digest,
+            "size": self.manifest.size,
+            "artifactType": self.artifact_type,
+        })
+    }
+
     /// The document a referrer made by [`Referrer::new`] holds (its one layer).
     pub fn document(&self) -> Option<&[u8]> {
         self.blobs

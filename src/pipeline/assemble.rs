@@ -69,11 +69,7 @@ impl ImageSpec {
     /// its name: the documents describe the content, whatever its name).
     fn shaping(&self) -> serde_json::Value {
         serde_json::json!({
-            "platform": {
-                "os": self.platform.os,
-                "architecture": self.platform.architecture,
-                "variant": self.platform.variant,
-            },
+            "platform": self.platform.to_json(),
             "config": self.runtime,
             "created": self.created,
             "mtime": self.mtime,

@@ -548,20 +548,40 @@ fn copy_into(
     Ok(match source {
         ImageSource::Load(l) => crate::source::load(l, sinks, tag, fallback, want)?,
         ImageSource::Containerd(name) => {
-            let containerd = |source| PipelineError::Sink {
-                sink: "containerd".into(),
-                source,
-            };
-            let client = ctx.containerd(None).map_err(containerd)?;
-            let rt = ctx.runtime().map_err(containerd)?;
+            let (rt, client) = containerd_of(ctx)?;
             crate::source::containerd::export(&rt, &client, name, sinks, want)?
         }
         ImageSource::Registry(reference, creds) => {
-            let client = crate::source::registry::client(reference, &ctx.registry, creds.clone())
-                .map_err(crate::source::registry::PullError::from)?;
+            let client = registry_of(reference, ctx, creds)?;
             crate::source::registry::pull(reference, &client, sinks, want)?
         }
     })
+}
+
+/// The runtime and a client of the context's containerd (a source).
+fn containerd_of(
+    ctx: &SinkContext,
+) -> Result<(tokio::runtime::Handle, crate::containerd::Client), PipelineError> {
+    let containerd = |source| PipelineError::Sink {
+        sink: "containerd".into(),
+        source,
+    };
+    let client = ctx.containerd(None).map_err(containerd)?;
+    let rt = ctx.runtime().map_err(containerd)?;
+    Ok((rt, client))
+}
+
+/// A registry client to read `reference` with `creds` (else the Docker
+/// config's).
+fn registry_of(
+    reference: &ImageRef,
+    ctx: &SinkContext,
+    creds: &Option<Credentials>,
+) -> Result<crate::registry::Client, PipelineError> {
+    Ok(
+        crate::source::registry::client(reference, &ctx.registry, creds.clone())
+            .map_err(crate::source::registry::PullError::from)?,
+    )
 }
 
 /// What `nixoci verify` found: every blob read whole and matching the
@@ -613,17 +633,11 @@ pub fn referrers(
             (desc.digest, refs)
         }
         ImageSource::Containerd(name) => {
-            let containerd = |source| PipelineError::Sink {
-                sink: "containerd".into(),
-                source,
-            };
-            let client = ctx.containerd(None).map_err(containerd)?;
-            let rt = ctx.runtime().map_err(containerd)?;
+            let (rt, client) = containerd_of(ctx)?;
             crate::source::containerd::referrers(&rt, &client, name, want)?
         }
         ImageSource::Registry(reference, creds) => {
-            let client = crate::source::registry::client(reference, &ctx.registry, creds.clone())
-                .map_err(crate::source::registry::PullError::from)?;
+            let client = registry_of(reference, ctx, creds)?;
             crate::source::registry::referrers(reference, &client, want)?
         }
     })

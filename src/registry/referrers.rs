@@ -24,12 +24,7 @@ fn entry(r: &Referrer) -> Value {
         .ok()
         .and_then(|m| m.get("annotations").cloned())
         .unwrap_or(Value::Null);
-    let mut e = json!({
-        "mediaType": r.manifest.media_type,
-        "digest": r.manifest.digest,
-        "size": r.manifest.size,
-        "artifactType": r.artifact_type,
-    });
+    let mut e = r.index_entry();
     if annotations.is_object() {
         e["annotations"] = annotations;
     }

@@ -104,22 +104,16 @@ impl ArchiveSink {
             "annotations": { REF_NAME: reference.tag_or_latest(), CONTAINERD_NAME: full },
         });
         if let Some(p) = platform {
-            let mut platform = serde_json::json!({ "architecture": p.architecture, "os": p.os });
-            if let Some(v) = &p.variant {
-                platform["variant"] = v.clone().into();
-            }
-            entry["platform"] = platform;
+            entry["platform"] = p.to_json();
         }
         let mut manifests = vec![entry];
         // Referrers beside the image, with no ref.name, as in a layout.
-        for r in images.iter().flat_map(|i| &i.referrers) {
-            manifests.push(serde_json::json!({
-                "mediaType": r.manifest.media_type,
-                "digest": r.manifest.digest,
-                "size": r.manifest.size,
-                "artifactType": r.artifact_type,
-            }));
-        }
+        manifests.extend(
+            images
+                .iter()
+                .flat_map(|i| &i.referrers)
+                .map(|r| r.index_entry()),
+        );
         let index = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": INDEX_MEDIA_TYPE,

@@ -207,24 +207,15 @@ impl OciDir {
             },
         });
         if let Some(p) = platform {
-            let mut platform = serde_json::json!({
-                "architecture": p.architecture,
-                "os": p.os,
-            });
-            if let Some(v) = &p.variant {
-                platform["variant"] = v.clone().into();
-            }
-            entry["platform"] = platform;
+            entry["platform"] = p.to_json();
         }
         manifests.push(entry);
-        for r in images.iter().flat_map(|i| &i.referrers) {
-            manifests.push(serde_json::json!({
-                "mediaType": r.manifest.media_type,
-                "digest": r.manifest.digest,
-                "size": r.manifest.size,
-                "artifactType": r.artifact_type,
-            }));
-        }
+        manifests.extend(
+            images
+                .iter()
+                .flat_map(|i| &i.referrers)
+                .map(|r| r.index_entry()),
+        );
         write_atomic(&index_path, &canonical_json(&index))
         // The lock is released when `lock` is dropped.
     }

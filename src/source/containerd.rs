@@ -241,11 +241,7 @@ pub fn image_platforms(rt: &Handle, c: &Client, media_type: &str, digest: &str) 
                 i.manifests()
                     .iter()
                     .filter_map(|m| m.platform().as_ref())
-                    .map(|p| Platform {
-                        architecture: p.architecture().to_string(),
-                        os: p.os().to_string(),
-                        variant: p.variant().clone(),
-                    })
+                    .map(Platform::from_oci)
                     .collect()
             })
             .unwrap_or_default();

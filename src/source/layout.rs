@@ -155,41 +155,46 @@ pub fn referrers(
     tag: Option<&ImageRef>,
     want: Option<&Platform>,
 ) -> Result<(Blob, Vec<crate::oci::Referrer>), LoadError> {
-    let read = |root: &Path, docs: Option<&BTreeMap<String, Vec<u8>>>| {
-        let blobs = match docs {
-            Some(d) => Blobs::Docs(d, root),
-            None => Blobs::Dir(root),
-        };
-        let index_bytes = match docs {
-            Some(d) => d
+    let found = with_layout(source, |root, index, blobs| {
+        let (_, desc) = pick_from_index(root, index, blobs, tag, want, false)?;
+        let refs = referrers_of(root, index, blobs, &desc.digest)?;
+        Ok((desc, refs))
+    })?;
+    found.ok_or_else(|| LoadError::Invalid {
+        path: source.path().into(),
+        why: "a docker-archive or stream script holds no SBOM or provenance (nixoci attaches them to OCI layouts, OCI archives, registries and containerd)".into(),
+    })
+}
+
+/// Call `f` with the index and documents of a layout or OCI archive
+/// (`None` for other sources).
+fn with_layout<T>(
+    source: &super::LoadSource,
+    f: impl FnOnce(&Path, &ImageIndex, &Blobs) -> Result<T, LoadError>,
+) -> Result<Option<T>, LoadError> {
+    let docs;
+    let (root, blobs, index_bytes) = match source {
+        super::LoadSource::Oci(root) => {
+            let p = root.join("index.json");
+            let bytes = std::fs::read(&p).map_err(io_err(&p))?;
+            (root.as_path(), Blobs::Dir(root), bytes)
+        }
+        super::LoadSource::OciArchive(file) => {
+            docs = archive_documents(file)?;
+            let bytes = docs
                 .get("index.json")
                 .cloned()
                 .ok_or_else(|| LoadError::Missing {
-                    path: root.into(),
+                    path: file.into(),
                     what: "file",
                     name: "index.json".into(),
-                })?,
-            None => {
-                let p = root.join("index.json");
-                std::fs::read(&p).map_err(io_err(&p))?
-            }
-        };
-        let index = parse_index(root, "index.json", &index_bytes)?;
-        let (_, desc) = pick_from_index(root, &index, &blobs, tag, want, false)?;
-        let refs = referrers_of(root, &index, &blobs, &desc.digest)?;
-        Ok((desc, refs))
-    };
-    match source {
-        super::LoadSource::Oci(root) => read(root, None),
-        super::LoadSource::OciArchive(file) => {
-            let docs = archive_documents(file)?;
-            read(file, Some(&docs))
+                })?;
+            (file.as_path(), Blobs::Docs(&docs, file), bytes)
         }
-        other => Err(LoadError::Invalid {
-            path: other.path().into(),
-            why: "a docker-archive or stream script holds no SBOM or provenance (nixoci attaches them to OCI layouts, OCI archives, registries and containerd)".into(),
-        }),
-    }
+        _ => return Ok(None),
+    };
+    let index = parse_index(root, "index.json", &index_bytes)?;
+    f(root, &index, &blobs).map(Some)
 }
 
 fn oci_plan(
@@ -354,27 +359,8 @@ pub fn top_index(
     source: &super::LoadSource,
     tag: Option<&ImageRef>,
 ) -> Result<Option<TopIndex>, LoadError> {
-    let read = |root: &Path, docs: Option<&BTreeMap<String, Vec<u8>>>| {
-        let blobs = match docs {
-            Some(d) => Blobs::Docs(d, root),
-            None => Blobs::Dir(root),
-        };
-        let index_bytes = match docs {
-            Some(d) => d
-                .get("index.json")
-                .cloned()
-                .ok_or_else(|| LoadError::Missing {
-                    path: root.into(),
-                    what: "file",
-                    name: "index.json".into(),
-                })?,
-            None => {
-                let p = root.join("index.json");
-                std::fs::read(&p).map_err(io_err(&p))?
-            }
-        };
-        let index = parse_index(root, "index.json", &index_bytes)?;
-        let (name, desc) = pick_from_index(root, &index, &blobs, tag, None, true)?;
+    let found = with_layout(source, |root, index, blobs| {
+        let (name, desc) = pick_from_index(root, index, blobs, tag, None, true)?;
         if !is_index(&desc.media_type) {
             return Ok(None);
         }
@@ -384,11 +370,7 @@ pub fn top_index(
             .manifests()
             .iter()
             .filter_map(|m| m.platform().as_ref())
-            .map(|p| Platform {
-                architecture: p.architecture().to_string(),
-                os: p.os().to_string(),
-                variant: p.variant().clone(),
-            })
+            .map(Platform::from_oci)
             .collect();
         Ok(Some(TopIndex {
             name,
@@ -396,13 +378,6 @@ pub fn top_index(
             bytes,
             platforms,
         }))
-    };
-    match source {
-        super::LoadSource::Oci(root) => read(root, None),
-        super::LoadSource::OciArchive(file) => {
-            let docs = archive_documents(file)?;
-            read(file, Some(&docs))
-        }
-        _ => Ok(None),
-    }
+    })?;
+    Ok(found.flatten())
 }
