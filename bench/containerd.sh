@@ -42,6 +42,13 @@ settle() {
     tar -cf - $(nix-store -qR "$root") 2>/dev/null | cat > /dev/null
 }
 
+# The floor: a plain copy of the closure's files, written out (what any
+# unpack must at least do when it copies).
+mapfile -t paths < <(nix-store -qR "$root")
+settle
+read -r t_cp _ < <(time_of "mkdir $work/cpa && cp -a ${paths[*]} $work/cpa/ && sync")
+rm -rf "$work/cpa"
+
 start_containerd base
 a=$work/base/sock
 settle
@@ -60,7 +67,17 @@ cold cold
 t_cold=$t rss_c=$rss
 b=$work/cold/sock
 read -r t_warm rss_w < <(time_of "$bin build --store-path $root --containerd-address $b -o containerd:bench")
+# The same after the cache drop: what a developer's rebuild costs, reading
+# nixoci itself from disk too.
+settle
+read -r t_warm_cold rss_wc < <(time_of "$bin build --store-path $root --containerd-address $b -o containerd:bench")
+# One store path changed (the application: make-closure --variant 1).
+variant=$("$make_closure" "$profile" --variant 1)
+settle
+read -r t_var rss_v < <(time_of "$bin build --store-path $variant --containerd-address $b -o containerd:bench")
 ctr -a "$b" -n bench run --rm docker.io/library/closure-$profile:latest check true 2>/dev/null || true
+NIXOCI_LINK=copy cold copy
+t_copy=$t rss_cp=$rss
 cold gzip1 --compression gzip
 t_g1=$t rss_g1=$rss
 cold gzip6 --compression-level 6
@@ -71,6 +88,14 @@ printf '%-58s %8s %8s %9s\n' what seconds ratio "peak MiB"
 printf '%-58s %8.2f\n' "baseline: nixoci -> docker-archive + ctr images import" "$t_base"
 row() { printf '%-58s %8.2f %8.2f %9.1f\n' "$1" "$2" "$(echo "$2 / $t_base" | bc -l)" "$(echo "$3 / 1024" | bc -l)"; }
 row "nixoci -> containerd, unpacked, cold (default: zstd -1)" "$t_cold" "$rss_c"
+row "  same, store files copied (NIXOCI_LINK=copy)" "$t_copy" "$rss_cp"
 row "  same, --compression gzip (level 1)" "$t_g1" "$rss_g1"
 row "  same, --compression-level 6 (gzip as for registries)" "$t_g6" "$rss_g6"
 row "nixoci -> containerd, warm (nothing changed)" "$t_warm" "$rss_w"
+row "  same, after the cache drop" "$t_warm_cold" "$rss_wc"
+row "  one store path changed, after the cache drop" "$t_var" "$rss_v"
+echo
+printf '%-58s %8.2f\n' "floor: cp -a of the closure + sync" "$t_cp"
+floor() { printf '%-58s %8.2f %8.2f\n' "$1" "$2" "$(echo "$2 / $t_cp" | bc -l)"; }
+floor "nixoci -> containerd, cold (ratio to the floor)" "$t_cold"
+floor "  same, store files copied" "$t_copy"

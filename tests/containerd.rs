@@ -715,6 +715,30 @@ fn filling_snapshots_directly_matches_diff_apply() {
         assert!(media.ends_with(compression), "{media}");
         assert_eq!(fast["outputs"][0]["unpack"]["filled"], layers, "{fast}");
         assert_eq!(fast["outputs"][0]["unpack"]["applied"], 0);
+        // Store files linked, not copied (one filesystem, owner 0:0).
+        assert!(
+            fast["outputs"][0]["unpack"]["files_linked"]
+                .as_u64()
+                .unwrap()
+                > 0,
+            "{fast}"
+        );
+        // And copied when asked: the third tree compared below.
+        let copy_ns = format!("copy-{flake}");
+        let o = fx
+            .nixoci()
+            .current_dir(fx.dir())
+            .env("NIXOCI_HOME", fx.out("home"))
+            .env("NIXOCI_LINK", "copy")
+            .args(["build", ".", "--json", "--compression", compression])
+            .args(["--containerd-address", &cd.socket(), "-o"])
+            .arg(format!("containerd:{copy_ns}"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        let copied: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let u = &copied["outputs"][0]["unpack"];
+        assert_eq!(u["files_linked"], 0, "{copied}");
         // ...and containerd's own diff.Apply of the same blobs.
         let o = fx
             .nixoci()
@@ -740,18 +764,21 @@ fn filling_snapshots_directly_matches_diff_apply() {
         assert_eq!(slow["manifest"], fast["manifest"]);
         // The two unpacked images, as a container sees them, are identical.
         let name = format!("docker.io/library/{image}:latest");
-        let (m1, m2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        run(cd
-            .ctr(&fill_ns)
-            .args(["images", "mount", &name])
-            .arg(m1.path()));
-        run(cd
-            .ctr(&apply_ns)
-            .args(["images", "mount", &name])
-            .arg(m2.path()));
-        let check = std::panic::catch_unwind(|| assert_identical_trees(m2.path(), m1.path()));
-        run(cd.ctr(&fill_ns).args(["images", "unmount"]).arg(m1.path()));
-        run(cd.ctr(&apply_ns).args(["images", "unmount"]).arg(m2.path()));
+        let (m1, m2, m3) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        for (ns, m) in [(&fill_ns, &m1), (&apply_ns, &m2), (&copy_ns, &m3)] {
+            run(cd.ctr(ns).args(["images", "mount", &name]).arg(m.path()));
+        }
+        let check = std::panic::catch_unwind(|| {
+            assert_identical_trees(m2.path(), m1.path());
+            assert_identical_trees(m2.path(), m3.path());
+        });
+        for (ns, m) in [(&fill_ns, &m1), (&apply_ns, &m2), (&copy_ns, &m3)] {
+            run(cd.ctr(ns).args(["images", "unmount"]).arg(m.path()));
+        }
         check.unwrap();
     }
     assert_eq!(
@@ -987,4 +1014,96 @@ fn hostile_archive_paths_never_write_outside_the_image() {
         }
     }
     let _ = std::fs::remove_dir_all(&outside);
+}
+
+/// What a store file is, for comparing it before and after.
+fn store_file_state(p: &std::path::Path) -> (Vec<u8>, u32, u32, u32, i64, i64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(p).unwrap();
+    (
+        std::fs::read(p).unwrap(),
+        md.mode(),
+        md.uid(),
+        md.gid(),
+        md.mtime(),
+        md.mtime_nsec(),
+        md.ino(),
+    )
+}
+
+/// A file linked from the store into a snapshot is the store's inode, and
+/// a container that writes, appends, chmods and chowns it changes its own
+/// copy (overlayfs copy-up), never the store.
+#[test]
+fn a_container_cannot_change_the_store_through_a_linked_file() {
+    use std::os::unix::fs::MetadataExt;
+    let cd = Containerd::start();
+    let fx = Fixture::flake("hello");
+    let doc = build_into(&fx, &cd, "link", &["."]);
+    assert!(
+        doc["outputs"][0]["unpack"]["files_linked"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{doc}"
+    );
+    let root = doc["store_path"].as_str().unwrap();
+    let closure = nix_closure(root);
+    let data = closure.iter().find(|p| p.ends_with("-greet-data")).unwrap();
+    let bb = closure.iter().find(|p| p.ends_with("-busybox")).unwrap();
+    let file = std::path::PathBuf::from(format!("{data}/share/greeting"));
+    let before = store_file_state(&file);
+    // Linked: the image's file is the store's inode.
+    let m = tempfile::tempdir().unwrap();
+    let name = "docker.io/library/hello-app:latest";
+    run(cd.ctr("link").args(["images", "mount", name]).arg(m.path()));
+    let in_image = m.path().join(file.strip_prefix("/").unwrap());
+    let ino = std::fs::metadata(&in_image).map(|md| md.ino());
+    run(cd.ctr("link").args(["images", "unmount"]).arg(m.path()));
+    assert_eq!(
+        ino.unwrap(),
+        before.6,
+        "the image's file is not the store's inode"
+    );
+    let script = format!(
+        "echo written > {f}.new && cat {f}.new > {f} && echo appended >> {f} && chmod 777 {f} && chown 1:1 {f} && cat {f}",
+        f = file.display()
+    );
+    let out = cd.run_image(
+        "link",
+        name,
+        &[&format!("{bb}/busybox"), "sh", "-c", &script],
+    );
+    assert_eq!(out, "written\nappended\n");
+    assert_eq!(store_file_state(&file), before, "the store file changed");
+    // And the image itself is unchanged for the next container.
+    assert_eq!(cd.run_image("link", name, &[]), "hello from nix\n");
+}
+
+/// Where containerd's root is another filesystem than the store (a
+/// tmpfs here), store files are copied.
+#[test]
+fn store_files_are_copied_across_filesystems() {
+    let cd = Containerd::start_on(|d| {
+        let root = d.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(&root));
+    });
+    let root = cd.dir.path().join("root");
+    let result = std::panic::catch_unwind(|| {
+        let fx = Fixture::flake("hello");
+        let doc = build_into(&fx, &cd, "xdev", &["."]);
+        let u = &doc["outputs"][0]["unpack"];
+        assert_eq!(u["files_linked"], 0, "{doc}");
+        assert!(u["files_copied"].as_u64().unwrap() > 0, "{doc}");
+        assert_eq!(
+            cd.run_image("xdev", "docker.io/library/hello-app:latest", &[]),
+            "hello from nix\n"
+        );
+    });
+    drop(cd);
+    let _ = Command::new("umount").arg("-l").arg(&root).status();
+    result.unwrap();
 }

@@ -711,5 +711,7 @@ fn unpack_stats(
         applied: u.get("applied")?.as_u64()? as usize,
         filled: u.get("filled")?.as_u64()? as usize,
         existing: u.get("existing")?.as_u64()? as usize,
+        files_linked: u.get("files_linked").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
+        files_copied: u.get("files_copied").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
     })
 }

@@ -194,8 +194,15 @@ pub struct Containerd {
 
 impl Containerd {
     pub fn start() -> Self {
+        Self::start_on(|_| {})
+    }
+
+    /// Start one after `prepare` has seen its directory (to mount
+    /// something on `root`, say).
+    pub fn start_on(prepare: impl FnOnce(&Path)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
+        prepare(d);
         let config = format!(
             "version = 2\nroot = {:?}\nstate = {:?}\n[grpc]\n  address = {:?}\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = {:?}\n",
             d.join("root").display().to_string(),

@@ -7,6 +7,22 @@
 //! of the same tar: same names, types, modes, owners (0:0), link targets,
 //! contents and times (atime = mtime = the layer mtime); a test checks it.
 //! Anything else falls back to `diff.Apply`; `NIXOCI_UNPACK=apply` forces that.
+//!
+//! Into overlayfs snapshots, a store file that already is exactly what the
+//! layer says (owner 0:0, the mode and mtime of the layer, on the same
+//! filesystem) is hard-linked instead of copied: the same tree for the cost
+//! of a directory entry. Store files never change in place, snapshots are
+//! never written once committed, and a container that writes to one gets
+//! a copy-up in its own upper directory, so the store is never touched
+//! through a container (tests write, append, chmod and chown to a linked
+//! file from a running container and compare the store file). What a link
+//! changes: the store inode's link count and ctime, and files the store
+//! already shares (`nix-store --optimise`) share one inode in the snapshot
+//! too; no layer consumer reads either. Not linked: top-level store paths
+//! that are single files (their ctime identifies them to the closure
+//! cache), other owners (a single-user store), another filesystem
+//! (`EXDEV`), the native snapshotter (it bind-mounts its directories) and
+//! `NIXOCI_LINK=copy`.
 
 use crate::image::layer::{Emit, LayerContent, LayerError, StoreFile};
 use crate::image::tar::copy_exact;
@@ -46,6 +62,10 @@ pub fn fill_target(mounts: &[Mount]) -> Option<PathBuf> {
 pub struct DirFiller {
     root: PathBuf,
     mtime: libc::timespec,
+    /// The device of `root` where store files may be linked into it.
+    link_dev: Option<u64>,
+    linked: std::sync::atomic::AtomicUsize,
+    copied: std::sync::atomic::AtomicUsize,
     /// Directories, to get their times once their children are written.
     dirs: Vec<PathBuf>,
     copies: Option<SyncSender<CopyJob>>,
@@ -57,6 +77,68 @@ struct CopyJob {
     dest: PathBuf,
     mode: u32,
     size: u64,
+}
+
+/// What a fill did with the store files.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FillStats {
+    pub linked: usize,
+    pub copied: usize,
+}
+
+/// Whether store files may be linked into snapshots of `snapshotter`.
+pub fn may_link(snapshotter: &str) -> bool {
+    snapshotter == "overlayfs" && std::env::var("NIXOCI_LINK").as_deref() != Ok("copy")
+}
+
+/// Whether the open store file `src` (for entry `name`) already is what
+/// the layer says: owner 0:0, `mode`, `size`, the layer mtime, on device
+/// `dev`; and not a top-level store path (see the module comment).
+fn linkable(
+    name: &[u8],
+    src: &fs::File,
+    mode: u32,
+    size: u64,
+    mtime: libc::time_t,
+    dev: u64,
+) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let top_level = name
+        .strip_prefix(b"nix/store/")
+        .is_some_and(|rest| !rest.contains(&b'/'));
+    let Ok(md) = src.metadata() else {
+        return false;
+    };
+    !top_level
+        && md.uid() == 0
+        && md.gid() == 0
+        && md.mode() & 0o7777 == mode
+        && md.size() == size
+        && md.mtime() == mtime
+        && md.mtime_nsec() == 0
+        && md.dev() == dev
+}
+
+/// Link the open file `src` at `dest` (`linkat` with `AT_EMPTY_PATH`,
+/// which root may do).
+fn link_open_file(src: &fs::File, dest: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let c = cpath(dest)?;
+    // SAFETY: an open descriptor, an empty C string and a valid C path.
+    let r = unsafe {
+        libc::linkat(
+            src.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Copier threads per fill: the copies are kernel work, which a second
@@ -72,6 +154,9 @@ impl DirFiller {
         DirFiller {
             root: root.to_path_buf(),
             mtime: filler_mtime(mtime),
+            link_dev: None,
+            linked: Default::default(),
+            copied: Default::default(),
             dirs: Vec::new(),
             copies: None,
         }
@@ -222,6 +307,17 @@ impl Emit for DirFiller {
         _buf: &mut [u8],
     ) -> io::Result<()> {
         let dest = self.path(name);
+        if let Some(dev) = self.link_dev {
+            if linkable(name, &src.inner, mode, size, self.mtime.tv_sec, dev)
+                && link_open_file(&src.inner, &dest).is_ok()
+            {
+                self.linked
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+        self.copied
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match &self.copies {
             Some(tx) => {
                 let job = CopyJob {
@@ -241,8 +337,17 @@ impl Emit for DirFiller {
 /// Fill `dir` with the layer's entries: the walk makes directories and
 /// symlinks in order, copier threads copy the files; directories get their
 /// times when every copy is done.
-pub fn fill(dir: &Path, content: &LayerContent, mtime: u64) -> Result<(), LayerError> {
+pub fn fill(
+    dir: &Path,
+    content: &LayerContent,
+    mtime: u64,
+    link: bool,
+) -> Result<FillStats, LayerError> {
+    use std::os::unix::fs::MetadataExt;
     let mut filler = DirFiller::new(dir, mtime);
+    if link {
+        filler.link_dev = fs::metadata(dir).ok().map(|m| m.dev());
+    }
     let first_error: Mutex<Option<io::Error>> = Mutex::new(None);
     // Each queued job holds an open file: a short queue keeps descriptors few.
     let (tx, rx) = sync_channel::<CopyJob>(64);
@@ -274,7 +379,12 @@ pub fn fill(dir: &Path, content: &LayerContent, mtime: u64) -> Result<(), LayerE
     if let Some(e) = first_error.into_inner().unwrap() {
         return Err(LayerError::Write(e));
     }
-    filler.finish().map_err(LayerError::Write)
+    let stats = FillStats {
+        linked: filler.linked.load(std::sync::atomic::Ordering::Relaxed),
+        copied: filler.copied.load(std::sync::atomic::Ordering::Relaxed),
+    };
+    filler.finish().map_err(LayerError::Write)?;
+    Ok(stats)
 }
 
 fn filler_mtime(mtime: u64) -> libc::timespec {
@@ -339,5 +449,41 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         assert!(e.to_string().contains("shrank"), "{e}");
+    }
+
+    /// Only a file that already is what the layer says is linked.
+    #[test]
+    fn only_files_as_the_layer_says_are_linked() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("f");
+        fs::write(&src, b"data").unwrap();
+        fs::set_permissions(&src, fs::Permissions::from_mode(0o444)).unwrap();
+        set_times(&src, filler_mtime(1)).unwrap();
+        let md = fs::metadata(&src).unwrap();
+        let f = fs::File::open(&src).unwrap();
+        let name = b"nix/store/abc-x/share/f";
+        let ok = |name: &[u8], mode, size, mtime, dev| linkable(name, &f, mode, size, mtime, dev);
+        // (as root, which the tests are: owner 0:0)
+        if md.uid() != 0 {
+            return;
+        }
+        assert!(ok(name, 0o444, 4, 1, md.dev()));
+        assert!(
+            !ok(b"nix/store/abc-x", 0o444, 4, 1, md.dev()),
+            "a top-level file"
+        );
+        assert!(!ok(name, 0o555, 4, 1, md.dev()), "another mode");
+        assert!(!ok(name, 0o444, 5, 1, md.dev()), "another size");
+        assert!(!ok(name, 0o444, 4, 2, md.dev()), "another mtime");
+        assert!(!ok(name, 0o444, 4, 1, md.dev() + 1), "another filesystem");
+        // Another owner (a single-user Nix store): copied.
+        std::os::unix::fs::chown(&src, Some(1000), Some(1000)).unwrap();
+        let f = fs::File::open(&src).unwrap();
+        assert!(!linkable(name, &f, 0o444, 4, 1, md.dev()));
+        // A link is the same inode.
+        let dest = d.path().join("linked");
+        link_open_file(&fs::File::open(&src).unwrap(), &dest).unwrap();
+        assert_eq!(fs::metadata(&dest).unwrap().ino(), md.ino());
     }
 }

@@ -38,6 +38,10 @@ pub struct UnpackStats {
     pub filled: usize,
     /// Layers whose snapshot already existed.
     pub existing: usize,
+    /// Store files of filled layers hard-linked into their snapshot (the
+    /// same inode as the store's), and those copied.
+    pub files_linked: usize,
+    pub files_copied: usize,
 }
 
 /// How a layer got into its snapshot.
@@ -45,7 +49,7 @@ pub struct UnpackStats {
 pub enum Unpacked {
     Existing,
     Applied,
-    Filled,
+    Filled(super::fill::FillStats),
 }
 
 pub async fn snapshot_exists(
@@ -86,7 +90,11 @@ impl UnpackStats {
         match how {
             Unpacked::Existing => self.existing += 1,
             Unpacked::Applied => self.applied += 1,
-            Unpacked::Filled => self.filled += 1,
+            Unpacked::Filled(f) => {
+                self.filled += 1;
+                self.files_linked += f.linked;
+                self.files_copied += f.copied;
+            }
         }
     }
 
@@ -98,6 +106,8 @@ impl UnpackStats {
     pub fn merge(&mut self, other: UnpackStats) {
         self.applied += other.applied;
         self.filled += other.filled;
+        self.files_linked += other.files_linked;
+        self.files_copied += other.files_copied;
     }
 }
 
@@ -187,20 +197,22 @@ async fn apply_one(
             (Some(dir), Some((content, mtime))) => {
                 let content = content.clone();
                 let d = dir.clone();
-                let filled =
-                    tokio::task::spawn_blocking(move || super::fill::fill(&d, &content, mtime))
-                        .await
-                        .map_err(|e| {
-                            ContainerdError::Engine(format!("filling snapshot {chain}: {e}"))
-                        })?;
-                if let Err(e) = filled {
-                    super::fill::empty_dir(&dir);
-                    return Err(ContainerdError::Engine(format!(
-                        "filling snapshot {chain} in {}: {e}",
-                        dir.display()
-                    )));
+                let link = super::fill::may_link(snapshotter);
+                let filled = tokio::task::spawn_blocking(move || {
+                    super::fill::fill(&d, &content, mtime, link)
+                })
+                .await
+                .map_err(|e| ContainerdError::Engine(format!("filling snapshot {chain}: {e}")))?;
+                match filled {
+                    Ok(stats) => Unpacked::Filled(stats),
+                    Err(e) => {
+                        super::fill::empty_dir(&dir);
+                        return Err(ContainerdError::Engine(format!(
+                            "filling snapshot {chain} in {}: {e}",
+                            dir.display()
+                        )));
+                    }
                 }
-                Unpacked::Filled
             }
             _ => {
                 apply_diff(c, layer, mounts).await?;
