@@ -125,6 +125,26 @@ fn one_index_for_two_platforms_in_a_layout() {
             .unwrap()
     );
     run(fx.nixoci().args(["verify", &oci]));
+    // nixoci load chooses a platform from the index (default: this machine's).
+    for (platform, m) in [(None, &manifests[0]), (Some("linux/arm64"), &manifests[1])] {
+        let out = fx.out(&format!(
+            "loaded-{}",
+            platform.unwrap_or("host").replace('/', "-")
+        ));
+        let mut load = fx.nixoci();
+        load.args(["load", &oci, "--json", "-o"])
+            .arg(format!("oci:{}", out.display()));
+        if let Some(p) = platform {
+            load.args(["--platform", p]);
+        }
+        let o = load.output().unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        let loaded: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            loaded["manifest"]["digest"], m["manifest"]["digest"],
+            "{platform:?}"
+        );
+    }
 
     // Reproducible: another copy, in Docker's words, gives the same index;
     // and into an OCI archive too.
@@ -327,6 +347,29 @@ fn two_platforms_through_a_registry_and_containerd() {
         "arm-pulled",
     ]));
     assert_eq!(out, "hello from every platform\naarch64\n");
+    // And the host's, by default.
+    let o = fx
+        .nixoci()
+        .args([
+            "pull",
+            "--insecure",
+            "--json",
+            "--containerd-address",
+            &cd.socket(),
+        ])
+        .args(["--namespace", "host", &target])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let pulled: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        pulled["manifest_digest"],
+        doc["manifests"][0]["manifest"]["digest"]
+    );
+    assert_eq!(
+        cd.run_image("host", &target, &[]),
+        "hello from every platform\nx86_64\n"
+    );
     // A platform the index lacks is named with those it has.
     let o = fx
         .nixoci()
