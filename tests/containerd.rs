@@ -108,10 +108,25 @@ fn import_run_reimport_share_and_remove() {
     );
     assert_eq!(content.matches("containerd.io/uncompressed=").count(), 5);
 
-    // Re-import: nothing is sent.
+    // Re-import: nothing is sent; the image is recorded and unpacked
+    // already, so nothing is asked per layer either.
     let again = build_into(&fx, &cd, "t1", &["."]);
     assert_eq!(again["outputs"][0]["bytes_written"], 0);
     assert_eq!(again["manifest"]["digest"], doc["manifest"]["digest"]);
+    assert_eq!(again["stats"]["layers_cached"], 5, "{again}");
+    assert_eq!(again["outputs"][0]["unpack"]["existing"], 5, "{again}");
+    assert_eq!(run(cd.ctr("t1").args(["leases", "ls", "-q"])).trim(), "");
+    // Without its record (removed by hand), the image is recorded again
+    // from what containerd still has.
+    run(cd
+        .ctr("t1")
+        .args(["images", "rm", "docker.io/library/hello-app:latest"]));
+    let back = build_into(&fx, &cd, "t1", &["."]);
+    assert_eq!(back["manifest"]["digest"], doc["manifest"]["digest"]);
+    assert_eq!(
+        cd.run_image("t1", "docker.io/library/hello-app:latest", &[]),
+        "hello from nix\n"
+    );
 
     // Another image over the same store paths (no entrypoint, another name)
     // shares every blob and snapshot.

@@ -371,6 +371,34 @@ fn assemble_inner(
     let start = Instant::now();
     spec.compression.check_level(spec.level)?;
     let layers = plan(closure, spec.max_layers, spec.root_layer.any())?;
+    // Nothing changed: every layer's digests are in the cache and every
+    // output already holds this very image (containerd: the same record,
+    // unpacked). Then nothing is read, sent or written, and no call is
+    // made per layer.
+    if record_image && !sinks.is_empty() {
+        let cached: Option<Vec<LayerRecord>> = layers
+            .iter()
+            .map(|l| cache.get(&layer_key(spec, closure, l)))
+            .collect();
+        if let Some(records) = cached {
+            let record = image_record(spec, closure, &layers, records)?;
+            if sinks.iter().all(|s| s.holds_image(&record)) {
+                for s in sinks {
+                    s.finish_held(&record).map_err(Job::sink_err(*s))?;
+                }
+                let stats = Stats {
+                    layers_cached: layers.len(),
+                    seconds: start.elapsed().as_secs_f64(),
+                    ..Default::default()
+                };
+                return Ok(AssembledImage {
+                    record,
+                    plan: layers,
+                    stats,
+                });
+            }
+        }
+    }
     // Largest first, so the long layers start early. When a sink unpacks
     // layers bottom-up as they arrive (containerd), the largest still starts
     // first, then the rest go bottom-up so the unpack can follow at once.
@@ -466,6 +494,51 @@ fn assemble_inner(
     stats.bytes_read = bytes_read.into_inner();
     let records: Vec<LayerRecord> = results.into_iter().map(|r| r.0).collect();
 
+    let record = image_record(spec, closure, &layers, records)?;
+    if spec.attest.is_some() {
+        if let Some(s) = sinks
+            .iter()
+            .find(|s| s.layer_form() == LayerForm::Uncompressed)
+        {
+            progress.note(&format!(
+                "{}: a docker-archive has no place for the SBOM and provenance; the other outputs get them",
+                s.describe()
+            ));
+        }
+    }
+    for s in sinks {
+        s.put_blob(&record.config.digest, &record.config_bytes)
+            .map_err(Job::sink_err(*s))?;
+        crate::sink::put_referrers(*s, &record).map_err(Job::sink_err(*s))?;
+        if s.layer_form() == LayerForm::Compressed {
+            s.put_blob(&record.manifest.digest, &record.manifest_bytes)
+                .map_err(Job::sink_err(*s))?;
+        }
+    }
+    if crate::util::interrupt::interrupted() {
+        return Err(AssembleError::Interrupted);
+    }
+    if record_image {
+        for s in sinks {
+            s.finish(&record).map_err(Job::sink_err(*s))?;
+        }
+    }
+    stats.seconds = start.elapsed().as_secs_f64();
+    Ok(AssembledImage {
+        record,
+        plan: layers,
+        stats,
+    })
+}
+
+/// The image record of `layers` built into `records`: config, manifest
+/// and (unless `--no-sbom`) the referrers. Pure.
+fn image_record(
+    spec: &ImageSpec,
+    closure: &Closure,
+    layers: &[PlannedLayer],
+    records: Vec<LayerRecord>,
+) -> Result<ImageRecord, AssembleError> {
     let history: Vec<LayerHistory> = layers
         .iter()
         .map(|l| LayerHistory {
@@ -513,7 +586,7 @@ fn assemble_inner(
         digest: Digest::of(&manifest_bytes),
         size: manifest_bytes.len() as u64,
     };
-    let record = ImageRecord {
+    let mut record = ImageRecord {
         reference: spec.reference.clone(),
         platform: spec.platform.clone(),
         config,
@@ -523,7 +596,6 @@ fn assemble_inner(
         layers: records,
         referrers: Vec::new(),
     };
-    let mut record = record;
     if let Some(facts) = &spec.attest {
         let layer_of = layers
             .iter()
@@ -539,39 +611,8 @@ fn assemble_inner(
             options: spec.shaping(),
         };
         record.referrers = crate::image::sbom::referrers(&subject, facts);
-        if let Some(s) = sinks
-            .iter()
-            .find(|s| s.layer_form() == LayerForm::Uncompressed)
-        {
-            progress.note(&format!(
-                "{}: a docker-archive has no place for the SBOM and provenance; the other outputs get them",
-                s.describe()
-            ));
-        }
     }
-    for s in sinks {
-        s.put_blob(&record.config.digest, &record.config_bytes)
-            .map_err(Job::sink_err(*s))?;
-        crate::sink::put_referrers(*s, &record).map_err(Job::sink_err(*s))?;
-        if s.layer_form() == LayerForm::Compressed {
-            s.put_blob(&record.manifest.digest, &record.manifest_bytes)
-                .map_err(Job::sink_err(*s))?;
-        }
-    }
-    if crate::util::interrupt::interrupted() {
-        return Err(AssembleError::Interrupted);
-    }
-    if record_image {
-        for s in sinks {
-            s.finish(&record).map_err(Job::sink_err(*s))?;
-        }
-    }
-    stats.seconds = start.elapsed().as_secs_f64();
-    Ok(AssembledImage {
-        record,
-        plan: layers,
-        stats,
-    })
+    Ok(record)
 }
 
 fn root_layer_parts(o: RootLayerOptions) -> String {

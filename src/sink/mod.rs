@@ -89,6 +89,19 @@ pub trait BlobSink: Send + Sync {
     /// Undo what this build wrote (best effort); called when the build fails.
     fn abort(&self);
 
+    /// Whether the sink has recorded this very image already, complete.
+    /// When every sink of a build does, nothing is sent and each gets
+    /// `finish_held` instead of `finish`. Default: no.
+    fn holds_image(&self, _image: &ImageRecord) -> bool {
+        false
+    }
+
+    /// The build ends with the image the sink already holds: release what
+    /// the sink took for the build (a lease, say).
+    fn finish_held(&self, _image: &ImageRecord) -> Result<(), SinkError> {
+        Ok(())
+    }
+
     /// A multi-platform build: the images that follow are for `platform`
     /// until the next call (containerd unpacks only the platforms asked).
     fn begin_image(&self, _platform: &crate::oci::Platform) {}

@@ -85,6 +85,53 @@ impl ContainerdSink {
         images::delete_lease(&self.client, &self.lease).await
     }
 
+    /// Whether the namespace has `image` under its name, unpacked (the
+    /// config's GC label names the top snapshot, which exists) and with
+    /// its referrers labelled.
+    async fn has_recorded(&self, image: &ImageRecord) -> bool {
+        let c = &self.client;
+        let name = format!(
+            "{}:{}",
+            image.reference.name(),
+            image.reference.tag_or_latest()
+        );
+        let Ok(Some(recorded)) = images::get(c, &name).await else {
+            return false;
+        };
+        if recorded.target.map(|t| t.digest) != Some(image.manifest.digest.to_string()) {
+            return false;
+        }
+        let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
+        let Some(top) = chain_ids(&diff_ids).last().map(|d| d.to_string()) else {
+            return false;
+        };
+        let Ok(Some(config)) = content::info(c, &image.config.digest).await else {
+            return false;
+        };
+        let label = format!("containerd.io/gc.ref.snapshot.{}", self.snapshotter);
+        if config.labels.get(&label) != Some(&top)
+            || !matches!(
+                unpack::snapshot_exists(c, &self.snapshotter, &top).await,
+                Ok(true)
+            )
+        {
+            return false;
+        }
+        if image.referrers.is_empty() {
+            return true;
+        }
+        let Ok(Some(manifest)) = content::info(c, &image.manifest.digest).await else {
+            return false;
+        };
+        image.referrers.iter().all(|r| {
+            let d = r.manifest.digest.to_string();
+            manifest
+                .labels
+                .iter()
+                .any(|(k, v)| k.starts_with(REFERRER_LABEL) && *v == d)
+        })
+    }
+
     /// Whether a multi-platform build unpacks `p`.
     fn wants_unpacked(&self, p: &Platform) -> bool {
         if self.unpack_platforms.is_empty() {
@@ -281,6 +328,22 @@ impl BlobSink for ContainerdSink {
             &self.client,
             Arc::clone(&self.sent),
         )))))
+    }
+    fn holds_image(&self, image: &ImageRecord) -> bool {
+        self.rt.block_on(self.has_recorded(image))
+    }
+    fn finish_held(&self, image: &ImageRecord) -> Result<(), SinkError> {
+        self.ready.lock().unwrap().take();
+        if let Some(t) = self.unpacker.lock().unwrap().take() {
+            t.abort();
+        }
+        *self.unpacked.lock().unwrap() = Some(UnpackStats {
+            existing: image.layers.len(),
+            ..Default::default()
+        });
+        self.rt
+            .block_on(images::delete_lease(&self.client, &self.lease))
+            .map_err(SinkError::from)
     }
     fn begin_image(&self, platform: &Platform) {
         self.park_current();
