@@ -180,7 +180,7 @@ fn stored_referrers(
             digest: d,
             size: bytes.len() as u64,
         };
-        if let Some(r) = documents::read_referrer(origin, &blob, bytes, |b| {
+        if let Some(r) = documents::read_referrer(origin, subject, &blob, bytes, |b| {
             Ok::<_, ExportError>(rt.block_on(content::read_all(c, &b.to_string()))?)
         })? {
             out.push(r);

@@ -229,9 +229,11 @@ pub fn layer_records(blobs: Vec<Blob>, diff_ids: Vec<Digest>) -> Vec<LayerRecord
 /// A referrer (SBOM, provenance, signature: a manifest with a `subject`)
 /// read from a source: its manifest, checked against `expected`, and each
 /// blob it lists through `get`, checked against its digest. A referrer
-/// with a blob larger than a document may be is skipped (`None`).
+/// that is not about `subject` (a listing is outside input too), or with a
+/// blob larger than a document may be, is skipped (`None`).
 pub fn read_referrer<E: From<LoadError>>(
     origin: &Path,
+    subject: &Digest,
     expected: &Blob,
     manifest_bytes: Vec<u8>,
     mut get: impl FnMut(&Digest) -> Result<Vec<u8>, E>,
@@ -242,9 +244,13 @@ pub fn read_referrer<E: From<LoadError>>(
         &expected.digest,
         manifest_bytes,
     )?;
-    let Some((_, artifact_type)) = crate::oci::referrer::subject_of(&manifest_bytes) else {
+    let Some((about, artifact_type)) = crate::oci::referrer::subject_of(&manifest_bytes) else {
         return Ok(None);
     };
+    if about != *subject {
+        tracing::warn!(referrer = %expected.digest, %about, %subject, "a listed referrer is about another manifest; skipped");
+        return Ok(None);
+    }
     let (config, layers) = manifest_blobs(origin, &manifest_bytes)?;
     let mut blobs = Vec::new();
     for b in std::iter::once(config).chain(layers) {
@@ -335,6 +341,38 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains(&good.to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_listed_referrer_about_another_image_is_skipped() {
+        let image = Blob {
+            media_type: crate::oci::blob::MANIFEST_MEDIA_TYPE.into(),
+            digest: Digest::of(b"image"),
+            size: 5,
+        };
+        let r = crate::oci::Referrer::new(
+            &image,
+            "application/spdx+json",
+            b"{}".to_vec(),
+            "1970-01-01T00:00:01Z",
+        );
+        let get = |d: &Digest| -> Result<Vec<u8>, LoadError> {
+            Ok(r.blobs
+                .iter()
+                .find(|(b, _)| b.digest == *d)
+                .unwrap()
+                .1
+                .clone())
+        };
+        let o = Path::new("x");
+        let read = |subject: &Digest| {
+            read_referrer(o, subject, &r.manifest, r.manifest_bytes.clone(), get).unwrap()
+        };
+        assert_eq!(read(&image.digest), Some(r.clone()));
+        assert_eq!(read(&Digest::of(b"another image")), None);
+        // A manifest that is not what its digest names is refused.
+        let e = read_referrer(o, &image.digest, &r.manifest, b"{}".to_vec(), get).unwrap_err();
+        assert!(matches!(e, LoadError::Corrupt { .. }), "{e}");
     }
 
     #[test]

@@ -141,7 +141,9 @@ fn referrers_of(
         }
         let d = blob_of(path, m)?;
         let bytes = blobs.json("referrer manifest", &d.digest)?;
-        if let Some(r) = read_referrer(path, &d, bytes, |b| blobs.json("referrer blob", b))? {
+        if let Some(r) =
+            read_referrer(path, subject, &d, bytes, |b| blobs.json("referrer blob", b))?
+        {
             out.push(r);
         }
     }

@@ -123,7 +123,7 @@ fn fetch_referrers(
             digest: l.digest,
             size: l.size,
         };
-        if let Some(r) = documents::read_referrer(origin, &blob, bytes, |d| {
+        if let Some(r) = documents::read_referrer(origin, subject, &blob, bytes, |d| {
             small_blob(client, d, "referrer blob")
         })? {
             out.push(r);
