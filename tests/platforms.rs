@@ -401,4 +401,45 @@ fn two_platforms_through_a_registry_and_containerd() {
         &format!("docker://{pushed}"),
     ]));
     assert_eq!(format!("sha256:{}", sha256_hex(raw.as_bytes())), index);
+
+    // An index whose entries name no platform is pushed as any index is
+    // read (this machine's platform, which it cannot name): a clear error.
+    let bare_layout = fx.out("bare");
+    copy_dir(&layout, &bare_layout);
+    let blobs = bare_layout.join("blobs/sha256");
+    let mut nested: Value = serde_json::from_slice(
+        &std::fs::read(blobs.join(index.strip_prefix("sha256:").unwrap())).unwrap(),
+    )
+    .unwrap();
+    for m in nested["manifests"].as_array_mut().unwrap() {
+        m.as_object_mut().unwrap().remove("platform");
+    }
+    let bytes = serde_json::to_vec(&nested).unwrap();
+    let hex = sha256_hex(&bytes);
+    std::fs::write(blobs.join(&hex), &bytes).unwrap();
+    let top = std::fs::read_to_string(bare_layout.join("index.json"))
+        .unwrap()
+        .replace(&index, &format!("sha256:{hex}"));
+    let mut top: Value = serde_json::from_str(&top).unwrap();
+    for m in top["manifests"].as_array_mut().unwrap() {
+        if m["digest"] == format!("sha256:{hex}").as_str() {
+            m["size"] = bytes.len().into();
+        }
+    }
+    std::fs::write(
+        bare_layout.join("index.json"),
+        serde_json::to_vec(&top).unwrap(),
+    )
+    .unwrap();
+    let o = fx
+        .nixoci()
+        .args(["push", "--insecure"])
+        .arg(format!("oci:{}", bare_layout.display()))
+        .arg(format!("{}/bare/app:1", reg.addr()))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("the index has no linux/amd64 image"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

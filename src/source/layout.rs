@@ -368,12 +368,17 @@ pub fn top_index(
         }
         let bytes = blobs.json("index", &desc.digest)?;
         let nested = parse_index(root, "the nested index", &bytes)?;
-        let platforms = nested
+        let platforms: Vec<Platform> = nested
             .manifests()
             .iter()
             .filter_map(|m| m.platform().as_ref())
             .map(Platform::from_oci)
             .collect();
+        // Copied whole only when every entry names its platform (the copy
+        // picks each by it); otherwise as any index is: one platform.
+        if platforms.is_empty() || platforms.len() != nested.manifests().len() {
+            return Ok(None);
+        }
         Ok(Some(TopIndex {
             name,
             index: desc,
