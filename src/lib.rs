@@ -17,6 +17,7 @@ pub mod enclave;
 pub mod image;
 pub mod nix;
 pub mod oci;
+pub mod packages;
 pub mod pipeline;
 pub mod plan;
 pub mod registry;

@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["nix"],
     &["oci"],
     &["image"],
-    &["containerd", "registry"],
+    &["containerd", "registry", "packages"],
     &["sink"],
     &["source"],
     &["pipeline"],

@@ -3,7 +3,7 @@ use nixoci::pipeline::cache::{default_cache_dir, LayerCache};
 
 #[derive(Subcommand)]
 pub enum CacheCommand {
-    /// Empty the layer and closure caches ($XDG_CACHE_HOME/nixoci, else
+    /// Empty the layer, closure and package caches ($XDG_CACHE_HOME/nixoci, else
     /// ~/.cache/nixoci).
     Prune,
 }
@@ -13,7 +13,10 @@ pub fn run(c: CacheCommand) -> anyhow::Result<()> {
         CacheCommand::Prune => {
             let n = LayerCache::new(default_cache_dir()).prune()?;
             let c = nixoci::nix::ClosureCache::new(default_cache_dir()).prune()?;
-            println!("removed {n} cached layer entries and {c} cached closures");
+            let p = nixoci::packages::git::GitResolver::prune(
+                &nixoci::util::dirs::cache_dir_or_home(),
+            )?;
+            println!("removed {n} cached layer entries, {c} cached closures and {p} cached package repositories");
             Ok(())
         }
     }

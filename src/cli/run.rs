@@ -6,17 +6,23 @@ use nixoci::enclave::execute::{build_images, Executor, Options};
 use nixoci::enclave::{self, Enclave};
 use nixoci::pipeline::cache::{default_cache_dir, LayerCache};
 use nixoci::plan::{self, Package, RunOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  nixoci run ./my-package\n  nixoci run ./my-package '{\"port\": 8080}' --enclave dev\n  nixoci run ./my-package --args-file args.yaml --dry-run"
+    after_help = "Examples:\n  nixoci run ./my-package\n  nixoci run github.com/kurtosis-tech/redis-package@main\n  nixoci run ./my-package '{\"port\": 8080}' --enclave dev\n  nixoci run ./my-package --args-file args.yaml --dry-run"
 )]
 pub struct RunArgs {
-    /// The package directory (kurtosis.yml and main.star).
-    #[arg(value_name = "PACKAGE_DIR")]
-    package: PathBuf,
+    /// The package: a directory (kurtosis.yml and main.star) or a locator,
+    /// github.com/OWNER/REPO[/PATH][@VERSION], fetched with git.
+    #[arg(value_name = "PACKAGE")]
+    package: String,
+    /// Fetch tags, branches and default branches of remote packages again,
+    /// even when the package cache has them (without it, a package fetched
+    /// once is read from the cache, offline).
+    #[arg(long)]
+    update: bool,
     /// Arguments: a JSON or YAML object; its keys become keyword arguments
     /// (or the whole object, for `def run(plan, args)`).
     #[arg(value_name = "ARGS_JSON")]
@@ -61,7 +67,11 @@ pub fn run(a: RunArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
     };
     nixoci::containerd::check_namespace(&containerd.namespace).map_err(usage)?;
     nixoci::enclave::network::parse_pool(&a.subnet_pool).map_err(usage)?;
-    let package = Package::open(&a.package).map_err(usage)?;
+    let resolver = std::rc::Rc::new(nixoci::packages::git::GitResolver::new(
+        &nixoci::util::dirs::cache_dir_or_home(),
+        a.update,
+    ));
+    let package = open_package(&a.package, &*resolver)?;
     let name = match &a.enclave {
         Some(n) => {
             enclave::check_name(n).map_err(usage)?;
@@ -81,7 +91,7 @@ pub fn run(a: RunArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
         opts.existing_services = e.record.services.values().map(|s| s.info.clone()).collect();
         opts.existing_artifacts = e.record.artifacts.clone();
     }
-    let plan = plan::interpret(&package, &opts).map_err(usage)?;
+    let plan = plan::interpret_with(&package, resolver, &opts).map_err(usage)?;
     if a.dry_run {
         if a.json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
@@ -165,4 +175,27 @@ pub fn run(a: RunArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The package to run: a directory, else a locator fetched with git.
+fn open_package(arg: &str, resolver: &dyn nixoci::packages::Resolver) -> anyhow::Result<Package> {
+    use nixoci::packages::Locator;
+    if Path::new(arg).exists() || !Locator::is_remote(arg) {
+        return Package::open(Path::new(arg)).map_err(usage);
+    }
+    let loc = Locator::parse(arg).map_err(usage)?;
+    let co = resolver.checkout(&loc.repo, loc.version.as_deref())?;
+    let dir = co.dir.join(&loc.path);
+    let mut p = Package::open(&dir).map_err(|e| {
+        usage(format!(
+            "{arg}: {e} (at {}; a locator names the directory of kurtosis.yml)",
+            co.commit
+        ))
+    })?;
+    p.origin = Some(nixoci::plan::package::Origin {
+        label: loc.repo.clone(),
+        version: loc.version.clone(),
+        base: co.dir.canonicalize()?,
+    });
+    Ok(p)
 }

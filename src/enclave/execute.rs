@@ -324,6 +324,12 @@ impl<'a> Executor<'a> {
                 }
                 Ok(ImageRef::parse(&i.image)?.to_string())
             }
+            ImageSource::Dockerfile {
+                image_name,
+                build_context_dir,
+            } => Err(StepError::Failed(format!(
+                "image '{image_name}' is an ImageBuildSpec (a Dockerfile build in {build_context_dir}); nixoci builds images from Nix flakes and has no Docker to build Dockerfiles: give the image as a NixBuildSpec, or build it elsewhere and name it"
+            ))),
         }
     }
 
@@ -357,6 +363,7 @@ impl<'a> Executor<'a> {
                 name,
                 config,
                 id: future_id,
+                force_update: _,
             } => {
                 let mut done = Vec::new();
                 let r = self.add_service(name, config, future_id, say, &mut done);
@@ -364,6 +371,41 @@ impl<'a> Executor<'a> {
                     self.undo(name, done);
                 }
                 r.map(Some)
+            }
+            Instruction::SetService { name, config } => {
+                // The service runs on with the new config: replaced, as
+                // `add_service(force_update = True)` replaces it.
+                let id = self.enclave.service(name)?.container_id.clone();
+                self.block(service::remove(&c, &snap, &id, grace))?;
+                self.enclave.forget_service(name)?;
+                let mut done = Vec::new();
+                let future_id = format!("set-{name}");
+                let r = self.add_service(name, config, &future_id, say, &mut done);
+                if r.is_err() {
+                    self.undo(name, done);
+                }
+                r.map(|_| Some(format!("Service '{name}' updated")))
+            }
+            Instruction::RunTask { kind, task, id } => self.run_task(kind, task, id, say).map(Some),
+            Instruction::StoreServiceFiles {
+                service_name,
+                src,
+                name,
+            } => {
+                let rec = self.enclave.service(service_name)?.clone();
+                let pid = self
+                    .block(crate::containerd::containers::task(&c, &rec.container_id))?
+                    .filter(|p| p.status == containerd_client::types::v1::Status::Running as i32)
+                    .map(|p| p.pid)
+                    .ok_or_else(|| {
+                        StepError::Failed(format!(
+                            "service '{service_name}' is not running, so its files cannot be copied (start it first)"
+                        ))
+                    })?;
+                let n = self.store_files(pid, src, name, &format!("service '{service_name}'"))?;
+                Ok(Some(format!(
+                    "Files artifact '{name}' created from {src} of service '{service_name}' ({n} files)"
+                )))
             }
             Instruction::RemoveService { name } => {
                 let id = self.enclave.service(name)?.container_id.clone();
@@ -482,6 +524,12 @@ impl<'a> Executor<'a> {
                         let base = src.file_name().map(|n| tmp.join(n)).unwrap_or(tmp.clone());
                         copy_tree(src, &base).map_err(io_at(src))
                     }
+                    Artifact::Url { url } => {
+                        let file = tmp.join(url_file_name(url));
+                        crate::util::http::download(url, 1 << 30, Duration::from_secs(600))
+                            .map_err(StepError::Failed)
+                            .and_then(|b| std::fs::write(&file, b).map_err(io_at(&file)))
+                    }
                     Artifact::Templates { files } => {
                         files.iter().try_for_each(|(path, (text, data))| {
                             let data = self.values.resolve(data)?;
@@ -529,6 +577,9 @@ impl<'a> Executor<'a> {
         let c = self.client.clone();
         let snap = self.opts.snapshotter.clone();
         let config = self.resolve_config(config)?;
+        if let Some(gpu) = &config.gpu {
+            return Err(StepError::Failed(refuse_gpu(name, gpu)));
+        }
         let image = self.image_name(&config.image)?;
         if let ImageSource::Named(spec) = &config.image {
             self.pull_if_missing(&image, spec, say)?;
@@ -568,22 +619,9 @@ impl<'a> Executor<'a> {
             None => ("127.0.0.1".to_string(), None),
         };
         self.values.set(future_id, "ip_address", json!(ip));
+        let config = with_own_ip(config, &ip);
         let info = crate::plan::values::ServiceInfo::new(name, &ip, &config.ports);
-        let mut binds = Vec::new();
-        for (mount, artifact) in &config.files {
-            let dir = self.enclave.artifact_dir(artifact);
-            if !dir.is_dir() {
-                return Err(StepError::Failed(format!(
-                    "files artifact '{artifact}' does not exist in enclave {}",
-                    self.enclave.name()
-                )));
-            }
-            binds.push(Bind {
-                destination: mount.clone(),
-                source: dir.display().to_string(),
-                read_only: true,
-            });
-        }
+        let mut binds = self.file_binds(name, &config.files)?;
         self.enclave.record.services.insert(
             name.to_string(),
             ServiceRecord {
@@ -648,6 +686,213 @@ impl<'a> Executor<'a> {
                 format!(", ports {}", ports.join(", "))
             }
         ))
+    }
+
+    /// The bind mounts of a `files` map: artifacts read only (several in one
+    /// directory merged into a copy, later ones over earlier ones) and
+    /// persistent directories read-write, kept in the enclave until it goes.
+    fn file_binds(
+        &self,
+        owner: &str,
+        files: &BTreeMap<String, crate::plan::FilesSource>,
+    ) -> Result<Vec<Bind>, StepError> {
+        use crate::plan::FilesSource;
+        let mut binds = Vec::new();
+        for (i, (mount, source)) in files.iter().enumerate() {
+            for artifact in source.artifacts() {
+                if !self.enclave.artifact_dir(artifact).is_dir() {
+                    return Err(StepError::Failed(format!(
+                        "files artifact '{artifact}' does not exist in enclave {}",
+                        self.enclave.name()
+                    )));
+                }
+            }
+            let (dir, read_only) = match source {
+                FilesSource::Artifact(a) => (self.enclave.artifact_dir(a), true),
+                FilesSource::Artifacts { artifact_names } => {
+                    let dir = self
+                        .enclave
+                        .dir
+                        .join("merged")
+                        .join(owner)
+                        .join(i.to_string());
+                    let _ = std::fs::remove_dir_all(&dir);
+                    std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+                    for a in artifact_names {
+                        let from = self.enclave.artifact_dir(a);
+                        merge_tree(&from, &dir).map_err(io_at(&from))?;
+                    }
+                    (dir, true)
+                }
+                FilesSource::Persistent { persistent_key, .. } => {
+                    let dir = self.enclave.dir.join("persistent").join(persistent_key);
+                    std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+                    (dir, false)
+                }
+            };
+            binds.push(Bind {
+                destination: mount.clone(),
+                source: dir.display().to_string(),
+                read_only,
+            });
+        }
+        Ok(binds)
+    }
+
+    /// Copy `src` out of the process `pid`'s container into a new files
+    /// artifact `name` (complete or absent).
+    fn store_files(
+        &mut self,
+        pid: u32,
+        src: &str,
+        name: &str,
+        from: &str,
+    ) -> Result<u64, StepError> {
+        let dir = self.enclave.artifact_dir(name);
+        let tmp = dir.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
+        let trimmed = src.trim_end_matches("/.");
+        // As `docker cp`: the path's own name is kept (`/a/b` gives `b`),
+        // and `DIR/.` gives the directory's content.
+        let target = match Path::new(trimmed).file_name() {
+            Some(n) if !src.ends_with("/.") => tmp.join(n),
+            _ => tmp.join("content"),
+        };
+        let r = super::copy_out::copy_out(pid, src, &target);
+        let n = match r {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(StepError::Failed(format!(
+                    "cannot copy {src} out of {from}: {e}"
+                )));
+            }
+        };
+        if src.ends_with("/.") || trimmed.is_empty() {
+            // The content, not the directory.
+            let content = tmp.join("content");
+            if content.is_dir() {
+                let flat = dir.with_extension("flat");
+                let _ = std::fs::remove_dir_all(&flat);
+                std::fs::rename(&content, &flat).map_err(io_at(&flat))?;
+                let _ = std::fs::remove_dir_all(&tmp);
+                std::fs::rename(&flat, &tmp).map_err(io_at(&tmp))?;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir).map_err(io_at(&dir))?;
+        if !self.enclave.record.artifacts.iter().any(|a| a == name) {
+            self.enclave.record.artifacts.push(name.to_string());
+        }
+        self.enclave.save()?;
+        Ok(n)
+    }
+
+    /// `plan.run_sh` / `plan.run_python`: a container kept alive by
+    /// `tail -f /dev/null` in the enclave's network, the command run in it
+    /// (within `wait`), the `store` paths copied out; the container goes
+    /// whatever happens. A non-zero exit code fails the step, as in
+    /// Kurtosis.
+    fn run_task(
+        &mut self,
+        kind: &str,
+        task: &crate::plan::Task,
+        future_id: &str,
+        say: &dyn Fn(String),
+    ) -> Result<String, StepError> {
+        let c = self.client.clone();
+        let snap = self.opts.snapshotter.clone();
+        let name = format!("task-{}", crate::containerd::unique_id(kind));
+        let config = ServiceConfig {
+            cmd: Some(Vec::new()),
+            entrypoint: Some(vec!["tail".into(), "-f".into(), "/dev/null".into()]),
+            env_vars: task.env_vars.clone(),
+            files: task.files.clone(),
+            ..ServiceConfig::new(task.image.clone())
+        };
+        let mut done = Vec::new();
+        let added = self.add_service(&name, &config, &format!("{future_id}-task"), say, &mut done);
+        if let Err(e) = added {
+            self.undo(&name, done);
+            return Err(e);
+        }
+        let result = self.task_body(&name, task, say);
+        let id = self.enclave.service(&name)?.container_id.clone();
+        let _ = self.block(service::remove(&c, &snap, &id, Duration::from_millis(200)));
+        let _ = self.enclave.forget_service(&name);
+        let (code, output) = result?;
+        self.values.set(future_id, "output", json!(output));
+        self.values.set(future_id, "code", json!(code));
+        let shown = if output.contains('\n') {
+            format!(
+                "\n--------------------\n{}\n--------------------",
+                output.trim_end()
+            )
+        } else {
+            format!(" {output}")
+        };
+        Ok(format!(
+            "Command returned with exit code '{code}' and the following output:{shown}"
+        ))
+    }
+
+    fn task_body(
+        &mut self,
+        name: &str,
+        task: &crate::plan::Task,
+        say: &dyn Fn(String),
+    ) -> Result<(i64, String), StepError> {
+        let command = self.values.resolve_all(&task.command)?;
+        if !task.packages.is_empty() {
+            let mut pip = vec!["pip".to_string(), "install".into()];
+            pip.extend(task.packages.iter().cloned());
+            say(format!("installing {}", task.packages.join(" ")));
+            let (code, out) = self.exec(name, &pip)?;
+            if code != 0 {
+                return Err(StepError::Failed(format!(
+                    "pip install {} exited with code {code}: {}",
+                    task.packages.join(" "),
+                    out.trim_end()
+                )));
+            }
+        }
+        let (code, output) = match &task.wait {
+            None => self.exec(name, &command)?,
+            Some(w) => {
+                let rec = self.enclave.service(name)?.clone();
+                let scratch = self.enclave.dir.join("exec");
+                let run = service::exec(&self.client, &rec.container_id, &command, &scratch);
+                match self.block(tokio::time::timeout(w.get(), run)) {
+                    Ok(r) => r.map_err(|e| {
+                        StepError::Failed(format!("the task's command {command:?}: {e}"))
+                    })?,
+                    Err(_) => {
+                        return Err(StepError::Failed(format!(
+                            "the task's command did not finish within its wait of {w}: give a longer wait, or wait = None for none"
+                        )))
+                    }
+                }
+            }
+        };
+        if code != 0 {
+            return Err(StepError::Failed(format!(
+                "the task's command exited with code {code} and output {:?}",
+                output
+            )));
+        }
+        let rec = self.enclave.service(name)?.clone();
+        let pid = self
+            .block(crate::containerd::containers::task(
+                &self.client,
+                &rec.container_id,
+            ))?
+            .map(|p| p.pid)
+            .unwrap_or(0);
+        for s in &task.store {
+            self.store_files(pid, &s.src, &s.name, "the task")?;
+        }
+        Ok((code, output))
     }
 
     /// Undo what a failed [`Executor::add_service`] did, last first. Each
@@ -946,6 +1191,72 @@ pub fn compare(v: &Value, op: Assertion, target: &Value) -> Result<bool, String>
             })
         }
     }
+}
+
+/// The config with its `private_ip_address_placeholder` replaced by `ip`
+/// in `cmd`, `entrypoint` and the values of `env_vars`.
+fn with_own_ip(config: ServiceConfig, ip: &str) -> ServiceConfig {
+    let Some(p) = config.private_ip_address_placeholder.clone() else {
+        return config;
+    };
+    let mut c = config;
+    let swap = |v: &mut Vec<String>| v.iter_mut().for_each(|s| *s = s.replace(&p, ip));
+    if let Some(x) = c.cmd.as_mut() {
+        swap(x);
+    }
+    if let Some(x) = c.entrypoint.as_mut() {
+        swap(x);
+    }
+    for v in c.env_vars.values_mut() {
+        *v = v.replace(&p, ip);
+    }
+    c
+}
+
+/// The file name a downloaded URL gets: its last path segment (without
+/// query), or `download`.
+fn url_file_name(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or("");
+    let after_host = path.splitn(4, '/').nth(3).unwrap_or("");
+    match after_host.rsplit('/').next() {
+        Some(n) if !n.is_empty() && n != "." && n != ".." => n.to_string(),
+        _ => "download".into(),
+    }
+}
+
+/// Why a service asking for a GPU does not start.
+fn refuse_gpu(name: &str, gpu: &crate::plan::model::GpuConfig) -> String {
+    let has = ["/dev/nvidia0", "/dev/dri"]
+        .iter()
+        .find(|p| Path::new(p).exists());
+    let asked = match gpu.count {
+        Some(n) => format!("{n} GPU(s)"),
+        None => "a GPU".into(),
+    };
+    match has {
+        None => format!("service '{name}' asks for {asked} (GpuConfig), and this host has none (no /dev/nvidia0 or /dev/dri): run it on a host with a GPU, or leave gpu out"),
+        Some(dev) => format!("service '{name}' asks for {asked} (GpuConfig); this host has {dev}, but nixoci does not pass GPUs into containers yet: leave gpu out to run it on the CPU"),
+    }
+}
+
+/// Copy `src`'s content into the directory `dst`, over what is there.
+fn merge_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        let to = dst.join(e.file_name());
+        let meta = std::fs::symlink_metadata(&to);
+        match meta {
+            Ok(m) if m.is_dir() && e.file_type()?.is_dir() => {
+                merge_tree(&e.path(), &to)?;
+                continue;
+            }
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&to)?,
+            Ok(_) => std::fs::remove_file(&to)?,
+            Err(_) => {}
+        }
+        copy_tree(&e.path(), &to)?;
+    }
+    Ok(())
 }
 
 /// Copy a file or directory tree (modes and symlinks kept).

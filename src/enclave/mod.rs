@@ -5,6 +5,7 @@
 //! [`execute`]; one service's container and task in [`service`]; the OCI
 //! runtime spec in [`spec`].
 
+pub mod copy_out;
 pub mod execute;
 pub mod http;
 pub mod network;

@@ -256,27 +256,12 @@ mod tests {
     use crate::plan::{ImageSource, ImageSpec, User};
 
     fn service() -> ServiceConfig {
-        ServiceConfig {
-            image: ImageSource::Named(ImageSpec {
-                image: "x".into(),
-                registry: None,
-                username: None,
-                password: None,
-            }),
-            cmd: None,
-            entrypoint: None,
-            env_vars: Default::default(),
-            ports: Default::default(),
-            public_ports: Default::default(),
-            files: Default::default(),
-            labels: Default::default(),
-            user: None,
-            min_cpu: None,
-            max_cpu: None,
-            min_memory: None,
-            max_memory: None,
-            ready_conditions: None,
-        }
+        ServiceConfig::new(ImageSource::Named(ImageSpec {
+            image: "x".into(),
+            registry: None,
+            username: None,
+            password: None,
+        }))
     }
 
     fn image() -> ImageDefaults {

@@ -8,6 +8,7 @@ pub mod future;
 pub mod jq;
 pub mod model;
 pub mod package;
+pub mod tabs;
 pub mod template;
 pub mod values;
 
@@ -97,12 +98,31 @@ pub fn format_error(e: &starlark::Error) -> String {
 /// Interpret the package: evaluate its main file and call the main function
 /// with `plan` and the arguments.
 pub fn interpret(package: &Package, opts: &RunOptions) -> Result<Plan, PlanError> {
+    interpret_with(
+        package,
+        std::rc::Rc::new(crate::packages::NoRemote(
+            "this interpretation was given no package resolver",
+        )),
+        opts,
+    )
+}
+
+/// [`interpret`], with other packages' repositories from `resolver`.
+pub fn interpret_with(
+    package: &Package,
+    resolver: std::rc::Rc<dyn crate::packages::Resolver>,
+    opts: &RunOptions,
+) -> Result<Plan, PlanError> {
     let main = package.locate_existing(&package.root.join("kurtosis.yml"), &opts.main_file)?;
-    let main_name = package.relative(&main).to_string_lossy().into_owned();
+    let main_name = package.display(&main);
     let text = std::fs::read_to_string(&main)
         .map_err(|e| PlanError::Starlark(format!("cannot read {}: {e}", main.display())))?;
-    let ast = AstModule::parse(&main_name, text, &builtins::dialect())
-        .map_err(|e| PlanError::Starlark(format_error(&e)))?;
+    let ast = AstModule::parse(
+        &main_name,
+        tabs::expand_indent_tabs(&text).into_owned(),
+        &builtins::dialect(),
+    )
+    .map_err(|e| PlanError::Starlark(format_error(&e)))?;
     let mut state = builtins::State::default();
     for s in &opts.existing_services {
         state.services.insert(s.name.clone(), s.clone());
@@ -111,8 +131,11 @@ pub fn interpret(package: &Package, opts: &RunOptions) -> Result<Plan, PlanError
         .artifacts
         .extend(opts.existing_artifacts.iter().cloned());
     state.importing.push(main.clone());
+    state.packages.push(package.clone());
+    state.files.insert(main_name.clone(), (0, main.clone()));
     let ctx = builtins::Ctx {
-        package: package.clone(),
+        root: package.clone(),
+        resolver,
         globals: builtins::globals(),
         state: RefCell::new(state),
     };

@@ -68,6 +68,12 @@ impl std::fmt::Debug for Secret {
 pub enum ImageSource {
     Nix(NixBuildSpec),
     Named(ImageSpec),
+    /// `ImageBuildSpec`: a Dockerfile build, which nixoci does not do; kept
+    /// in the plan and refused when a service or task needs the image.
+    Dockerfile {
+        image_name: String,
+        build_context_dir: String,
+    },
 }
 
 impl ImageSource {
@@ -76,6 +82,7 @@ impl ImageSource {
         match self {
             ImageSource::Nix(n) => &n.image_name,
             ImageSource::Named(i) => &i.image,
+            ImageSource::Dockerfile { image_name, .. } => image_name,
         }
     }
 }
@@ -103,8 +110,8 @@ pub struct ServiceConfig {
     pub env_vars: BTreeMap<String, String>,
     pub ports: BTreeMap<String, PortSpec>,
     pub public_ports: BTreeMap<String, PortSpec>,
-    /// Mount point → files artifact name.
-    pub files: BTreeMap<String, String>,
+    /// Mount point → what it holds.
+    pub files: BTreeMap<String, FilesSource>,
     pub labels: BTreeMap<String, String>,
     pub user: Option<User>,
     pub min_cpu: Option<u64>,
@@ -112,6 +119,124 @@ pub struct ServiceConfig {
     pub min_memory: Option<u64>,
     pub max_memory: Option<u64>,
     pub ready_conditions: Option<ReadyCondition>,
+    /// Replaced by the service's own IP address in `cmd`, `entrypoint` and
+    /// the values of `env_vars` when the service starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_ip_address_placeholder: Option<String>,
+    /// Kubernetes scheduling: accepted and without effect on one host, as
+    /// in Kurtosis' Docker backend.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selectors: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Publish the UDP ports among `public_ports` too. nixoci publishes
+    /// every public port with its own protocol, so it changes nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub publish_udp: bool,
+    /// `GpuConfig`: refused when the service is started (see execution).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuConfig>,
+}
+
+impl ServiceConfig {
+    /// A service of `image` with nothing else set.
+    pub fn new(image: ImageSource) -> Self {
+        ServiceConfig {
+            image,
+            cmd: None,
+            entrypoint: None,
+            env_vars: BTreeMap::new(),
+            ports: BTreeMap::new(),
+            public_ports: BTreeMap::new(),
+            files: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            user: None,
+            min_cpu: None,
+            max_cpu: None,
+            min_memory: None,
+            max_memory: None,
+            ready_conditions: None,
+            private_ip_address_placeholder: None,
+            node_selectors: BTreeMap::new(),
+            tolerations: Vec::new(),
+            publish_udp: false,
+            gpu: None,
+        }
+    }
+}
+
+/// What a mount point of `ServiceConfig.files` holds: a files artifact (a
+/// plain name), several artifacts merged (`Directory(artifact_names=...)`)
+/// or a persistent directory (`Directory(persistent_key=...)`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum FilesSource {
+    Artifact(String),
+    Artifacts {
+        artifact_names: Vec<String>,
+    },
+    Persistent {
+        persistent_key: String,
+        /// Megabytes; a single host does not cap it (as Kurtosis' Docker
+        /// backend).
+        size: Option<u64>,
+    },
+}
+
+impl FilesSource {
+    /// The files artifacts it mounts.
+    pub fn artifacts(&self) -> &[String] {
+        match self {
+            FilesSource::Artifact(a) => std::slice::from_ref(a),
+            FilesSource::Artifacts { artifact_names } => artifact_names,
+            FilesSource::Persistent { .. } => &[],
+        }
+    }
+}
+
+/// `Toleration(key, operator, value, effect, toleration_seconds)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Toleration {
+    pub key: String,
+    pub operator: String,
+    pub value: String,
+    pub effect: String,
+    pub toleration_seconds: Option<i64>,
+}
+
+/// `GpuConfig(count, device_ids, driver, shm_size, ulimits)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct GpuConfig {
+    pub count: Option<i64>,
+    pub device_ids: Vec<String>,
+    pub driver: Option<String>,
+    pub shm_size: Option<i64>,
+}
+
+/// `StoreSpec(src, name)`: a path a task's files are copied from into a
+/// files artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StoreSpec {
+    pub src: String,
+    pub name: String,
+}
+
+/// `plan.run_sh` / `plan.run_python`: a one-off container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Task {
+    pub image: ImageSource,
+    /// The process: `sh -c RUN`, or `python -c RUN ARGS...`.
+    pub command: Vec<String>,
+    /// Mount point → what it holds.
+    pub files: BTreeMap<String, FilesSource>,
+    pub env_vars: BTreeMap<String, String>,
+    /// Paths copied out into files artifacts when the task ends.
+    pub store: Vec<StoreSpec>,
+    /// `None`: no timeout (`wait = None`).
+    pub wait: Option<GoDuration>,
+    /// Python packages `pip install`ed first (`run_python(packages=...)`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -244,6 +369,9 @@ pub enum Artifact {
         /// Relative output path → (template text, data as JSON).
         files: BTreeMap<String, (String, serde_json::Value)>,
     },
+    /// An `http(s)://` URL, downloaded when the step runs into a file named
+    /// as the URL's last path segment.
+    Url { url: String },
 }
 
 /// One step of a plan, in the order the package asked for it.
@@ -255,6 +383,14 @@ pub enum Instruction {
         config: Box<ServiceConfig>,
         /// The id of its future references (`ip_address`).
         id: String,
+        /// Replace the service even when its config is unchanged.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force_update: bool,
+    },
+    /// `plan.set_service`: the service's config for its next start.
+    SetService {
+        name: String,
+        config: Box<ServiceConfig>,
     },
     RemoveService {
         name: String,
@@ -302,6 +438,19 @@ pub enum Instruction {
         name: String,
         artifact: Artifact,
     },
+    /// `plan.run_sh` / `plan.run_python`.
+    RunTask {
+        /// `sh` or `python`.
+        kind: String,
+        task: Box<Task>,
+        id: String,
+    },
+    /// `plan.store_service_files`.
+    StoreServiceFiles {
+        service_name: String,
+        src: String,
+        name: String,
+    },
     RenderTemplates {
         name: String,
         artifact: Artifact,
@@ -330,11 +479,16 @@ impl Plan {
     pub fn nix_images(&self) -> Vec<&NixBuildSpec> {
         let mut out: Vec<&NixBuildSpec> = Vec::new();
         for s in &self.steps {
-            if let Instruction::AddService { config, .. } = &s.instruction {
-                if let ImageSource::Nix(n) = &config.image {
-                    if !out.iter().any(|o| o.image_name == n.image_name) {
-                        out.push(n);
-                    }
+            let image = match &s.instruction {
+                Instruction::AddService { config, .. } | Instruction::SetService { config, .. } => {
+                    &config.image
+                }
+                Instruction::RunTask { task, .. } => &task.image,
+                _ => continue,
+            };
+            if let ImageSource::Nix(n) = image {
+                if !out.iter().any(|o| o.image_name == n.image_name) {
+                    out.push(n);
                 }
             }
         }
@@ -360,6 +514,9 @@ impl fmt::Display for Instruction {
                         n.flake_output.as_deref().unwrap_or("default")
                     )?,
                     ImageSource::Named(i) => write!(f, "{:?}", i.image)?,
+                    ImageSource::Dockerfile { image_name, .. } => {
+                        write!(f, "ImageBuildSpec(image_name={image_name:?})")?
+                    }
                 }
                 if let Some(e) = &config.entrypoint {
                     write!(f, " entrypoint={}", list(e))?;
@@ -384,6 +541,20 @@ impl fmt::Display for Instruction {
                 Ok(())
             }
             Instruction::RemoveService { name } => write!(f, "remove_service name={name:?}"),
+            Instruction::SetService { name, .. } => write!(f, "set_service name={name:?}"),
+            Instruction::RunTask { kind, task, .. } => {
+                write!(f, "run_{kind} image={:?} command={}", task.image.name(), list(&task.command))?;
+                if !task.store.is_empty() {
+                    let s: Vec<String> = task.store.iter().map(|s| format!("{}={}", s.name, s.src)).collect();
+                    write!(f, " store=[{}]", s.join(", "))?;
+                }
+                Ok(())
+            }
+            Instruction::StoreServiceFiles {
+                service_name,
+                src,
+                name,
+            } => write!(f, "store_service_files service_name={service_name:?} src={src:?} name={name:?}"),
             Instruction::StopService { name } => write!(f, "stop_service name={name:?}"),
             Instruction::StartService { name } => write!(f, "start_service name={name:?}"),
             Instruction::Exec {
@@ -436,6 +607,7 @@ impl fmt::Display for Instruction {
                 Artifact::Upload { src } => {
                     write!(f, "upload_files name={name:?} src={}", src.display())
                 }
+                Artifact::Url { url } => write!(f, "upload_files name={name:?} src={url}"),
                 Artifact::Templates { .. } => write!(f, "upload_files name={name:?}"),
             },
             Instruction::RenderTemplates { name, artifact } => match artifact {
@@ -443,7 +615,9 @@ impl fmt::Display for Instruction {
                     let paths: Vec<&String> = files.keys().collect();
                     write!(f, "render_templates name={name:?} files={paths:?}")
                 }
-                Artifact::Upload { .. } => write!(f, "render_templates name={name:?}"),
+                Artifact::Upload { .. } | Artifact::Url { .. } => {
+                    write!(f, "render_templates name={name:?}")
+                }
             },
         }
     }

@@ -3,6 +3,7 @@
 //! file that names them. A locator may also start with the package's own
 //! name (`github.com/org/repo/static/x`), as in Kurtosis.
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,12 +27,33 @@ pub struct Package {
     /// `name` from kurtosis.yml.
     pub name: String,
     pub description: Option<String>,
+    /// `replace:` from kurtosis.yml: a package name → the locator or local
+    /// directory that stands in for it (honoured in the package that is
+    /// run, for every package it reaches, as Kurtosis does).
+    pub replace: BTreeMap<String, String>,
+    /// Where the package's files came from, for the names files carry in
+    /// messages (`None`: the package that is run, whose files are named
+    /// relative to its root).
+    pub origin: Option<Origin>,
+}
+
+/// The repository (or replacement directory) a package was found in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// What names the directory `base`: `github.com/OWNER/REPO`, or the
+    /// package name a local replacement stands in for.
+    pub label: String,
+    pub version: Option<String>,
+    /// The checkout (or replacement) directory.
+    pub base: PathBuf,
 }
 
 #[derive(serde::Deserialize)]
 struct Manifest {
     name: Option<String>,
     description: Option<String>,
+    #[serde(default)]
+    replace: Option<BTreeMap<String, String>>,
 }
 
 impl Package {
@@ -62,11 +84,56 @@ impl Package {
                     file: yml.clone(),
                     why: "has no 'name' (a locator such as github.com/org/repo)".into(),
                 })?;
+        let mut replace = BTreeMap::new();
+        for (k, v) in m.replace.unwrap_or_default() {
+            let key = k.trim().trim_end_matches('/').to_string();
+            let value = v.trim().to_string();
+            if key.is_empty() || value.is_empty() {
+                return Err(PackageError::Manifest {
+                    file: yml.clone(),
+                    why: format!("replace: '{k}: {v}' needs a package name and what replaces it (a locator or a local directory)"),
+                });
+            }
+            replace.insert(key, value);
+        }
         Ok(Package {
             root,
             name,
             description: m.description,
+            replace,
+            origin: None,
         })
+    }
+
+    /// Does `locator` name something in this package by its own name?
+    pub fn owns(&self, locator: &str) -> bool {
+        let own = self.name.trim_end_matches('/');
+        !locator.contains('@')
+            && locator
+                .strip_prefix(own)
+                .is_some_and(|r| r.is_empty() || r.starts_with('/'))
+    }
+
+    /// The name a file of this package carries in messages and locations:
+    /// relative to the root for the package that is run, else its locator
+    /// (`github.com/OWNER/REPO/PATH@VERSION`).
+    pub fn display(&self, path: &Path) -> String {
+        match &self.origin {
+            None => self.relative(path).to_string_lossy().into_owned(),
+            Some(o) => {
+                let rel = path.strip_prefix(&o.base).unwrap_or(path);
+                let mut s = o.label.clone();
+                if !rel.as_os_str().is_empty() {
+                    s.push('/');
+                    s.push_str(&rel.to_string_lossy());
+                }
+                if let Some(v) = &o.version {
+                    s.push('@');
+                    s.push_str(v);
+                }
+                s
+            }
+        }
     }
 
     /// The path a locator names, used from the file `from` (a path inside
@@ -87,7 +154,7 @@ impl Package {
             .filter(|r| r.is_empty() || r.starts_with('/'))
         {
             (self.root.clone(), r.trim_start_matches('/'))
-        } else if locator.contains("://") || looks_like_remote(locator) {
+        } else if locator.contains("://") || crate::packages::Locator::is_remote(locator) {
             return Err(escapes());
         } else {
             let dir = from.parent().unwrap_or(&self.root).to_path_buf();
@@ -136,12 +203,6 @@ impl Package {
     pub fn relative<'a>(&self, path: &'a Path) -> &'a Path {
         path.strip_prefix(&self.root).unwrap_or(path)
     }
-}
-
-/// `github.com/x/y/...`: another package's locator.
-fn looks_like_remote(locator: &str) -> bool {
-    let first = locator.split('/').next().unwrap_or("");
-    first.contains('.') && first != "." && first != ".." && locator.contains('/')
 }
 
 #[cfg(test)]

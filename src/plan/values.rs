@@ -69,22 +69,46 @@ impl ServiceInfo {
     }
 }
 
-fn json_attr<'v, T: serde::Serialize>(v: &T, attr: &str, heap: Heap<'v>) -> Option<Value<'v>> {
-    match serde_json::to_value(v).ok()? {
-        serde_json::Value::Object(mut o) => o.remove(attr).map(|x| heap.alloc(x)),
-        _ => None,
+/// The attributes a value has: its fields, as Kurtosis shows them. An
+/// argument that was not given (null; for `sparse` types, an empty list or
+/// dict too) is no attribute, so `hasattr(config, "public_ports")` is
+/// false for a `ServiceConfig` without them, as in Kurtosis.
+fn json_fields<T: serde::Serialize>(
+    v: &T,
+    sparse: bool,
+) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::Object(mut o)) => {
+            o.retain(|_, x| match x {
+                serde_json::Value::Null => false,
+                serde_json::Value::Object(m) => !(sparse && m.is_empty()),
+                serde_json::Value::Array(a) => !(sparse && a.is_empty()),
+                _ => true,
+            });
+            o
+        }
+        _ => Default::default(),
     }
 }
 
-fn json_dir<T: serde::Serialize>(v: &T) -> Vec<String> {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::Object(o)) => o.keys().cloned().collect(),
-        _ => Vec::new(),
-    }
+fn json_attr<'v, T: serde::Serialize>(
+    v: &T,
+    attr: &str,
+    sparse: bool,
+    heap: Heap<'v>,
+) -> Option<Value<'v>> {
+    json_fields(v, sparse).remove(attr).map(|x| heap.alloc(x))
+}
+
+fn json_dir<T: serde::Serialize>(v: &T, sparse: bool) -> Vec<String> {
+    json_fields(v, sparse).keys().cloned().collect()
 }
 
 macro_rules! record_value {
     ($value:ident, $model:ty, $type_name:literal) => {
+        record_value!($value, $model, $type_name, false);
+    };
+    ($value:ident, $model:ty, $type_name:literal, $sparse:literal) => {
         #[derive(
             Debug, Clone, ProvidesStaticType, NoSerialize, Allocative, StarlarkPagablePanic,
         )]
@@ -101,11 +125,11 @@ macro_rules! record_value {
         #[starlark_value(type = $type_name)]
         impl<'v> StarlarkValue<'v> for $value {
             fn get_attr(&self, attribute: &str, heap: Heap<'v>) -> Option<Value<'v>> {
-                json_attr(&self.0, attribute, heap)
+                json_attr(&self.0, attribute, $sparse, heap)
             }
 
             fn dir_attr(&self) -> Vec<String> {
-                json_dir(&self.0)
+                json_dir(&self.0, $sparse)
             }
         }
     };
@@ -118,7 +142,46 @@ record_value!(HttpRecipeValue, model::HttpRecipe, "HttpRequestRecipe");
 record_value!(ReadyConditionValue, model::ReadyCondition, "ReadyCondition");
 record_value!(NixBuildSpecValue, model::NixBuildSpec, "NixBuildSpec");
 record_value!(ImageSpecValue, model::ImageSpec, "ImageSpec");
-record_value!(ServiceConfigValue, model::ServiceConfig, "ServiceConfig");
+/// `ServiceConfig`: its ports are `PortSpec`s; its other attributes are
+/// the arguments given.
+#[derive(Debug, Clone, ProvidesStaticType, NoSerialize, Allocative, StarlarkPagablePanic)]
+pub struct ServiceConfigValue(#[allocative(skip)] pub model::ServiceConfig);
+starlark_simple_value!(ServiceConfigValue);
+
+impl fmt::Display for ServiceConfigValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let json = serde_json::to_string(&self.0).unwrap_or_default();
+        write!(f, "ServiceConfig({json})")
+    }
+}
+
+#[starlark_value(type = "ServiceConfig")]
+impl<'v> StarlarkValue<'v> for ServiceConfigValue {
+    fn get_attr(&self, attribute: &str, heap: Heap<'v>) -> Option<Value<'v>> {
+        let ports = match attribute {
+            "ports" => &self.0.ports,
+            "public_ports" => &self.0.public_ports,
+            _ => return json_attr(&self.0, attribute, true, heap),
+        };
+        if ports.is_empty() {
+            return None;
+        }
+        let items: Vec<(&str, Value<'v>)> = ports
+            .iter()
+            .map(|(k, p)| (k.as_str(), heap.alloc(PortSpecValue(p.clone()))))
+            .collect();
+        Some(heap.alloc(starlark::values::dict::AllocDict(items)))
+    }
+
+    fn dir_attr(&self) -> Vec<String> {
+        json_dir(&self.0, true)
+    }
+}
+record_value!(DirectoryValue, model::FilesSource, "Directory");
+record_value!(StoreSpecValue, model::StoreSpec, "StoreSpec");
+record_value!(TolerationValue, model::Toleration, "Toleration");
+record_value!(GpuConfigValue, model::GpuConfig, "GpuConfig");
+record_value!(ImageBuildSpecValue, model::ImageSource, "ImageBuildSpec");
 
 /// `Service`: `.ports` is a dict of port id → port (with `.number`, `.url`).
 #[derive(Debug, Clone, ProvidesStaticType, NoSerialize, Allocative, StarlarkPagablePanic)]

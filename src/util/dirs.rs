@@ -23,3 +23,10 @@ pub fn cache_dir() -> Option<PathBuf> {
         .or_else(|| env_path("HOME").map(|h| h.join(".cache")))
         .map(|d| d.join("nixoci"))
 }
+
+/// The cache directory, or `cache/` in nixoci's home when no home or
+/// `XDG_CACHE_HOME` is set (caches nixoci cannot work without, such as
+/// fetched packages).
+pub fn cache_dir_or_home() -> PathBuf {
+    cache_dir().unwrap_or_else(|| nixoci_home().join("cache"))
+}

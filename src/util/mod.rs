@@ -4,5 +4,6 @@
 pub mod base64;
 pub mod dirs;
 pub mod fs;
+pub mod http;
 pub mod interrupt;
 pub mod runtime;

@@ -43,7 +43,10 @@ use std::path::{Path, PathBuf};
 /// `Evaluator::extra`.
 #[derive(ProvidesStaticType)]
 pub struct Ctx {
-    pub package: Package,
+    /// The package that is run (its `replace:` applies everywhere).
+    pub root: Package,
+    /// Where other packages' repositories come from.
+    pub resolver: std::rc::Rc<dyn crate::packages::Resolver>,
     pub globals: Globals,
     pub state: RefCell<State>,
 }
@@ -58,6 +61,11 @@ pub struct State {
     pub importing: Vec<PathBuf>,
     /// Evaluated modules, by file.
     pub modules: BTreeMap<PathBuf, starlark::environment::FrozenModule>,
+    /// Every package reached; the first is the package that is run.
+    pub packages: Vec<Package>,
+    /// The files evaluated, by the name their locations carry: the index
+    /// of their package in `packages` and their path.
+    pub files: BTreeMap<String, (usize, PathBuf)>,
 }
 
 pub fn dialect() -> Dialect {
@@ -66,8 +74,10 @@ pub fn dialect() -> Dialect {
 
 pub fn globals() -> Globals {
     use starlark::environment::LibraryExtension as L;
-    GlobalsBuilder::extended_by(&[L::StructType, L::Json, L::Print, L::Map, L::Filter])
+    GlobalsBuilder::extended_by(&[L::StructType, L::Print, L::Map, L::Filter])
         .with(types::kurtosis_globals)
+        .with_namespace("json", types::json_module)
+        .with_namespace("time", types::time_module)
         .build()
 }
 
@@ -93,11 +103,155 @@ pub fn location(eval: &Evaluator) -> Location {
     }
 }
 
-/// The `.star` file being evaluated (locators are relative to it).
-pub(super) fn current_file(eval: &Evaluator, package: &Package) -> PathBuf {
-    match eval.call_stack_top_location() {
-        Some(span) => package.root.join(span.filename()),
-        None => package.root.join("main.star"),
+/// The `.star` file being evaluated (locators are relative to it) and the
+/// index of its package.
+pub(super) fn current_file(eval: &Evaluator) -> (usize, PathBuf) {
+    let c = ctx(eval);
+    let st = c.state.borrow();
+    eval.call_stack_top_location()
+        .and_then(|span| st.files.get(span.filename()).cloned())
+        .unwrap_or_else(|| (0, c.root.root.join("main.star")))
+}
+
+/// What a locator names, from the file being evaluated: a path of that
+/// file's package (relative, `/`-rooted in that package, or by the
+/// package's own name), or a path in another package, replaced as the run
+/// package's `replace:` says and fetched through the resolver. The path
+/// exists; the result is the index of its package and the path.
+pub(super) fn resolve(eval: &Evaluator, locator: &str) -> anyhow::Result<(usize, PathBuf)> {
+    use crate::packages::Locator;
+    use crate::plan::package::{Origin, PackageError};
+    let c = ctx(eval);
+    let (pi, from) = current_file(eval);
+    let pkg = c.state.borrow().packages[pi].clone();
+    if pkg.owns(locator) || !Locator::is_remote(locator) {
+        return Ok((pi, pkg.locate_existing(&from, locator)?));
+    }
+    let loc = Locator::parse(locator)?;
+    let (label, version, base, rest) = match replacement(&c.root, &loc)? {
+        Replacement::Local { key, dir, rest } => (key, None, dir, rest),
+        Replacement::Remote(l) => {
+            let co = c.resolver.checkout(&l.repo, l.version.as_deref())?;
+            (l.repo.clone(), l.version.clone(), co.dir, l.path.clone())
+        }
+    };
+    let base = base
+        .canonicalize()
+        .map_err(|e| anyhow::anyhow!("locator '{locator}': {}: {e}", base.display()))?;
+    let path = if rest.is_empty() {
+        base.clone()
+    } else {
+        base.join(&rest)
+    };
+    let shown = match &version {
+        Some(v) => format!("{label}@{v}"),
+        None => label.clone(),
+    };
+    match path.canonicalize() {
+        Ok(real) if !real.starts_with(&base) => {
+            anyhow::bail!("locator '{locator}' leaves {shown} through a symbolic link")
+        }
+        Ok(_) => {}
+        Err(_) => {
+            return Err(PackageError::Missing {
+                locator: locator.into(),
+                path: path.clone(),
+            }
+            .into())
+        }
+    }
+    // The package holding it: the nearest directory with kurtosis.yml.
+    let mut dir = if path.is_dir() {
+        path.clone()
+    } else {
+        path.parent().unwrap_or(&base).to_path_buf()
+    };
+    while !dir.join("kurtosis.yml").is_file() {
+        if dir == base || !dir.starts_with(&base) {
+            anyhow::bail!("locator '{locator}': no kurtosis.yml in {shown} above '{rest}', so it is in no package");
+        }
+        dir = dir.parent().unwrap_or(&base).to_path_buf();
+    }
+    let known = c
+        .state
+        .borrow()
+        .packages
+        .iter()
+        .position(|p| p.root == dir && p.origin.as_ref().is_some_and(|o| o.version == version));
+    let idx = match known {
+        Some(i) => i,
+        None => {
+            let mut p = Package::open(&dir)?;
+            p.origin = Some(Origin {
+                label,
+                version,
+                base,
+            });
+            let mut st = c.state.borrow_mut();
+            st.packages.push(p);
+            st.packages.len() - 1
+        }
+    };
+    Ok((idx, path))
+}
+
+enum Replacement {
+    /// A local directory stands in for the package named `key`.
+    Local {
+        key: String,
+        dir: PathBuf,
+        rest: String,
+    },
+    Remote(crate::packages::Locator),
+}
+
+/// Apply the run package's `replace:` to a locator: the longest package
+/// name that is the locator or a prefix of it (by whole path segments).
+fn replacement(root: &Package, loc: &crate::packages::Locator) -> anyhow::Result<Replacement> {
+    use crate::packages::Locator;
+    let full = loc.without_version();
+    let hit = root
+        .replace
+        .iter()
+        .filter(|(k, _)| {
+            full == **k
+                || full
+                    .strip_prefix(k.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        })
+        .max_by_key(|(k, _)| k.len());
+    let Some((key, value)) = hit else {
+        return Ok(Replacement::Remote(loc.clone()));
+    };
+    let rest = full[key.len()..].trim_start_matches('/').to_string();
+    if Locator::is_remote(value) {
+        let to = Locator::parse(value).map_err(|e| {
+            anyhow::anyhow!("{}/kurtosis.yml: replace: {key}: {e}", root.root.display())
+        })?;
+        let path = match (to.path.as_str(), rest.as_str()) {
+            ("", r) => r.to_string(),
+            (p, "") => p.to_string(),
+            (p, r) => format!("{p}/{r}"),
+        };
+        Ok(Replacement::Remote(Locator {
+            repo: to.repo,
+            path,
+            version: to.version.or_else(|| loc.version.clone()),
+        }))
+    } else {
+        let dir = root.root.join(value);
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "{}/kurtosis.yml: replace: {key}: {value} is not a directory ({}): a replacement is a locator (github.com/OWNER/REPO[@VERSION]) or a local directory, relative to the package",
+                root.root.display(),
+                dir.display()
+            );
+        }
+        Ok(Replacement::Local {
+            key: key.clone(),
+            dir,
+            rest,
+        })
     }
 }
 
@@ -120,22 +274,26 @@ pub(super) fn import(
 ) -> anyhow::Result<starlark::environment::FrozenModule> {
     let extra = eval.extra;
     let c = ctx(eval);
-    let from = current_file(eval, &c.package);
-    let path = c.package.locate_existing(&from, locator)?;
+    let (pi, path) = resolve(eval, locator)?;
     if let Some(m) = c.state.borrow().modules.get(&path) {
         return Ok(m.clone());
     }
+    let name = c.state.borrow().packages[pi].display(&path);
     if c.state.borrow().importing.contains(&path) {
-        anyhow::bail!(
-            "import cycle: {} imports itself",
-            c.package.relative(&path).display()
-        );
+        anyhow::bail!("import cycle: {name} imports itself");
     }
-    let name = c.package.relative(&path).to_string_lossy().into_owned();
+    c.state
+        .borrow_mut()
+        .files
+        .insert(name.clone(), (pi, path.clone()));
     let text = std::fs::read_to_string(&path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let ast = AstModule::parse(&name, text, &dialect())
-        .map_err(|e| anyhow::anyhow!("{}", super::format_error(&e)))?;
+    let ast = AstModule::parse(
+        &name,
+        super::tabs::expand_indent_tabs(&text).into_owned(),
+        &dialect(),
+    )
+    .map_err(|e| anyhow::anyhow!("{}", super::format_error(&e)))?;
     c.state.borrow_mut().importing.push(path.clone());
     let result = Module::with_temp_heap(|module| -> anyhow::Result<_> {
         {

@@ -34,31 +34,37 @@ pub(super) fn service_step(
     Ok(NoneType)
 }
 
+/// Every files artifact a `files` map mounts must exist at this point.
+pub(super) fn check_files(
+    eval: &Evaluator,
+    who: &str,
+    files: &BTreeMap<String, FilesSource>,
+) -> anyhow::Result<()> {
+    let st = ctx(eval).state.borrow();
+    for (mount, source) in files {
+        for artifact in source.artifacts() {
+            if !st.artifacts.contains(artifact) {
+                anyhow::bail!("files: {who} mounts files artifact '{artifact}' at {mount}, but no artifact of that name exists at this point of the plan (make it with plan.upload_files, plan.render_templates, plan.store_service_files or a task's store first)");
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn add_service_checked(
     eval: &Evaluator,
     name: &str,
     config: ServiceConfig,
+    force_update: bool,
 ) -> anyhow::Result<ServiceInfo> {
     check_service_name(name)?;
     let c = ctx(eval);
-    {
-        let st = c.state.borrow();
-        if st.services.contains_key(name) {
-            anyhow::bail!(
-                "a service named '{name}' already exists in this enclave; service names are unique"
-            );
-        }
-        for (mount, artifact) in &config.files {
-            if !mount.starts_with('/') {
-                anyhow::bail!(
-                    "files: mount point '{mount}' of service '{name}' is not an absolute path"
-                );
-            }
-            if !st.artifacts.contains(artifact) {
-                anyhow::bail!("files: service '{name}' mounts files artifact '{artifact}' at {mount}, but no artifact of that name exists at this point of the plan (make it with plan.upload_files or plan.render_templates first)");
-            }
-        }
+    if c.state.borrow().services.contains_key(name) {
+        anyhow::bail!(
+            "a service named '{name}' already exists in this enclave; service names are unique"
+        );
     }
+    check_files(eval, &format!("service '{name}'"), &config.files)?;
     if let Some(rc) = &config.ready_conditions {
         if let Recipe::Http(h) = &rc.recipe {
             if !config.ports.contains_key(&h.port_id) {
@@ -74,6 +80,7 @@ pub(super) fn add_service_checked(
             name: name.into(),
             config: Box::new(config),
             id,
+            force_update,
         },
     );
     c.state
@@ -83,6 +90,85 @@ pub(super) fn add_service_checked(
     Ok(info)
 }
 
+/// What `run_sh` and `run_python` share.
+pub(super) struct TaskArgs<'v> {
+    default_image: &'static str,
+    command: Vec<String>,
+    packages: Vec<String>,
+    image: Option<Value<'v>>,
+    files: Option<Value<'v>>,
+    store: Option<Value<'v>>,
+    wait: Option<Value<'v>>,
+    env_vars: Option<Value<'v>>,
+    tolerations: Option<Value<'v>>,
+    node_selectors: Option<Value<'v>>,
+}
+
+/// Record a task; its result: `output` and `code` as future references,
+/// `files_artifacts` as the names of the artifacts its `store` makes.
+pub(super) fn task_step<'v>(
+    eval: &mut Evaluator<'v, '_, '_>,
+    kind: &str,
+    a: TaskArgs<'v>,
+) -> anyhow::Result<Value<'v>> {
+    let image = match a.image.filter(|v| !v.is_none()) {
+        Some(v) => image_source(eval, v)?,
+        None => image_source(eval, eval.heap().alloc(a.default_image))?,
+    };
+    let files = opt(a.files, |v| files_map("files", v))?.unwrap_or_default();
+    check_files(eval, &format!("run_{kind}"), &files)?;
+    let env_vars = opt(a.env_vars, |v| string_dict("env_vars", v))?.unwrap_or_default();
+    // Accepted, and without effect on one host (as in Kurtosis' Docker
+    // backend); checked all the same.
+    tolerations(a.tolerations)?;
+    opt(a.node_selectors, |v| string_dict("node_selectors", v))?;
+    let wait = match a.wait {
+        None => Some(duration("wait", "180s")?),
+        Some(v) if v.is_none() => None,
+        Some(v) => Some(duration("wait", &string("wait", v)?)?),
+    };
+    let mut store = Vec::new();
+    for (src, name) in store_list(a.store)? {
+        if !src.starts_with('/') {
+            anyhow::bail!("store: '{src}' is not an absolute path in the task's container");
+        }
+        let name = new_artifact_name(
+            eval,
+            name.map(|n| eval.heap().alloc(n)),
+            &format!("task-{kind}-files"),
+        )?;
+        ctx(eval).state.borrow_mut().artifacts.insert(name.clone());
+        store.push(StoreSpec { src, name });
+    }
+    let id = future::id_for(ctx(eval).state.borrow().steps.len());
+    let names: Vec<String> = store.iter().map(|s| s.name.clone()).collect();
+    push(
+        eval,
+        Instruction::RunTask {
+            kind: kind.into(),
+            task: Box::new(Task {
+                image,
+                command: a.command,
+                files,
+                env_vars,
+                store,
+                wait,
+                packages: a.packages,
+            }),
+            id: id.clone(),
+        },
+    );
+    let heap = eval.heap();
+    Ok(heap.alloc(AllocStruct([
+        ("output", heap.alloc(future::reference(&id, "output"))),
+        ("code", heap.alloc(future::reference(&id, "code"))),
+        (
+            "files_artifacts",
+            heap.alloc(starlark::values::list::AllocList(names)),
+        ),
+    ])))
+}
+
 #[starlark_module]
 pub fn plan_methods(builder: &mut MethodsBuilder) {
     fn add_service<'v>(
@@ -90,12 +176,187 @@ pub fn plan_methods(builder: &mut MethodsBuilder) {
         name: Value<'v>,
         config: Value<'v>,
         #[starlark(require = named)] description: Option<Value<'v>>,
+        #[starlark(require = named, default = false)] force_update: bool,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<ServiceValue> {
         let _ = description;
         let name = nonempty("name", name)?;
         let config = downcast::<ServiceConfigValue>("config", "ServiceConfig", config)?.0;
-        Ok(ServiceValue(add_service_checked(eval, &name, config)?))
+        Ok(ServiceValue(add_service_checked(
+            eval,
+            &name,
+            config,
+            force_update,
+        )?))
+    }
+
+    fn set_service<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        name: Value<'v>,
+        config: Value<'v>,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<NoneType> {
+        let _ = description;
+        let name = nonempty("name", name)?;
+        let config = downcast::<ServiceConfigValue>("config", "ServiceConfig", config)?.0;
+        let old = known_service(eval, &name)?;
+        check_files(eval, &format!("service '{name}'"), &config.files)?;
+        let info = ServiceInfo::new(&name, &old.ip_address, &config.ports);
+        push(
+            eval,
+            Instruction::SetService {
+                name: name.clone(),
+                config: Box::new(config),
+            },
+        );
+        ctx(eval).state.borrow_mut().services.insert(name, info);
+        Ok(NoneType)
+    }
+
+    fn get_services<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<Value<'v>> {
+        let _ = description;
+        let services: Vec<ServiceInfo> = ctx(eval)
+            .state
+            .borrow()
+            .services
+            .values()
+            .cloned()
+            .collect();
+        let heap = eval.heap();
+        Ok(heap.alloc(starlark::values::list::AllocList(
+            services.into_iter().map(|s| heap.alloc(ServiceValue(s))),
+        )))
+    }
+
+    /// Kurtosis packages branch on it; nixoci runs services on one host's
+    /// containerd, as Kurtosis' Docker backend does, so "docker".
+    fn get_cluster_type<'v>(#[starlark(this)] _this: Value<'v>) -> anyhow::Result<&'static str> {
+        Ok("docker")
+    }
+
+    fn get_files_artifact<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        name: Value<'v>,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<String> {
+        let _ = description;
+        let name = nonempty("name", name)?;
+        if !ctx(eval).state.borrow().artifacts.contains(&name) {
+            anyhow::bail!(
+                "no files artifact named '{name}' exists in the enclave at this point of the plan"
+            );
+        }
+        Ok(name)
+    }
+
+    fn store_service_files<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        service_name: Value<'v>,
+        src: Value<'v>,
+        name: Option<Value<'v>>,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        #[starlark(require = named)] depends_on: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<String> {
+        let _ = (description, depends_on);
+        let service_name = nonempty("service_name", service_name)?;
+        known_service(eval, &service_name)?;
+        let src = nonempty("src", src)?;
+        if !src.starts_with('/') {
+            anyhow::bail!(
+                "store_service_files: src '{src}' is not an absolute path in the service"
+            );
+        }
+        let name = new_artifact_name(eval, name, "service-files")?;
+        push(
+            eval,
+            Instruction::StoreServiceFiles {
+                service_name,
+                src,
+                name: name.clone(),
+            },
+        );
+        ctx(eval).state.borrow_mut().artifacts.insert(name.clone());
+        Ok(name)
+    }
+
+    fn run_sh<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        run: Value<'v>,
+        #[starlark(require = named)] name: Option<Value<'v>>,
+        #[starlark(require = named)] image: Option<Value<'v>>,
+        #[starlark(require = named)] files: Option<Value<'v>>,
+        #[starlark(require = named)] store: Option<Value<'v>>,
+        #[starlark(require = named)] wait: Option<Value<'v>>,
+        #[starlark(require = named)] env_vars: Option<Value<'v>>,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        #[starlark(require = named)] tolerations: Option<Value<'v>>,
+        #[starlark(require = named)] node_selectors: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<Value<'v>> {
+        let _ = (name, description);
+        // Kurtosis runs the script as one line: newlines become spaces.
+        let run = nonempty("run", run)?.replace('\n', " ");
+        task_step(
+            eval,
+            "sh",
+            TaskArgs {
+                default_image: "badouralix/curl-jq",
+                command: vec!["sh".into(), "-c".into(), run],
+                packages: Vec::new(),
+                image,
+                files,
+                store,
+                wait,
+                env_vars,
+                tolerations,
+                node_selectors,
+            },
+        )
+    }
+
+    fn run_python<'v>(
+        #[starlark(this)] _this: Value<'v>,
+        run: Value<'v>,
+        #[starlark(require = named)] args: Option<Value<'v>>,
+        #[starlark(require = named)] packages: Option<Value<'v>>,
+        #[starlark(require = named)] name: Option<Value<'v>>,
+        #[starlark(require = named)] image: Option<Value<'v>>,
+        #[starlark(require = named)] files: Option<Value<'v>>,
+        #[starlark(require = named)] store: Option<Value<'v>>,
+        #[starlark(require = named)] wait: Option<Value<'v>>,
+        #[starlark(require = named)] env_vars: Option<Value<'v>>,
+        #[starlark(require = named)] description: Option<Value<'v>>,
+        #[starlark(require = named)] tolerations: Option<Value<'v>>,
+        #[starlark(require = named)] node_selectors: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<Value<'v>> {
+        let _ = (name, description);
+        let run = nonempty("run", run)?;
+        let mut command = vec!["python".into(), "-c".into(), run];
+        command.extend(opt(args, |v| string_list("args", v))?.unwrap_or_default());
+        task_step(
+            eval,
+            "python",
+            TaskArgs {
+                default_image: "python:3.11-alpine",
+                command,
+                packages: opt(packages, |v| string_list("packages", v))?.unwrap_or_default(),
+                image,
+                files,
+                store,
+                wait,
+                env_vars,
+                tolerations,
+                node_selectors,
+            },
+        )
     }
 
     fn add_services<'v>(
@@ -113,7 +374,7 @@ pub fn plan_methods(builder: &mut MethodsBuilder) {
                 config,
             )?
             .0;
-            let info = add_service_checked(eval, &name, config)?;
+            let info = add_service_checked(eval, &name, config, false)?;
             out.push((name, eval.heap().alloc(ServiceValue(info))));
         }
         Ok(eval.heap().alloc(AllocDict(out)))
@@ -314,15 +575,21 @@ pub fn plan_methods(builder: &mut MethodsBuilder) {
         let _ = description;
         let locator = nonempty("src", src)?;
         let c = ctx(eval);
-        let path = c
-            .package
-            .locate_existing(&current_file(eval, &c.package), &locator)?;
+        let artifact = if is_url(&locator) {
+            Artifact::Url {
+                url: locator.clone(),
+            }
+        } else {
+            Artifact::Upload {
+                src: resolve(eval, &locator)?.1,
+            }
+        };
         let name = new_artifact_name(eval, name, "upload")?;
         push(
             eval,
             Instruction::UploadFiles {
                 name: name.clone(),
-                artifact: Artifact::Upload { src: path },
+                artifact,
             },
         );
         c.state.borrow_mut().artifacts.insert(name.clone());

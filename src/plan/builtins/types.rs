@@ -68,9 +68,8 @@ pub(super) fn nix_build_spec(
     let flake_location_dir =
         opt(flake_location_dir, |v| nonempty("flake_location_dir", v))?.unwrap_or(".".into());
     let flake_output = opt(flake_output, |v| nonempty("flake_output", v))?;
-    let c = ctx(eval);
-    let from = current_file(eval, &c.package);
-    let context = c.package.locate_existing(&from, &build_context_dir)?;
+    let (pi, context) = resolve(eval, &build_context_dir)?;
+    let package = ctx(eval).state.borrow().packages[pi].clone();
     if !context.is_dir() {
         anyhow::bail!(
             "build_context_dir '{build_context_dir}' is {}, not a directory",
@@ -79,7 +78,7 @@ pub(super) fn nix_build_spec(
     }
     // The flake dir is a path inside the context; it may not leave it.
     let inside = context.join("__ctx__");
-    let flake_dir = c.package.locate(&inside, &flake_location_dir)?;
+    let flake_dir = package.locate(&inside, &flake_location_dir)?;
     if !flake_dir.starts_with(&context) {
         anyhow::bail!("flake_location_dir '{flake_location_dir}' leaves the build context {}: it is a directory inside build_context_dir", context.display());
     }
@@ -139,14 +138,337 @@ pub(super) fn image_source(eval: &Evaluator, v: Value) -> anyhow::Result<ImageSo
     if let Some(i) = v.downcast_ref::<ImageSpecValue>() {
         return Ok(ImageSource::Named(i.0.clone()));
     }
+    if let Some(i) = v.downcast_ref::<ImageBuildSpecValue>() {
+        return Ok(i.0.clone());
+    }
     anyhow::bail!(
-        "Value for 'image' was expected to be a starlark.String, ImageSpec or NixBuildSpec but was '{}'",
+        "Value for 'image' was expected to be a starlark.String, ImageSpec, NixBuildSpec or ImageBuildSpec but was '{}'",
         type_name(v)
     )
 }
 
+/// An `http://` or `https://` URL, which `read_file` and `upload_files`
+/// fetch.
+pub(super) fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// `files` of a service or task: mount point → an artifact name or a
+/// `Directory`.
+pub(super) fn files_map(arg: &str, v: Value) -> anyhow::Result<BTreeMap<String, FilesSource>> {
+    entries(arg, v)?
+        .into_iter()
+        .map(|(mount, v)| {
+            if !mount.starts_with('/') {
+                anyhow::bail!("{arg}: mount point '{mount}' is not an absolute path");
+            }
+            let source = if let Some(name) = v.unpack_str() {
+                if name.is_empty() {
+                    anyhow::bail!("{arg}[{mount:?}] is an empty artifact name");
+                }
+                FilesSource::Artifact(name.into())
+            } else if let Some(d) = v.downcast_ref::<DirectoryValue>() {
+                d.0.clone()
+            } else {
+                anyhow::bail!(
+                    "Value for '{arg}[{mount:?}]' was expected to be a starlark.String (a files artifact name) or a Directory but was '{}'",
+                    type_name(v)
+                )
+            };
+            Ok((mount, source))
+        })
+        .collect()
+}
+
+/// `tolerations`: a list of `Toleration`.
+pub(super) fn tolerations(v: Option<Value>) -> anyhow::Result<Vec<crate::plan::model::Toleration>> {
+    opt(v, |v| {
+        items("tolerations", v)?
+            .into_iter()
+            .map(|t| Ok(downcast::<TolerationValue>("tolerations[]", "Toleration", t)?.0))
+            .collect()
+    })
+    .map(Option::unwrap_or_default)
+}
+
+/// `store` of a task: paths, or `StoreSpec(src, name)`s.
+pub(super) fn store_list(v: Option<Value>) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    opt(v, |v| {
+        items("store", v)?
+            .into_iter()
+            .map(|x| {
+                if let Some(src) = x.unpack_str() {
+                    return Ok((src.to_string(), None));
+                }
+                let s = downcast::<StoreSpecValue>("store[]", "StoreSpec", x)?.0;
+                Ok((s.src, Some(s.name)))
+            })
+            .collect()
+    })
+    .map(Option::unwrap_or_default)
+}
+
+/// Go's `json.Indent` (which starlark-go's `json.indent` is): the same
+/// tokens, keys in their order, one per line; `{}` and `[]` stay as they
+/// are.
+pub(super) fn json_indent(text: &str, prefix: &str, indent: &str) -> anyhow::Result<String> {
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| anyhow::anyhow!("json.indent: not valid JSON: {e}"))?;
+    let mut out = String::new();
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut chars = text.trim().chars().peekable();
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.push_str(prefix);
+        for _ in 0..depth {
+            out.push_str(indent);
+        }
+    };
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match c {
+            ' ' | '\t' | '\n' | '\r' => {}
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                while chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+                    chars.next();
+                }
+                if matches!(chars.peek(), Some('}') | Some(']')) {
+                    out.push(chars.next().expect("peeked"));
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            _ => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// Time as starlark-go's `time` module shows it: a struct of its fields.
+fn time_value<'v>(heap: starlark::values::Heap<'v>, nanos: i128) -> Value<'v> {
+    let secs = nanos.div_euclid(1_000_000_000) as i64;
+    let nano = nanos.rem_euclid(1_000_000_000) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    heap.alloc(AllocStruct([
+        ("unix", heap.alloc(secs)),
+        ("unix_nano", heap.alloc(nanos as i64)),
+        ("year", heap.alloc(year)),
+        ("month", heap.alloc(month)),
+        ("day", heap.alloc(day)),
+        ("hour", heap.alloc(rem / 3600)),
+        ("minute", heap.alloc(rem / 60 % 60)),
+        ("second", heap.alloc(rem % 60)),
+        ("nanosecond", heap.alloc(nano)),
+    ]))
+}
+
+#[starlark_module]
+pub(super) fn json_module(builder: &mut GlobalsBuilder) {
+    fn encode<'v>(x: Value<'v>) -> anyhow::Result<String> {
+        x.to_json()
+    }
+
+    fn decode<'v>(x: &str, eval: &mut Evaluator<'v, '_, '_>) -> anyhow::Result<Value<'v>> {
+        let v: serde_json::Value = serde_json::from_str(x)
+            .map_err(|e| anyhow::anyhow!("json.decode: not valid JSON: {e}"))?;
+        Ok(eval.heap().alloc(v))
+    }
+
+    fn indent(
+        x: &str,
+        #[starlark(require = named, default = "")] prefix: &str,
+        #[starlark(require = named, default = "\t")] indent: &str,
+    ) -> anyhow::Result<String> {
+        json_indent(x, prefix, indent)
+    }
+}
+
+#[starlark_module]
+pub(super) fn time_module(builder: &mut GlobalsBuilder) {
+    const nanosecond: i64 = 1;
+    const microsecond: i64 = 1_000;
+    const millisecond: i64 = 1_000_000;
+    const second: i64 = 1_000_000_000;
+    const minute: i64 = 60_000_000_000;
+    const hour: i64 = 3_600_000_000_000;
+
+    /// The time now: a non-deterministic value, as in Kurtosis.
+    fn now<'v>(eval: &mut Evaluator<'v, '_, '_>) -> anyhow::Result<Value<'v>> {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(time_value(eval.heap(), d.as_nanos() as i128))
+    }
+
+    fn from_timestamp<'v>(
+        sec: i64,
+        nsec: Option<i64>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<Value<'v>> {
+        Ok(time_value(
+            eval.heap(),
+            i128::from(sec) * 1_000_000_000 + i128::from(nsec.unwrap_or(0)),
+        ))
+    }
+
+    /// A Go duration (`1h30m`) in nanoseconds.
+    fn parse_duration(d: &str) -> anyhow::Result<i64> {
+        let parsed = crate::plan::duration::GoDuration::parse(d)
+            .map_err(|e| anyhow::anyhow!("time.parse_duration: {e}"))?;
+        Ok(parsed.get().as_nanos() as i64)
+    }
+}
+
 #[starlark_module]
 pub(super) fn kurtosis_globals(builder: &mut GlobalsBuilder) {
+    #[allow(non_snake_case)]
+    fn Directory<'v>(
+        #[starlark(require = named)] artifact_names: Option<Value<'v>>,
+        #[starlark(require = named)] persistent_key: Option<Value<'v>>,
+        #[starlark(require = named)] size: Option<Value<'v>>,
+    ) -> anyhow::Result<DirectoryValue> {
+        let names = opt(artifact_names, |v| string_list("artifact_names", v))?;
+        let key = opt(persistent_key, |v| nonempty("persistent_key", v))?;
+        let size = opt(size, |v| ranged("size", v, 1, MAX_MEGABYTES, "megabytes"))?;
+        Ok(DirectoryValue(match (names, key) {
+            (Some(names), None) => {
+                if names.is_empty() || names.iter().any(String::is_empty) {
+                    anyhow::bail!("Directory: artifact_names must name at least one files artifact, and no name may be empty");
+                }
+                if size.is_some() {
+                    anyhow::bail!("Directory: size goes with persistent_key, not artifact_names");
+                }
+                FilesSource::Artifacts {
+                    artifact_names: names,
+                }
+            }
+            (None, Some(key)) => {
+                if !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    || key.starts_with('.')
+                {
+                    anyhow::bail!("Directory: persistent_key '{key}' may hold only letters, digits, '-', '_' and '.', and may not start with '.'");
+                }
+                FilesSource::Persistent {
+                    persistent_key: key,
+                    size,
+                }
+            }
+            _ => anyhow::bail!(
+                "Directory takes either artifact_names (files artifacts) or persistent_key (a persistent directory), exactly one of them"
+            ),
+        }))
+    }
+
+    #[allow(non_snake_case)]
+    fn StoreSpec<'v>(src: Value<'v>, name: Value<'v>) -> anyhow::Result<StoreSpecValue> {
+        let src = nonempty("src", src)?;
+        let name = nonempty("name", name)?;
+        check_artifact_name(&name)?;
+        Ok(StoreSpecValue(crate::plan::model::StoreSpec { src, name }))
+    }
+
+    #[allow(non_snake_case)]
+    fn Toleration<'v>(
+        #[starlark(require = named)] key: Option<Value<'v>>,
+        #[starlark(require = named)] operator: Option<Value<'v>>,
+        #[starlark(require = named)] value: Option<Value<'v>>,
+        #[starlark(require = named)] effect: Option<Value<'v>>,
+        #[starlark(require = named)] toleration_seconds: Option<Value<'v>>,
+    ) -> anyhow::Result<TolerationValue> {
+        let s = |arg: &str, v: Option<Value>| -> anyhow::Result<String> {
+            Ok(opt(v, |v| string(arg, v))?.unwrap_or_default())
+        };
+        let operator = s("operator", operator)?;
+        if !["", "Equal", "Exists"].contains(&operator.as_str()) {
+            anyhow::bail!("Toleration: operator '{operator}' is not Equal or Exists");
+        }
+        let effect = s("effect", effect)?;
+        if !["", "NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect.as_str()) {
+            anyhow::bail!(
+                "Toleration: effect '{effect}' is not NoSchedule, PreferNoSchedule or NoExecute"
+            );
+        }
+        Ok(TolerationValue(crate::plan::model::Toleration {
+            key: s("key", key)?,
+            operator,
+            value: s("value", value)?,
+            effect,
+            toleration_seconds: opt(toleration_seconds, |v| int("toleration_seconds", v))?,
+        }))
+    }
+
+    #[allow(non_snake_case)]
+    fn GpuConfig<'v>(
+        #[starlark(require = named)] count: Option<Value<'v>>,
+        #[starlark(require = named)] device_ids: Option<Value<'v>>,
+        #[starlark(require = named)] driver: Option<Value<'v>>,
+        #[starlark(require = named)] shm_size: Option<Value<'v>>,
+        #[starlark(require = named)] ulimits: Option<Value<'v>>,
+    ) -> anyhow::Result<GpuConfigValue> {
+        let _ = ulimits;
+        Ok(GpuConfigValue(crate::plan::model::GpuConfig {
+            count: opt(count, |v| int("count", v))?,
+            device_ids: opt(device_ids, |v| string_list("device_ids", v))?.unwrap_or_default(),
+            driver: opt(driver, |v| string("driver", v))?,
+            shm_size: opt(shm_size, |v| int("shm_size", v))?,
+        }))
+    }
+
+    #[allow(non_snake_case)]
+    fn ImageBuildSpec<'v>(
+        image_name: Value<'v>,
+        build_context_dir: Value<'v>,
+        #[starlark(require = named)] target_stage: Option<Value<'v>>,
+        #[starlark(require = named)] build_args: Option<Value<'v>>,
+    ) -> anyhow::Result<ImageBuildSpecValue> {
+        let _ = (target_stage, build_args);
+        Ok(ImageBuildSpecValue(ImageSource::Dockerfile {
+            image_name: nonempty("image_name", image_name)?,
+            build_context_dir: nonempty("build_context_dir", build_context_dir)?,
+        }))
+    }
+
     #[allow(non_snake_case)]
     fn ServiceConfig<'v>(
         image: Value<'v>,
@@ -163,10 +485,19 @@ pub(super) fn kurtosis_globals(builder: &mut GlobalsBuilder) {
         #[starlark(require = named)] min_memory: Option<Value<'v>>,
         #[starlark(require = named)] max_memory: Option<Value<'v>>,
         #[starlark(require = named)] ready_conditions: Option<Value<'v>>,
+        #[starlark(require = named)] private_ip_address_placeholder: Option<Value<'v>>,
+        #[starlark(require = named)] node_selectors: Option<Value<'v>>,
+        #[starlark(require = named)] tolerations: Option<Value<'v>>,
+        #[starlark(require = named)] gpu: Option<Value<'v>>,
+        #[starlark(require = named)] publish_udp: Option<Value<'v>>,
+        #[starlark(require = named)] tty_enabled: Option<Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<ServiceConfigValue> {
+        // A terminal changes how a program buffers and colours its output;
+        // logs are collected the same either way.
+        let _ = tty_enabled;
         let image = image_source(eval, image)?;
-        let files = opt(files, |v| string_dict("files", v))?.unwrap_or_default();
+        let files = opt(files, |v| files_map("files", v))?.unwrap_or_default();
         let user = opt(user, |v| Ok(downcast::<UserValue>("user", "User", v)?.0))?;
         let config = crate::plan::model::ServiceConfig {
             image,
@@ -184,6 +515,24 @@ pub(super) fn kurtosis_globals(builder: &mut GlobalsBuilder) {
             min_memory: limit(min_memory, "min_memory", MAX_MEGABYTES, "megabytes")?,
             max_memory: limit(max_memory, "max_memory", MAX_MEGABYTES, "megabytes")?,
             ready_conditions: opt(ready_conditions, ready_condition)?,
+            private_ip_address_placeholder: opt(private_ip_address_placeholder, |v| {
+                nonempty("private_ip_address_placeholder", v)
+            })?,
+            node_selectors: opt(node_selectors, |v| string_dict("node_selectors", v))?
+                .unwrap_or_default(),
+            tolerations: self::tolerations(tolerations)?,
+            gpu: opt(gpu, |v| {
+                Ok(downcast::<GpuConfigValue>("gpu", "GpuConfig", v)?.0)
+            })?,
+            publish_udp: opt(publish_udp, |v| {
+                v.unpack_bool().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "Value for 'publish_udp' was expected to be a starlark.Bool but was '{}'",
+                        type_name(v)
+                    )
+                })
+            })?
+            .unwrap_or(false),
         };
         if let (Some(lo), Some(hi)) = (config.min_cpu, config.max_cpu) {
             if lo > hi {
@@ -410,10 +759,13 @@ pub(super) fn kurtosis_globals(builder: &mut GlobalsBuilder) {
 
     fn read_file<'v>(src: Value<'v>, eval: &mut Evaluator<'v, '_, '_>) -> anyhow::Result<String> {
         let locator = nonempty("src", src)?;
-        let c = ctx(eval);
-        let path = c
-            .package
-            .locate_existing(&current_file(eval, &c.package), &locator)?;
+        if is_url(&locator) {
+            let bytes = ctx(eval).resolver.read_url(&locator)?;
+            return String::from_utf8(bytes).map_err(|_| {
+                anyhow::anyhow!("read_file '{locator}': the content is not UTF-8 text")
+            });
+        }
+        let (_, path) = resolve(eval, &locator)?;
         std::fs::read_to_string(&path).map_err(|e| {
             anyhow::anyhow!("read_file '{locator}': cannot read {}: {e}", path.display())
         })
