@@ -434,7 +434,7 @@ fn interpretation_errors_name_the_place_and_run_nothing() {
         (
             format!("def run(plan):\n    plan.add_service(name = \"a\", config = ServiceConfig(image = {nb}))\n    plan.add_service(name = \"a\", config = ServiceConfig(image = {nb}))\n"),
             "main.star:3:5",
-            "a service named 'a' already exists",
+            "a service named 'a' is already added by this plan",
         ),
         (
             "def run(plan):\n    plan.exec(service_name = \"ghost\", recipe = ExecRecipe(command = [\"true\"]))\n".into(),

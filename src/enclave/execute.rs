@@ -237,6 +237,9 @@ pub struct Executor<'a> {
     /// image_name of each NixBuildSpec → full reference in containerd.
     pub built: BTreeMap<String, String>,
     resolved: BTreeMap<String, ResolvedImage>,
+    /// Files artifacts this run made with a content they did not have (a
+    /// kept service mounting one is replaced).
+    changed_artifacts: std::collections::BTreeSet<String>,
 }
 
 fn step_err(location: &str, instruction: &Instruction, source: StepError) -> ExecError {
@@ -271,6 +274,7 @@ impl<'a> Executor<'a> {
             values: Values::default(),
             built,
             resolved: BTreeMap::new(),
+            changed_artifacts: Default::default(),
         }
     }
 
@@ -363,8 +367,13 @@ impl<'a> Executor<'a> {
                 name,
                 config,
                 id: future_id,
-                force_update: _,
+                force_update,
             } => {
+                if let Some(kept) =
+                    self.keep_service(name, config, future_id, *force_update, say)?
+                {
+                    return Ok(Some(kept));
+                }
                 let mut done = Vec::new();
                 let r = self.add_service(name, config, future_id, say, &mut done);
                 if r.is_err() {
@@ -551,14 +560,9 @@ impl<'a> Executor<'a> {
                     let _ = std::fs::remove_dir_all(&tmp);
                     return Err(e);
                 }
-                let _ = std::fs::remove_dir_all(&dir);
-                std::fs::rename(&tmp, &dir).map_err(io_at(&dir))?;
-                if !self.enclave.record.artifacts.contains(name) {
-                    self.enclave.record.artifacts.push(name.clone());
-                }
-                self.enclave.save()?;
+                let made = self.put_artifact(name, &tmp)?;
                 let _ = say;
-                Ok(Some(format!("Files artifact '{name}' created")))
+                Ok(Some(format!("Files artifact '{name}' {made}")))
             }
         }
     }
@@ -630,6 +634,7 @@ impl<'a> Executor<'a> {
                 image: image.clone(),
                 config: config.clone(),
                 info: info.clone(),
+                image_top: resolved.top.clone(),
             },
         );
         done.push(Done::Record);
@@ -780,13 +785,97 @@ impl<'a> Executor<'a> {
                 std::fs::rename(&flat, &tmp).map_err(io_at(&tmp))?;
             }
         }
+        self.put_artifact(name, &tmp)?;
+        Ok(n)
+    }
+
+    /// Make the complete tree `tmp` the files artifact `name`: when the
+    /// enclave has one of that name with the same content (a re-run), it is
+    /// kept and `tmp` goes ("reused"); else it is replaced ("created").
+    fn put_artifact(&mut self, name: &str, tmp: &Path) -> Result<&'static str, StepError> {
+        let dir = self.enclave.artifact_dir(name);
+        let known = self.enclave.record.artifacts.iter().any(|a| a == name);
+        if known && same_tree(tmp, &dir).unwrap_or(false) {
+            let _ = std::fs::remove_dir_all(tmp);
+            return Ok("reused (unchanged)");
+        }
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&tmp, &dir).map_err(io_at(&dir))?;
-        if !self.enclave.record.artifacts.iter().any(|a| a == name) {
+        std::fs::rename(tmp, &dir).map_err(io_at(&dir))?;
+        if !known {
             self.enclave.record.artifacts.push(name.to_string());
         }
+        self.changed_artifacts.insert(name.to_string());
         self.enclave.save()?;
-        Ok(n)
+        Ok("created")
+    }
+
+    /// A re-run's `add_service` of a service the enclave has: kept as it is
+    /// (its address given to the plan's references) when its config, its
+    /// image and the artifacts it mounts are unchanged, it runs and no
+    /// `force_update`; else removed here, to be added again.
+    fn keep_service(
+        &mut self,
+        name: &str,
+        config: &ServiceConfig,
+        future_id: &str,
+        force_update: bool,
+        say: &dyn Fn(String),
+    ) -> Result<Option<String>, StepError> {
+        let Some(rec) = self.enclave.record.services.get(name).cloned() else {
+            return Ok(None);
+        };
+        let c = self.client.clone();
+        let snap = self.opts.snapshotter.clone();
+        let wanted = with_own_ip(self.resolve_config(config)?, &rec.info.ip_address);
+        let mut why = Vec::new();
+        if force_update {
+            why.push("force_update".to_string());
+        }
+        if wanted != rec.config {
+            why.push("its config changed".into());
+        }
+        let changed: Vec<&String> = wanted
+            .files
+            .values()
+            .flat_map(|f| f.artifacts())
+            .filter(|a| self.changed_artifacts.contains(*a))
+            .collect();
+        if !changed.is_empty() {
+            why.push(format!("files artifact {changed:?} changed"));
+        }
+        if why.is_empty() {
+            let image = self.image_name(&wanted.image)?;
+            if let ImageSource::Named(spec) = &wanted.image {
+                self.pull_if_missing(&image, spec, say)?;
+            }
+            let top = self.block(service::resolve_image(&c, &snap, &image))?.top;
+            if top != rec.image_top || image != rec.image {
+                why.push("its image changed".into());
+            }
+        }
+        if why.is_empty() {
+            let running = self
+                .block(service::exited(&c, &rec.container_id))?
+                .is_none();
+            if running {
+                self.values
+                    .set(future_id, "ip_address", json!(rec.info.ip_address));
+                return Ok(Some(format!(
+                    "Service '{name}' unchanged: kept as it runs, address {}",
+                    rec.info.ip_address
+                )));
+            }
+            why.push("it is not running".into());
+        }
+        say(format!("Service '{name}' is replaced: {}", why.join(", ")));
+        self.block(service::remove(
+            &c,
+            &snap,
+            &rec.container_id,
+            self.opts.stop_grace,
+        ))?;
+        self.enclave.forget_service(name)?;
+        Ok(None)
     }
 
     /// `plan.run_sh` / `plan.run_python`: a container kept alive by
@@ -1237,6 +1326,39 @@ fn refuse_gpu(name: &str, gpu: &crate::plan::model::GpuConfig) -> String {
         None => format!("service '{name}' asks for {asked} (GpuConfig), and this host has none (no /dev/nvidia0 or /dev/dri): run it on a host with a GPU, or leave gpu out"),
         Some(dev) => format!("service '{name}' asks for {asked} (GpuConfig); this host has {dev}, but nixoci does not pass GPUs into containers yet: leave gpu out to run it on the CPU"),
     }
+}
+
+/// Are the two trees the same: names, kinds, file contents, link targets
+/// and permission bits?
+fn same_tree(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    let (ma, mb) = (std::fs::symlink_metadata(a)?, std::fs::symlink_metadata(b)?);
+    if ma.file_type() != mb.file_type() || ma.permissions().mode() != mb.permissions().mode() {
+        return Ok(false);
+    }
+    if ma.file_type().is_symlink() {
+        return Ok(std::fs::read_link(a)? == std::fs::read_link(b)?);
+    }
+    if ma.is_file() {
+        return Ok(ma.len() == mb.len() && std::fs::read(a)? == std::fs::read(b)?);
+    }
+    let names = |p: &Path| -> std::io::Result<Vec<std::ffi::OsString>> {
+        let mut v: Vec<_> = std::fs::read_dir(p)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        v.sort();
+        Ok(v)
+    };
+    let (na, nb) = (names(a)?, names(b)?);
+    if na != nb {
+        return Ok(false);
+    }
+    for n in na {
+        if !same_tree(&a.join(&n), &b.join(&n))? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Copy `src`'s content into the directory `dst`, over what is there.

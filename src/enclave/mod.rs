@@ -68,6 +68,10 @@ pub struct ServiceRecord {
     pub image: String,
     pub config: ServiceConfig,
     pub info: ServiceInfo,
+    /// The chain ID of its image's top layer when it was created (a re-run
+    /// replaces the service when it differs).
+    #[serde(default)]
+    pub image_top: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

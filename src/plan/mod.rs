@@ -117,12 +117,9 @@ pub fn interpret_with(
     let main_name = package.display(&main);
     let text = std::fs::read_to_string(&main)
         .map_err(|e| PlanError::Starlark(format!("cannot read {}: {e}", main.display())))?;
-    let ast = AstModule::parse(
-        &main_name,
-        tabs::expand_indent_tabs(&text).into_owned(),
-        &builtins::dialect(),
-    )
-    .map_err(|e| PlanError::Starlark(format_error(&e)))?;
+    let text = tabs::expand_indent_tabs(&text).into_owned();
+    let ast = AstModule::parse(&main_name, text.clone(), &builtins::dialect())
+        .map_err(|e| PlanError::Starlark(format_error(&e)))?;
     let mut state = builtins::State::default();
     for s in &opts.existing_services {
         state.services.insert(s.name.clone(), s.clone());
@@ -196,6 +193,36 @@ pub fn interpret_with(
                 }
                 named.push((k, heap.alloc(v)));
             }
+        }
+        // A required parameter the arguments leave out is reported at the
+        // main function's `def`, as every interpretation error has a place.
+        let given: Vec<&str> = named.iter().map(|(k, _)| k.as_str()).collect();
+        let missing: Vec<&str> = params
+            .pos_only
+            .iter()
+            .chain(&params.pos_or_named)
+            .chain(&params.named_only)
+            .skip(1)
+            .filter(|p| p.default_value.is_none() && !given.contains(&p.name.as_str()))
+            .map(|p| p.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            let at = text
+                .lines()
+                .position(|l| {
+                    l.trim_start()
+                        .starts_with(&format!("def {}(", opts.main_function))
+                })
+                .map(|n| format!("{main_name}:{}:1", n + 1))
+                .unwrap_or_else(|| main_name.clone());
+            return Err(PlanError::Args(format!(
+                "{at}: {}() needs the argument{} {}: give {} in the package arguments, such as '{{\"{}\": ...}}'",
+                opts.main_function,
+                if missing.len() > 1 { "s" } else { "" },
+                missing.iter().map(|m| format!("'{m}'")).collect::<Vec<_>>().join(", "),
+                if missing.len() > 1 { "them" } else { "it" },
+                missing[0]
+            )));
         }
         let named_refs: Vec<(&str, starlark::values::Value)> =
             named.iter().map(|(k, v)| (k.as_str(), *v)).collect();

@@ -86,19 +86,23 @@ pub(super) fn new_artifact_name(
     stem: &str,
 ) -> anyhow::Result<String> {
     let c = ctx(eval);
+    // Unique among the artifacts this plan makes; an artifact of the same
+    // name from an earlier run is made again (and reused when its content
+    // is the same).
     let name = match opt(name, |v| nonempty("name", v))? {
         Some(n) => n,
         None => {
             let st = c.state.borrow();
             (1..)
                 .map(|i| format!("{stem}-{i}"))
-                .find(|n| !st.artifacts.contains(n))
+                .find(|n| !st.declared_artifacts.contains(n))
                 .expect("an unused name")
         }
     };
     check_artifact_name(&name)?;
-    if c.state.borrow().artifacts.contains(&name) {
-        anyhow::bail!("a files artifact named '{name}' already exists; artifact names are unique");
+    if c.state.borrow().declared_artifacts.contains(&name) {
+        anyhow::bail!("a files artifact named '{name}' is already made by this plan; artifact names are unique");
     }
+    c.state.borrow_mut().declared_artifacts.insert(name.clone());
     Ok(name)
 }

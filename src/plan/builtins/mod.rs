@@ -57,6 +57,11 @@ pub struct State {
     /// Services that exist at this point of the plan.
     pub services: BTreeMap<String, ServiceInfo>,
     pub artifacts: BTreeSet<String>,
+    /// Services and artifacts this plan adds (the others in `services` and
+    /// `artifacts` were in the enclave before it: a re-run may declare them
+    /// again, and execution keeps or replaces them).
+    pub declared_services: BTreeSet<String>,
+    pub declared_artifacts: BTreeSet<String>,
     /// Files being imported (to refuse import cycles).
     pub importing: Vec<PathBuf>,
     /// Evaluated modules, by file.

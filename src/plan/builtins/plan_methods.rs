@@ -59,11 +59,13 @@ pub(super) fn add_service_checked(
 ) -> anyhow::Result<ServiceInfo> {
     check_service_name(name)?;
     let c = ctx(eval);
-    if c.state.borrow().services.contains_key(name) {
+    if c.state.borrow().declared_services.contains(name) {
         anyhow::bail!(
-            "a service named '{name}' already exists in this enclave; service names are unique"
+            "a service named '{name}' is already added by this plan; service names are unique"
         );
     }
+    // A service the enclave has from an earlier run may be declared again:
+    // execution keeps it when its config is unchanged, else replaces it.
     check_files(eval, &format!("service '{name}'"), &config.files)?;
     if let Some(rc) = &config.ready_conditions {
         if let Recipe::Http(h) = &rc.recipe {
@@ -83,10 +85,11 @@ pub(super) fn add_service_checked(
             force_update,
         },
     );
-    c.state
-        .borrow_mut()
-        .services
-        .insert(name.into(), info.clone());
+    {
+        let mut st = c.state.borrow_mut();
+        st.services.insert(name.into(), info.clone());
+        st.declared_services.insert(name.into());
+    }
     Ok(info)
 }
 
@@ -401,7 +404,9 @@ pub fn plan_methods(builder: &mut MethodsBuilder) {
         let name = nonempty("name", name)?;
         known_service(eval, &name)?;
         push(eval, Instruction::RemoveService { name: name.clone() });
-        ctx(eval).state.borrow_mut().services.remove(&name);
+        let mut st = ctx(eval).state.borrow_mut();
+        st.services.remove(&name);
+        st.declared_services.remove(&name);
         Ok(NoneType)
     }
 
