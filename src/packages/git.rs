@@ -96,7 +96,19 @@ impl GitResolver {
         tree.is_dir().then_some(Checkout { dir: tree, commit })
     }
 
+    /// Fetch into the cache; a repository that could not be fetched at all
+    /// leaves nothing behind.
     fn fetch(&self, repo: &str, version: Option<&str>) -> Result<Checkout, PackagesError> {
+        let dir = self.repo_dir(repo);
+        let new = !dir.exists();
+        let r = self.fetch_into(repo, version);
+        if r.is_err() && new {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        r
+    }
+
+    fn fetch_into(&self, repo: &str, version: Option<&str>) -> Result<Checkout, PackagesError> {
         let fail = |why: String| PackagesError::Fetch {
             repo: repo.into(),
             version: version.map(String::from),

@@ -80,19 +80,37 @@ pub fn parse_args(text: &str, what: &str) -> Result<serde_json::Value, PlanError
 /// `file:line:column: message` for a Starlark error.
 pub fn format_error(e: &starlark::Error) -> String {
     let msg = e.without_diagnostic().to_string();
-    match e.span() {
-        Some(span) => {
-            let r = span.resolve_span();
-            format!(
-                "{}:{}:{}: {}",
-                span.filename(),
-                r.begin.line + 1,
-                r.begin.column + 1,
-                msg.trim_end()
-            )
-        }
-        None => msg.trim_end().to_string(),
+    let at = |span: &starlark::codemap::FileSpan| {
+        let r = span.resolve_span();
+        format!(
+            "{}:{}:{}",
+            span.filename(),
+            r.begin.line + 1,
+            r.begin.column + 1
+        )
+    };
+    // The call sites from the outermost in, then the error's own place:
+    // `main.star:11:9: github.com/o/r/lib.star:2:5: message`.
+    let mut places: Vec<String> = e
+        .call_stack()
+        .frames
+        .iter()
+        .filter_map(|f| f.location.as_ref().map(at))
+        .collect();
+    if let Some(span) = e.span() {
+        places.push(at(span));
     }
+    places.dedup();
+    let mut out = String::new();
+    for p in places {
+        // An import's message starts with the imported file's own places.
+        if !msg.starts_with(&p) {
+            out.push_str(&p);
+            out.push_str(": ");
+        }
+    }
+    out.push_str(msg.trim_end());
+    out
 }
 
 /// Interpret the package: evaluate its main file and call the main function
