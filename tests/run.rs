@@ -970,3 +970,115 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// `nixoci run --json` of the tasks fixture: what run returned, and what
+/// the run said on stderr.
+fn run_tasks(env: &Env, args: &str) -> (serde_json::Value, String) {
+    let pkg = env.pkg();
+    let o = env.ok(&[
+        "run",
+        pkg.to_str().unwrap(),
+        args,
+        "--enclave",
+        "t1",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    (report["output"].clone(), stderr(&o))
+}
+
+/// run_sh for real: a task's file is stored as an artifact and mounted,
+/// merged with a template, into a service with a persistent directory and
+/// its own IP in place of a placeholder; files stored from the running
+/// service reach a second task (a link in them stays a link). Re-runs keep
+/// what is unchanged, replace what changed or is forced; the persistent
+/// directory survives `service rm` and re-runs and goes with the enclave.
+#[test]
+fn tasks_persistent_directories_and_reruns() {
+    let env = Env::new("tasks", true);
+    // upload_files of a URL downloads it when the step runs.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 2048];
+        let _ = s.read(&mut buf).unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nfetched\n")
+            .unwrap();
+    });
+    let (out, _) = run_tasks(
+        &env,
+        &format!(r#"{{"url": "http://127.0.0.1:{port}/dir/data.txt?x=1"}}"#),
+    );
+    server.join().unwrap();
+    let fetched = env.home().join("enclaves/t1/artifacts/fetched/data.txt");
+    assert_eq!(std::fs::read_to_string(fetched).unwrap(), "fetched\n");
+    assert_eq!(out["task"], "hi from the task\n");
+    let ip = out["ip"].as_str().unwrap().to_string();
+    assert_eq!(out["seen"], format!("made-1\ncfg-1\n{ip}\n1\n"));
+    assert_eq!(out["check"], "report\n/etc/passwd\n");
+    let enclave_dir = env.home().join("enclaves/t1");
+    let report = enclave_dir.join("artifacts/report/report");
+    assert_eq!(
+        std::fs::read_to_string(report.join("r.txt")).unwrap(),
+        "report\n"
+    );
+    assert!(std::fs::symlink_metadata(report.join("link"))
+        .unwrap()
+        .is_symlink());
+    // No task container is left.
+    let containers = env.ctr(&["containers", "ls", "-q"]);
+    assert_eq!(containers.lines().count(), 1, "{containers}");
+
+    // Unchanged: kept as it runs (it did not start again), artifacts reused.
+    let (out, err) = run_tasks(&env, "{}");
+    assert!(err.contains("Service 'web' unchanged: kept"), "{err}");
+    assert!(
+        err.contains("Files artifact 'cfg' reused (unchanged)"),
+        "{err}"
+    );
+    assert_eq!(out["seen"], format!("made-1\ncfg-1\n{ip}\n1\n"));
+
+    // Removed, then run again: the persistent directory is still there.
+    env.ok(&["service", "rm", "t1", "web"]);
+    let (out, _) = run_tasks(&env, "{}");
+    assert!(out["seen"].as_str().unwrap().ends_with("\n2\n"), "{out}");
+
+    // Changed files: replaced; forced: replaced.
+    let (out, err) = run_tasks(&env, r#"{"version": "2"}"#);
+    assert!(err.contains("Service 'web' is replaced"), "{err}");
+    let ip = out["ip"].as_str().unwrap();
+    assert_eq!(out["seen"], format!("made-2\ncfg-2\n{ip}\n3\n"));
+    let (out, err) = run_tasks(&env, r#"{"version": "2", "force": true}"#);
+    assert!(err.contains("force_update"), "{err}");
+    assert!(out["seen"].as_str().unwrap().ends_with("\n4\n"), "{out}");
+
+    // What nixoci cannot honour is refused, naming the service.
+    let pkg = env.pkg();
+    let o = env.out(&[
+        "run",
+        pkg.to_str().unwrap(),
+        r#"{"gpu": true}"#,
+        "--enclave",
+        "t1",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("service 'gpu' asks for 1 GPU(s) (GpuConfig)"),
+        "{}",
+        show(&o)
+    );
+    let o = env.out(&[
+        "run",
+        pkg.to_str().unwrap(),
+        r#"{"dockerfile": true}"#,
+        "--enclave",
+        "t1",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("ImageBuildSpec"), "{}", show(&o));
+
+    env.ok(&["enclave", "rm", "-f", "t1"]);
+    assert!(!enclave_dir.exists());
+}

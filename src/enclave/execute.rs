@@ -952,7 +952,7 @@ impl<'a> Executor<'a> {
                 let rec = self.enclave.service(name)?.clone();
                 let scratch = self.enclave.dir.join("exec");
                 let run = service::exec(&self.client, &rec.container_id, &command, &scratch);
-                match self.block(tokio::time::timeout(w.get(), run)) {
+                match self.block(async { tokio::time::timeout(w.get(), run).await }) {
                     Ok(r) => r.map_err(|e| {
                         StepError::Failed(format!("the task's command {command:?}: {e}"))
                     })?,
