@@ -1079,6 +1079,90 @@ fn tasks_persistent_directories_and_reruns() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("ImageBuildSpec"), "{}", show(&o));
 
+    // The files artifacts from the command line.
+    let o = env.ok(&["files", "inspect", "t1", "report"]);
+    let listing = stdout(&o);
+    assert!(
+        listing.contains(" report/r.txt") && listing.contains("report/link -> /etc/passwd"),
+        "{listing}"
+    );
+    let dl = env.tmp.path().join("dl");
+    env.ok(&["files", "download", "t1", "report", dl.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(dl.join("report/r.txt")).unwrap(),
+        "report\n"
+    );
+    let o = env.out(&["files", "download", "t1", "report", dl.to_str().unwrap()]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("never overwrites"),
+        "{}",
+        show(&o)
+    );
+    let o = env.ok(&["files", "upload", "t1", dl.join("report").to_str().unwrap()]);
+    let name = stdout(&o).trim().to_string();
+    assert_eq!(name, "report-2");
+    let o = env.ok(&["files", "inspect", "t1", &name]);
+    assert!(stdout(&o).contains(" report/r.txt"), "{}", show(&o));
+    let o = env.out(&["files", "inspect", "t1", "nothing"]);
+    assert!(!o.status.success() && stderr(&o).contains("no files artifact 'nothing'"));
+
+    // An interactive shell, through a pseudo-terminal.
+    let (code, text) = shell_session(
+        &env,
+        &["service", "shell", "t1", "web"],
+        "echo hi-$((1+2)); exit 3\n",
+    );
+    assert!(text.contains("hi-3"), "{text}");
+    assert_eq!(code, Some(3), "{text}");
+
     env.ok(&["enclave", "rm", "-f", "t1"]);
     assert!(!enclave_dir.exists());
+}
+
+/// Run nixoci on a new pseudo-terminal, type `keys`, and collect what the
+/// terminal shows until nixoci exits; its exit code and the text.
+fn shell_session(env: &Env, args: &[&str], keys: &str) -> (Option<i32>, String) {
+    use std::io::{Read, Write};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors, checked below.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty");
+    // SAFETY: fresh descriptors owned here.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = env
+        .nixoci()
+        .args(args)
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    let mut m = std::fs::File::from(master);
+    let mut w = m.try_clone().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    w.write_all(keys.as_bytes()).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let mut buf = [0u8; 4096];
+        // EIO once every copy of the terminal's other side is closed.
+        while let Ok(n) = m.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            text.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let status = child.wait().unwrap();
+    drop(w);
+    (status.code(), reader.join().unwrap())
 }

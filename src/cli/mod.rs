@@ -6,6 +6,7 @@ mod cache;
 mod clean;
 mod enclave;
 mod engine;
+mod files;
 mod images;
 mod load;
 mod port;
@@ -94,6 +95,9 @@ pub enum Command {
     /// Logs, exec, stop, start or remove one service of an enclave.
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// Inspect, download or upload an enclave's files artifacts.
+    #[command(subcommand)]
+    Files(files::FilesCommand),
     /// Remove stopped enclaves (-a: every enclave, and nixoci's images).
     Clean(clean::CleanArgs),
     /// Where a service's port answers from the host.
@@ -198,6 +202,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::run(*a, &cli.containerd),
         Command::Enclave(c) => enclave::run(c, &cli.containerd),
         Command::Service(c) => service::run(c, &cli.containerd),
+        Command::Files(c) => files::run(c),
         Command::Clean(a) => clean::run(a, &cli.containerd),
         Command::Port(c) => port::run(c),
         Command::Push(a) => push::run(a, &cli.containerd),

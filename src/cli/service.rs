@@ -22,6 +22,9 @@ pub enum ServiceCommand {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// An interactive shell in a running service (bash where the image has
+    /// it, else sh), on a terminal; exits with the shell's exit code.
+    Shell { enclave: String, service: String },
     /// Stop a service (SIGTERM, then SIGKILL after 10 s); it can be started again.
     Stop { enclave: String, service: String },
     /// Start a stopped service.
@@ -124,6 +127,30 @@ pub fn run(c: ServiceCommand, args: &ContainerdArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        ServiceCommand::Shell {
+            enclave,
+            service: s,
+        } => {
+            let (e, r, rt, client) = connected(&enclave, &s, args)?;
+            let scratch = e.dir.join("exec");
+            drop(e);
+            let raw = RawTerminal::enter();
+            let size = raw.as_ref().and_then(|t| t.size());
+            let code = rt.block_on(service::shell(
+                &client,
+                &r.container_id,
+                &scratch,
+                size,
+                Box::new(std::io::stdin()),
+                Box::new(std::io::stdout()),
+            ));
+            drop(raw);
+            let code = code?;
+            if code != 0 {
+                return Err(ExitCode(code as i32).into());
+            }
+            Ok(())
+        }
         ServiceCommand::Stop {
             enclave,
             service: s,
@@ -171,6 +198,56 @@ pub fn run(c: ServiceCommand, args: &ContainerdArgs) -> anyhow::Result<()> {
             e.forget_service(&s)?;
             println!("removed {s}");
             Ok(())
+        }
+    }
+}
+
+/// Our terminal in raw mode while a shell runs (keys go through as typed;
+/// the container's terminal echoes and edits), restored on drop. `None`
+/// when standard input is no terminal.
+struct RawTerminal {
+    saved: libc::termios,
+}
+
+impl RawTerminal {
+    fn enter() -> Option<Self> {
+        // SAFETY: isatty, tcgetattr and tcsetattr on fd 0 with a termios
+        // owned here; results are checked.
+        unsafe {
+            if libc::isatty(0) != 1 {
+                return None;
+            }
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return None;
+            }
+            let saved = t;
+            libc::cfmakeraw(&mut t);
+            if libc::tcsetattr(0, libc::TCSANOW, &t) != 0 {
+                return None;
+            }
+            Some(RawTerminal { saved })
+        }
+    }
+
+    /// Columns and rows of the terminal on standard output (or input).
+    fn size(&self) -> Option<(u16, u16)> {
+        for fd in [1, 0] {
+            // SAFETY: TIOCGWINSZ into a winsize owned here.
+            let mut w: libc::winsize = unsafe { std::mem::zeroed() };
+            if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut w) } == 0 && w.ws_col > 0 {
+                return Some((w.ws_col, w.ws_row));
+            }
+        }
+        None
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        // SAFETY: restores the attributes read in `enter`.
+        unsafe {
+            libc::tcsetattr(0, libc::TCSANOW, &self.saved);
         }
     }
 }

@@ -10,7 +10,7 @@ use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
     DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
-    KillRequest, ListContainersRequest, StartRequest, WaitRequest,
+    KillRequest, ListContainersRequest, ResizePtyRequest, StartRequest, WaitRequest,
 };
 use containerd_client::types::v1::Process;
 use containerd_client::types::Mount;
@@ -253,6 +253,51 @@ pub async fn exec(
         }))
         .await
         .map_err(c.err(format!("exec in {id}")))?;
+    Ok(())
+}
+
+/// Exec a process with a terminal: the shim makes a pseudo-terminal, reads
+/// `stdin` (a FIFO) into it and writes its output to `stdout` (a FIFO).
+pub async fn exec_terminal(
+    c: &Client,
+    id: &str,
+    exec_id: &str,
+    process: &impl serde::Serialize,
+    stdin: &str,
+    stdout: &str,
+) -> Result<(), ContainerdError> {
+    tasks(c)
+        .exec(c.req(ExecProcessRequest {
+            container_id: id.into(),
+            stdin: stdin.into(),
+            stdout: stdout.into(),
+            stderr: String::new(),
+            terminal: true,
+            spec: Some(any(PROCESS_TYPE, process)),
+            exec_id: exec_id.into(),
+        }))
+        .await
+        .map_err(c.err(format!("exec in {id}")))?;
+    Ok(())
+}
+
+/// Set the size of an exec'd process's terminal.
+pub async fn resize_pty(
+    c: &Client,
+    id: &str,
+    exec_id: &str,
+    width: u32,
+    height: u32,
+) -> Result<(), ContainerdError> {
+    tasks(c)
+        .resize_pty(c.req(ResizePtyRequest {
+            container_id: id.into(),
+            exec_id: exec_id.into(),
+            width,
+            height,
+        }))
+        .await
+        .map_err(c.err(format!("resize the terminal of {exec_id} in {id}")))?;
     Ok(())
 }
 

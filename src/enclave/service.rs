@@ -399,3 +399,131 @@ pub async fn exec(
     let code = result?;
     Ok((code as i64, String::from_utf8_lossy(&output).into_owned()))
 }
+
+/// `nixoci service shell`: an interactive shell (bash where the image has
+/// it, else sh) in the running service, on a terminal of `size` (columns,
+/// rows). Our side of the terminal is `input` and `output`; returns the
+/// shell's exit code when it ends.
+pub async fn shell(
+    c: &Client,
+    id: &str,
+    scratch: &Path,
+    size: Option<(u16, u16)>,
+    input: Box<dyn std::io::Read + Send>,
+    output: Box<dyn std::io::Write + Send>,
+) -> Result<u32, EnclaveError> {
+    if exited(c, id).await?.is_some() {
+        return Err(err(
+            "the service is not running (start it with `nixoci service start`)",
+        ));
+    }
+    let container = containers::get(c, id)
+        .await?
+        .ok_or_else(|| err(format!("container {id} is gone")))?;
+    let spec: serde_json::Value = container
+        .spec
+        .as_ref()
+        .and_then(|s| serde_json::from_slice(&s.value).ok())
+        .ok_or_else(|| err(format!("container {id} has no readable spec")))?;
+    let mut process = spec["process"].clone();
+    process["terminal"] = serde_json::json!(true);
+    process["args"] = serde_json::json!([
+        "sh",
+        "-c",
+        "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"
+    ]);
+    if let Some(env) = process["env"].as_array_mut() {
+        env.retain(|e| !e.as_str().is_some_and(|e| e.starts_with("TERM=")));
+        env.push(serde_json::json!("TERM=xterm"));
+    }
+    if let Some((cols, rows)) = size {
+        process["consoleSize"] = serde_json::json!({"width": cols, "height": rows});
+    }
+    let exec_id = crate::containerd::unique_id("shell");
+    std::fs::create_dir_all(scratch).map_err(|e| err(format!("{}: {e}", scratch.display())))?;
+    let fifo_in = scratch.join(format!("{exec_id}.in"));
+    let fifo_out = scratch.join(format!("{exec_id}.out"));
+    for f in [&fifo_in, &fifo_out] {
+        let c_path = std::ffi::CString::new(f.as_os_str().as_encoded_bytes())
+            .map_err(|_| err("a NUL in the scratch path"))?;
+        // SAFETY: mkfifo with a valid C string.
+        if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+            return Err(err(format!(
+                "mkfifo {}: {}",
+                f.display(),
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    // The terminal's output, to its end (the shim closes it when the
+    // shell is gone).
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    {
+        let path = fifo_out.clone();
+        let mut output = output;
+        std::thread::spawn(move || {
+            if let Ok(mut f) = std::fs::File::open(&path) {
+                let _ = std::io::copy(&mut f, &mut output);
+            }
+            let _ = done_tx.send(());
+        });
+    }
+    // Our input, to the terminal (a thread that ends with our input or
+    // with the process).
+    {
+        let path = fifo_in.clone();
+        let mut input = input;
+        std::thread::spawn(move || {
+            if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&path) {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = input.read(&mut buf) {
+                    if n == 0 || std::io::Write::write_all(&mut f, &buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+    let result = async {
+        containers::exec_terminal(
+            c,
+            id,
+            &exec_id,
+            &process,
+            &fifo_in.display().to_string(),
+            &fifo_out.display().to_string(),
+        )
+        .await?;
+        let waiter = {
+            let c = c.clone();
+            let id = id.to_string();
+            let exec_id = exec_id.clone();
+            tokio::spawn(async move { containers::wait(&c, &id, &exec_id).await })
+        };
+        containers::start(c, id, &exec_id).await?;
+        if let Some((cols, rows)) = size {
+            let _ = containers::resize_pty(c, id, &exec_id, cols.into(), rows.into()).await;
+        }
+        let code = waiter
+            .await
+            .map_err(|e| err(format!("waiting for the shell: {e}")))??;
+        Ok::<_, EnclaveError>(code)
+    }
+    .await;
+    if result.is_err() {
+        // Threads still waiting for the other end of a FIFO: give it them.
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo_out);
+        let _ = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo_in);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), done_rx).await;
+    let _ = containers::delete_process(c, id, &exec_id).await;
+    let _ = std::fs::remove_file(&fifo_in);
+    let _ = std::fs::remove_file(&fifo_out);
+    result
+}

@@ -374,6 +374,24 @@ pub enum Artifact {
     Url { url: String },
 }
 
+/// A files artifact's name: letters, digits, '-', '_' and '.', at most 128.
+pub fn check_artifact_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "files artifact name '{name}' is invalid: use letters, digits, '-', '_' and '.'"
+        ))
+    }
+}
+
 /// One step of a plan, in the order the package asked for it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "instruction", rename_all = "snake_case")]

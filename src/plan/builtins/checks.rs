@@ -18,22 +18,6 @@ pub(super) fn check_service_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) fn check_artifact_name(name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        && name != "."
-        && name != "..";
-    if !ok {
-        anyhow::bail!(
-            "files artifact name '{name}' is invalid: use letters, digits, '-', '_' and '.'"
-        );
-    }
-    Ok(())
-}
-
 pub(super) fn known_service(eval: &Evaluator, name: &str) -> anyhow::Result<ServiceInfo> {
     let st = ctx(eval).state.borrow();
     st.services.get(name).cloned().ok_or_else(|| {
@@ -99,7 +83,7 @@ pub(super) fn new_artifact_name(
                 .expect("an unused name")
         }
     };
-    check_artifact_name(&name)?;
+    check_artifact_name(&name).map_err(anyhow::Error::msg)?;
     if c.state.borrow().declared_artifacts.contains(&name) {
         anyhow::bail!("a files artifact named '{name}' is already made by this plan; artifact names are unique");
     }

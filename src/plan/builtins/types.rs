@@ -404,7 +404,7 @@ pub(super) fn kurtosis_globals(builder: &mut GlobalsBuilder) {
     fn StoreSpec<'v>(src: Value<'v>, name: Value<'v>) -> anyhow::Result<StoreSpecValue> {
         let src = nonempty("src", src)?;
         let name = nonempty("name", name)?;
-        check_artifact_name(&name)?;
+        check_artifact_name(&name).map_err(anyhow::Error::msg)?;
         Ok(StoreSpecValue(crate::plan::model::StoreSpec { src, name }))
     }
 
