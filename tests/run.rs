@@ -1079,6 +1079,49 @@ fn tasks_persistent_directories_and_reruns() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("ImageBuildSpec"), "{}", show(&o));
 
+    // privileged, host_pid_namespace, devices and bind_mounts.
+    let host_dir = env.tmp.path().join("host-dir");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("mark"), "from the host\n").unwrap();
+    let (out, _) = run_tasks(
+        &env,
+        &format!(r#"{{"host_dir": "{}"}}"#, host_dir.display()),
+    );
+    let extra = out["extra"].as_str().unwrap();
+    let lines: Vec<&str> = extra.lines().collect();
+    let caps = u64::from_str_radix(lines[0].split_whitespace().nth(1).unwrap(), 16).unwrap();
+    // Every capability this host has (its bounding set).
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bnd = ours
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap();
+    assert_eq!(
+        caps,
+        u64::from_str_radix(bnd.trim(), 16).unwrap(),
+        "{extra}"
+    );
+    assert_eq!(lines[1], "/dev/my-null", "{extra}");
+    assert_eq!(lines[2], "from the host", "{extra}");
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("back")).unwrap(),
+        "ok\n"
+    );
+    let procs: usize = lines[3].trim().parse().unwrap();
+    assert!(procs > 40, "the host's processes are seen: {extra}");
+    let o = env.out(&[
+        "run",
+        pkg.to_str().unwrap(),
+        r#"{"host_dir": "/nonexistent-nixoci"}"#,
+        "--enclave",
+        "t1",
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("bind_mounts names /nonexistent-nixoci"),
+        "{}",
+        show(&o)
+    );
+
     // The files artifacts from the command line.
     let o = env.ok(&["files", "inspect", "t1", "report"]);
     let listing = stdout(&o);

@@ -129,11 +129,27 @@ pub async fn create_container(
     let env = spec::env(&s.image.defaults, s.config);
     let (uid, gid) = spec::user(&s.image.defaults, s.config).map_err(|e| err(e.to_string()))?;
     let process = spec::process(args, env, &s.image.defaults.working_dir, uid, gid);
+    let devices = s
+        .config
+        .devices
+        .iter()
+        .map(|d| spec::device(d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(format!("service '{}': {e}", s.name)))?;
+    for host in s.config.bind_mounts.keys() {
+        if !Path::new(host).exists() {
+            return Err(err(format!(
+                "service '{}': bind_mounts names {host}, which does not exist on this host",
+                s.name
+            )));
+        }
+    }
     let runtime_spec = spec::runtime_spec(
         process,
         s.name,
         &format!("/nixoci/{}", s.id),
         &s.binds,
+        &devices,
         s.config,
         s.netns.as_deref(),
     );

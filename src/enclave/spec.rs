@@ -21,6 +21,8 @@ pub enum SpecError {
     NoCommand,
     #[error("the image's user '{0}' is a name; nixoci needs numeric ids there: give the service User(uid = ..., gid = ...)")]
     UserName(String),
+    #[error("{0}")]
+    Device(String),
 }
 
 /// What the image config says (`config` of the OCI image config).
@@ -134,6 +136,110 @@ const CAPS: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
+/// Every capability, by number (a privileged service's, as far as this
+/// process's bounding set holds them).
+pub const ALL_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The capabilities of [`ALL_CAPS`] this process may hand on: its bounding
+/// set (`CapBnd`), as containerd gives privileged containers the current
+/// capabilities; a host without some (a container host) has fewer.
+pub fn current_caps() -> Vec<&'static str> {
+    let mask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    ALL_CAPS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| mask & (1u64 << i) != 0)
+        .map(|(_, c)| *c)
+        .collect()
+}
+
+/// A host device a service is given: its node in the container and the
+/// device cgroup rule that allows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub path: String,
+    /// `c` or `b`.
+    pub kind: char,
+    pub major: u64,
+    pub minor: u64,
+    pub mode: u32,
+    pub access: String,
+}
+
+/// Look up `HOST[:CONTAINER[:PERMISSIONS]]` on this host.
+pub fn device(spec: &str) -> Result<Device, SpecError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let (host, container, access) =
+        crate::plan::model::parse_device(spec).map_err(SpecError::Device)?;
+    let m =
+        std::fs::metadata(&host).map_err(|e| SpecError::Device(format!("device {host}: {e}")))?;
+    let kind = if m.file_type().is_char_device() {
+        'c'
+    } else if m.file_type().is_block_device() {
+        'b'
+    } else {
+        return Err(SpecError::Device(format!("{host} is not a device")));
+    };
+    let rdev = m.rdev();
+    Ok(Device {
+        path: container,
+        kind,
+        major: libc::major(rdev) as u64,
+        minor: libc::minor(rdev) as u64,
+        mode: m.mode() & 0o777,
+        access,
+    })
+}
+
 /// The process part (also used, with other args, for `exec`).
 pub fn process(args: Vec<String>, env: Vec<String>, cwd: &str, uid: u32, gid: u32) -> Value {
     json!({
@@ -194,13 +300,21 @@ pub fn resources(service: &ServiceConfig) -> Value {
 /// The whole runtime spec: the container joins the network namespace at
 /// `netns` (else shares the host's network) and gets its own hostname.
 pub fn runtime_spec(
-    process: Value,
+    mut process: Value,
     hostname: &str,
     cgroups_path: &str,
     binds: &[Bind],
+    devices: &[Device],
     service: &ServiceConfig,
     netns: Option<&str>,
 ) -> Value {
+    if service.privileged {
+        let caps = current_caps();
+        process["capabilities"] = json!({
+            "bounding": caps, "effective": caps, "permitted": caps,
+        });
+        process["noNewPrivileges"] = json!(false);
+    }
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
@@ -219,15 +333,67 @@ pub fn runtime_spec(
             "destination": b.destination, "type": "bind", "source": b.source, "options": options
         }));
     }
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-    ];
+    for (host, inside) in &service.bind_mounts {
+        mounts.push(json!({
+            "destination": inside, "type": "bind", "source": host, "options": ["rbind", "rprivate"]
+        }));
+    }
+    if service.privileged {
+        // A writable /sys.
+        mounts[5]["options"] = json!(["nosuid", "noexec", "nodev"]);
+    }
+    let mut namespaces = vec![json!({"type": "ipc"})];
+    if !service.host_pid_namespace {
+        namespaces.push(json!({"type": "pid"}));
+    }
+    namespaces.extend([json!({"type": "uts"}), json!({"type": "mount"})]);
     if let Some(path) = netns {
         namespaces.push(json!({"type": "network", "path": path}));
     }
+    let mut res = resources(service);
+    if service.privileged {
+        res["devices"] = json!([{"allow": true, "access": "rwm"}]);
+    } else if let Some(rules) = res["devices"].as_array_mut() {
+        for d in devices {
+            rules.push(json!({
+                "allow": true, "type": d.kind.to_string(), "major": d.major, "minor": d.minor, "access": d.access
+            }));
+        }
+    }
+    let nodes: Vec<Value> = devices
+        .iter()
+        .map(|d| {
+            json!({
+                "path": d.path, "type": d.kind.to_string(), "major": d.major, "minor": d.minor,
+                "fileMode": d.mode, "uid": 0, "gid": 0
+            })
+        })
+        .collect();
+    let (masked, readonly) = if service.privileged {
+        (json!([]), json!([]))
+    } else {
+        (
+            json!([
+                "/proc/acpi",
+                "/proc/asound",
+                "/proc/kcore",
+                "/proc/keys",
+                "/proc/latency_stats",
+                "/proc/timer_list",
+                "/proc/timer_stats",
+                "/proc/sched_debug",
+                "/proc/scsi",
+                "/sys/firmware"
+            ]),
+            json!([
+                "/proc/bus",
+                "/proc/fs",
+                "/proc/irq",
+                "/proc/sys",
+                "/proc/sysrq-trigger"
+            ]),
+        )
+    };
     json!({
         "ociVersion": "1.0.2",
         "process": process,
@@ -235,17 +401,12 @@ pub fn runtime_spec(
         "hostname": hostname,
         "mounts": mounts,
         "linux": {
-            "resources": resources(service),
+            "resources": res,
             "cgroupsPath": cgroups_path,
             "namespaces": namespaces,
-            "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-                "/sys/firmware"
-            ],
-            "readonlyPaths": [
-                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-            ]
+            "devices": nodes,
+            "maskedPaths": masked,
+            "readonlyPaths": readonly
         }
     })
 }
@@ -317,5 +478,51 @@ mod tests {
         assert_eq!(r["cpu"]["period"], 100_000);
         assert_eq!(r["cpu"]["shares"], 256);
         assert_eq!(r["memory"]["limit"], 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn privileged_host_pid_devices_and_binds() {
+        let mut svc = service();
+        svc.privileged = true;
+        svc.host_pid_namespace = true;
+        svc.bind_mounts.insert("/srv".into(), "/data".into());
+        let null = device("/dev/null:/dev/n:rw").unwrap();
+        assert_eq!((null.kind, null.major, null.minor), ('c', 1, 3));
+        assert_eq!(null.path, "/dev/n");
+        let spec = runtime_spec(json!({}), "h", "/x", &[], &[null], &svc, None);
+        assert_eq!(spec["linux"]["maskedPaths"], json!([]));
+        assert_eq!(
+            spec["linux"]["resources"]["devices"],
+            json!([{"allow": true, "access": "rwm"}])
+        );
+        assert!(!spec["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "pid"));
+        assert_eq!(spec["linux"]["devices"][0]["path"], "/dev/n");
+        assert!(spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["destination"] == "/data" && m["source"] == "/srv"));
+        assert!(
+            spec["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len()
+                > 14
+        );
+        let plain = runtime_spec(json!({}), "h", "/x", &[], &[], &service(), None);
+        assert!(plain["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "pid"));
+        assert_eq!(plain["linux"]["maskedPaths"].as_array().unwrap().len(), 10);
+        for bad in ["dev/null", "/dev/null:/x:rwx", "/dev/null:dev"] {
+            assert!(device(bad).is_err(), "{bad}");
+        }
+        assert!(device("/etc/passwd").is_err());
     }
 }

@@ -133,6 +133,19 @@ pub struct ServiceConfig {
     /// every public port with its own protocol, so it changes nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub publish_udp: bool,
+    /// All capabilities, no masked paths, every device allowed by the
+    /// device cgroup.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    /// Share the host's process namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_pid_namespace: bool,
+    /// Host path → path in the container, bound read-write.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bind_mounts: BTreeMap<String, String>,
+    /// Host devices, as Docker writes them: `HOST[:CONTAINER[:PERMISSIONS]]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
     /// `GpuConfig`: refused when the service is started (see execution).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuConfig>,
@@ -160,6 +173,10 @@ impl ServiceConfig {
             node_selectors: BTreeMap::new(),
             tolerations: Vec::new(),
             publish_udp: false,
+            privileged: false,
+            host_pid_namespace: false,
+            bind_mounts: BTreeMap::new(),
+            devices: Vec::new(),
             gpu: None,
         }
     }
@@ -372,6 +389,33 @@ pub enum Artifact {
     /// An `http(s)://` URL, downloaded when the step runs into a file named
     /// as the URL's last path segment.
     Url { url: String },
+}
+
+/// A device as Docker writes it: `HOST[:CONTAINER[:PERMISSIONS]]`, both
+/// absolute paths, permissions of `rwm`. Its host path, container path and
+/// permissions.
+pub fn parse_device(d: &str) -> Result<(String, String, String), String> {
+    let parts: Vec<&str> = d.split(':').collect();
+    let (host, container, perms) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, c] if c.chars().all(|x| "rwm".contains(x)) && !c.is_empty() => (*h, *h, *c),
+        [h, c] => (*h, *c, "rwm"),
+        [h, c, p] => (*h, *c, *p),
+        _ => {
+            return Err(format!(
+                "device '{d}' is not HOST[:CONTAINER[:PERMISSIONS]]"
+            ))
+        }
+    };
+    if !host.starts_with('/') || !container.starts_with('/') {
+        return Err(format!("device '{d}': both paths must be absolute"));
+    }
+    if perms.is_empty() || !perms.chars().all(|x| "rwm".contains(x)) {
+        return Err(format!(
+            "device '{d}': permissions '{perms}' are not some of r, w, m"
+        ));
+    }
+    Ok((host.into(), container.into(), perms.into()))
 }
 
 /// A files artifact's name: letters, digits, '-', '_' and '.', at most 128.

@@ -153,6 +153,19 @@ pub(super) fn is_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
 }
 
+/// An optional bool argument (absent: false).
+pub(super) fn flag(arg: &str, v: Option<Value>) -> anyhow::Result<bool> {
+    Ok(opt(v, |v| {
+        v.unpack_bool().ok_or_else(|| {
+            anyhow::anyhow!(
+                "Value for '{arg}' was expected to be a starlark.Bool but was '{}'",
+                type_name(v)
+            )
+        })
+    })?
+    .unwrap_or(false))
+}
+
 /// `files` of a service or task: mount point → an artifact name or a
 /// `Directory`.
 pub(super) fn files_map(arg: &str, v: Value) -> anyhow::Result<BTreeMap<String, FilesSource>> {
@@ -491,6 +504,10 @@ pub(super) fn kurtosis_globals(builder: &mut GlobalsBuilder) {
         #[starlark(require = named)] gpu: Option<Value<'v>>,
         #[starlark(require = named)] publish_udp: Option<Value<'v>>,
         #[starlark(require = named)] tty_enabled: Option<Value<'v>>,
+        #[starlark(require = named)] privileged: Option<Value<'v>>,
+        #[starlark(require = named)] host_pid_namespace: Option<Value<'v>>,
+        #[starlark(require = named)] bind_mounts: Option<Value<'v>>,
+        #[starlark(require = named)] devices: Option<Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<ServiceConfigValue> {
         // A terminal changes how a program buffers and colours its output;
@@ -524,16 +541,20 @@ pub(super) fn kurtosis_globals(builder: &mut GlobalsBuilder) {
             gpu: opt(gpu, |v| {
                 Ok(downcast::<GpuConfigValue>("gpu", "GpuConfig", v)?.0)
             })?,
-            publish_udp: opt(publish_udp, |v| {
-                v.unpack_bool().ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "Value for 'publish_udp' was expected to be a starlark.Bool but was '{}'",
-                        type_name(v)
-                    )
-                })
-            })?
-            .unwrap_or(false),
+            publish_udp: flag("publish_udp", publish_udp)?,
+            privileged: flag("privileged", privileged)?,
+            host_pid_namespace: flag("host_pid_namespace", host_pid_namespace)?,
+            bind_mounts: opt(bind_mounts, |v| string_dict("bind_mounts", v))?.unwrap_or_default(),
+            devices: opt(devices, |v| string_list("devices", v))?.unwrap_or_default(),
         };
+        for (host, inside) in &config.bind_mounts {
+            if !host.starts_with('/') || !inside.starts_with('/') {
+                anyhow::bail!("bind_mounts: '{host}: {inside}' must map an absolute host path to an absolute path in the container");
+            }
+        }
+        for d in &config.devices {
+            crate::plan::model::parse_device(d).map_err(anyhow::Error::msg)?;
+        }
         if let (Some(lo), Some(hi)) = (config.min_cpu, config.max_cpu) {
             if lo > hi {
                 anyhow::bail!("min_cpu ({lo}) is above max_cpu ({hi})");
