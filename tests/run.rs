@@ -1122,6 +1122,30 @@ fn tasks_persistent_directories_and_reruns() {
         show(&o)
     );
 
+    // run_python, with a Python built from this host's files.
+    let (out, _) = run_tasks(&env, r#"{"python": true}"#);
+    assert_eq!(
+        out["py"], "{\"args\": [\"a\", \"b\"], \"sum\": 3}\n",
+        "{out}"
+    );
+    assert_eq!(out["code"], 0);
+    let py = env.home().join("enclaves/t1/artifacts/py-out/py.txt");
+    assert_eq!(std::fs::read_to_string(py).unwrap(), "from python");
+    // Its packages go through pip, which this image lacks: a clear error.
+    let o = env.out(&[
+        "run",
+        pkg.to_str().unwrap(),
+        r#"{"python": true, "pip": true}"#,
+        "--enclave",
+        "t1",
+    ]);
+    assert!(
+        !o.status.success()
+            && stderr(&o).contains("installing requests needs pip in the task's image"),
+        "{}",
+        show(&o)
+    );
+
     // The files artifacts from the command line.
     let o = env.ok(&["files", "inspect", "t1", "report"]);
     let listing = stdout(&o);

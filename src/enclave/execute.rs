@@ -937,7 +937,12 @@ impl<'a> Executor<'a> {
             let mut pip = vec!["pip".to_string(), "install".into()];
             pip.extend(task.packages.iter().cloned());
             say(format!("installing {}", task.packages.join(" ")));
-            let (code, out) = self.exec(name, &pip)?;
+            let (code, out) = self.exec(name, &pip).map_err(|e| {
+                StepError::Failed(format!(
+                    "installing {} needs pip in the task's image (run_python's packages go through pip install): {e}",
+                    task.packages.join(" ")
+                ))
+            })?;
             if code != 0 {
                 return Err(StepError::Failed(format!(
                     "pip install {} exited with code {code}: {}",
