@@ -1146,6 +1146,35 @@ fn tasks_persistent_directories_and_reruns() {
         show(&o)
     );
 
+    // A run killed during a task: the next run removes the task's container.
+    let mut slow = env
+        .nixoci()
+        .args([
+            "run",
+            pkg.to_str().unwrap(),
+            r#"{"slow": true}"#,
+            "--enclave",
+            "t1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !env.ctr(&["containers", "ls", "-q"]).contains("task-sh") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    slow.kill().unwrap();
+    slow.wait().unwrap();
+    assert!(env.ctr(&["containers", "ls", "-q"]).contains("task-sh"));
+    run_tasks(&env, "{}");
+    let left = env.ctr(&["containers", "ls", "-q"]);
+    assert!(!left.contains("task-"), "{left}");
+
     // The files artifacts from the command line.
     let o = env.ok(&["files", "inspect", "t1", "report"]);
     let listing = stdout(&o);

@@ -284,6 +284,7 @@ impl<'a> Executor<'a> {
             enclave: self.enclave.name().into(),
             ..Default::default()
         };
+        self.remove_leftovers()?;
         for (i, step) in plan.steps.iter().enumerate() {
             if crate::util::interrupt::interrupted() {
                 return Err(ExecError::Interrupted {
@@ -635,6 +636,7 @@ impl<'a> Executor<'a> {
                 config: config.clone(),
                 info: info.clone(),
                 image_top: resolved.top.clone(),
+                task: name.starts_with("task-") && future_id.ends_with("-task"),
             },
         );
         done.push(Done::Record);
@@ -691,6 +693,60 @@ impl<'a> Executor<'a> {
                 format!(", ports {}", ports.join(", "))
             }
         ))
+    }
+
+    /// What a killed run left: task containers (recorded or not yet), and
+    /// any container of this enclave without a record. The enclave is
+    /// locked, so no other run is using them.
+    fn remove_leftovers(&mut self) -> Result<(), ExecError> {
+        let (c, snap) = (self.client.clone(), self.opts.snapshotter.clone());
+        let enclave = self.enclave.name().to_string();
+        let labelled = self
+            .block(crate::containerd::containers::list_labelled(
+                &c,
+                super::ENCLAVE_LABEL,
+                Some(&enclave),
+            ))
+            .map_err(|e| ExecError::Enclave(e.into()))?;
+        for ct in labelled {
+            let service = ct
+                .labels
+                .get(super::SERVICE_LABEL)
+                .cloned()
+                .unwrap_or_default();
+            let keep = self
+                .enclave
+                .record
+                .services
+                .get(&service)
+                .is_some_and(|r| !r.task && r.container_id == ct.id);
+            if keep {
+                continue;
+            }
+            self.block(service::remove(
+                &c,
+                &snap,
+                &ct.id,
+                Duration::from_millis(200),
+            ))?;
+            if self.enclave.record.services.contains_key(&service) {
+                self.enclave.forget_service(&service)?;
+            } else if let Some(n) = &self.enclave.record.network {
+                network::detach(&self.enclave.dir, &enclave, n, &service)?;
+            }
+        }
+        let tasks: Vec<String> = self
+            .enclave
+            .record
+            .services
+            .values()
+            .filter(|s| s.task)
+            .map(|s| s.name.clone())
+            .collect();
+        for t in tasks {
+            self.enclave.forget_service(&t)?;
+        }
+        Ok(())
     }
 
     /// The bind mounts of a `files` map: artifacts read only (several in one

@@ -72,6 +72,10 @@ pub struct ServiceRecord {
     /// replaces the service when it differs).
     #[serde(default)]
     pub image_top: String,
+    /// A task's container (`run_sh`, `run_python`): removed when the task
+    /// ends, or by the next run when a killed run left it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub task: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
