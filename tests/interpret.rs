@@ -451,3 +451,25 @@ fn a_rerun_may_declare_what_the_enclave_has() {
     .unwrap();
     assert_eq!(plan.steps.len(), 2);
 }
+
+/// As in Kurtosis, files copied out of a container (a task's `store`,
+/// `store_service_files`) may replace an artifact of the same name, which
+/// packages use to update an artifact step by step; uploads and templates
+/// may not.
+#[test]
+fn stored_files_may_replace_an_artifact_uploads_may_not() {
+    let ok = "def run(plan):\n    a = plan.run_sh(run = \"true\", store = [StoreSpec(src = \"/d\", name = \"cfg\")])\n    b = plan.run_sh(run = \"true\", files = {\"/d\": \"cfg\"}, store = [StoreSpec(src = \"/d\", name = \"cfg\")])\n    return [a.files_artifacts, b.files_artifacts]\n";
+    let plan = run(&[("main.star", ok)], serde_json::Value::Null).unwrap();
+    assert_eq!(plan.output, serde_json::json!([["cfg"], ["cfg"]]));
+    let bad = "def run(plan):\n    plan.upload_files(src = \"/data\", name = \"x\")\n    plan.upload_files(src = \"/data\", name = \"x\")\n";
+    let err = run(
+        &[("main.star", bad), ("data/f", "1")],
+        serde_json::Value::Null,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("main.star:3:5") && err.contains("'x' is already made"),
+        "{err}"
+    );
+}

@@ -56,6 +56,22 @@ impl Mirror {
                 bare.to_str().unwrap(),
             ],
         );
+        let assets = tmp.path().join("assets");
+        copy_dir(&fixtures.join("acme-assets"), &assets);
+        git(&assets, &["init", "-q", "-b", "main"]);
+        git(&assets, &["add", "-A"]);
+        git(&assets, &["commit", "-qm", "assets"]);
+        let bare_assets = tmp.path().join("mirror/acme/assets.git");
+        git(
+            tmp.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                assets.to_str().unwrap(),
+                bare_assets.to_str().unwrap(),
+            ],
+        );
         copy_dir(&fixtures.join("top"), &tmp.path().join("top"));
         std::fs::write(
             tmp.path().join("gitconfig"),
@@ -123,6 +139,7 @@ fn remote_packages_come_from_git_with_replace_pins_and_a_cache() {
             "vendored vendored".into(),
             "renamed lib:v1".into(),
             "own TOP:".into(),
+            "asset an asset".into(),
         ]
     };
     assert_eq!(m.dry_run(top, "{}", &[]).unwrap(), want("v2"));
@@ -130,6 +147,35 @@ fn remote_packages_come_from_git_with_replace_pins_and_a_cache() {
     let commits = m.path("cache/nixoci/packages/github.com/acme/lib/commits");
     let n = std::fs::read_dir(&commits).unwrap().count();
     assert_eq!(n, 2, "one checkout per commit (v1 and main)");
+    // The plan names every package it read, with the commit.
+    let out = m
+        .nixoci()
+        .args(["run", top, "--dry-run", "--json"])
+        .output()
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sources: Vec<String> = plan["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} {}",
+                p["name"].as_str().unwrap(),
+                p["source"].as_str().unwrap(),
+                p["commit"].as_str().map_or(0, str::len)
+            )
+        })
+        .collect();
+    for want in [
+        "github.com/acme/lib github.com/acme/lib@v1 40",
+        "github.com/acme/lib github.com/acme/lib 40",
+        "github.com/acme/lib/sub github.com/acme/lib 40",
+        "github.com/acme/vendored github.com/acme/vendored 0",
+        "github.com/acme/assets github.com/acme/assets 40",
+    ] {
+        assert!(sources.contains(&want.to_string()), "{want}: {sources:?}");
+    }
 
     // Offline: the mirror gone, the same run works from the cache.
     std::fs::rename(m.path("mirror"), m.path("mirror.away")).unwrap();
@@ -171,7 +217,7 @@ fn remote_packages_come_from_git_with_replace_pins_and_a_cache() {
     let out = m.nixoci().args(["cache", "prune"]).output().unwrap();
     assert!(out.status.success(), "{}", show(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("1 cached package repositories"),
+        String::from_utf8_lossy(&out.stdout).contains("2 cached package repositories"),
         "{}",
         show(&out)
     );
@@ -207,7 +253,7 @@ fn read_file_fetches_urls() {
     let missing = format!(r#"{{"url": "http://127.0.0.1:{port}/gone.txt"}}"#);
     let err = m.dry_run(top.to_str().unwrap(), &missing, &[]).unwrap_err();
     assert!(
-        err.contains("main.star:21:") && err.contains("/gone.txt") && err.contains("404"),
+        err.contains("main.star:23:") && err.contains("/gone.txt") && err.contains("404"),
         "{err}"
     );
     server.join().unwrap();

@@ -196,6 +196,7 @@ fn open_package(arg: &str, resolver: &dyn nixoci::packages::Resolver) -> anyhow:
         label: loc.repo.clone(),
         version: loc.version.clone(),
         base: co.dir.canonicalize()?,
+        commit: Some(co.commit.clone()),
     });
     Ok(p)
 }

@@ -749,9 +749,12 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    /// The bind mounts of a `files` map: artifacts read only (several in one
-    /// directory merged into a copy, later ones over earlier ones) and
-    /// persistent directories read-write, kept in the enclave until it goes.
+    /// The bind mounts of a `files` map. As in Kurtosis, a container gets
+    /// its own writable copy of the artifacts it mounts (several in one
+    /// directory merged, later ones over earlier ones): what it writes
+    /// there changes neither the artifact nor another container's copy.
+    /// Persistent directories are shared, read-write, and kept in the
+    /// enclave until it goes.
     fn file_binds(
         &self,
         owner: &str,
@@ -759,6 +762,8 @@ impl<'a> Executor<'a> {
     ) -> Result<Vec<Bind>, StepError> {
         use crate::plan::FilesSource;
         let mut binds = Vec::new();
+        let copies = self.enclave.dir.join("mounts").join(owner);
+        let _ = std::fs::remove_dir_all(&copies);
         for (i, (mount, source)) in files.iter().enumerate() {
             for artifact in source.artifacts() {
                 if !self.enclave.artifact_dir(artifact).is_dir() {
@@ -768,33 +773,26 @@ impl<'a> Executor<'a> {
                     )));
                 }
             }
-            let (dir, read_only) = match source {
-                FilesSource::Artifact(a) => (self.enclave.artifact_dir(a), true),
-                FilesSource::Artifacts { artifact_names } => {
-                    let dir = self
-                        .enclave
-                        .dir
-                        .join("merged")
-                        .join(owner)
-                        .join(i.to_string());
-                    let _ = std::fs::remove_dir_all(&dir);
+            let dir = match source {
+                FilesSource::Artifact(_) | FilesSource::Artifacts { .. } => {
+                    let dir = copies.join(i.to_string());
                     std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
-                    for a in artifact_names {
+                    for a in source.artifacts() {
                         let from = self.enclave.artifact_dir(a);
                         merge_tree(&from, &dir).map_err(io_at(&from))?;
                     }
-                    (dir, true)
+                    dir
                 }
                 FilesSource::Persistent { persistent_key, .. } => {
                     let dir = self.enclave.dir.join("persistent").join(persistent_key);
                     std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
-                    (dir, false)
+                    dir
                 }
             };
             binds.push(Bind {
                 destination: mount.clone(),
                 source: dir.display().to_string(),
-                read_only,
+                read_only: false,
             });
         }
         Ok(binds)

@@ -250,9 +250,25 @@ pub fn interpret_with(
         Ok(out.to_json_value().unwrap_or(serde_json::Value::Null))
     })?;
     let state = ctx.state.into_inner();
+    let packages = state
+        .packages
+        .iter()
+        .map(|p| PackageUsed {
+            name: p.name.clone(),
+            source: match &p.origin {
+                Some(o) => match &o.version {
+                    Some(v) => format!("{}@{v}", o.label),
+                    None => o.label.clone(),
+                },
+                None => p.root.display().to_string(),
+            },
+            commit: p.origin.as_ref().and_then(|o| o.commit.clone()),
+        })
+        .collect();
     Ok(Plan {
         package: package.name.clone(),
         steps: state.steps,
         output,
+        packages,
     })
 }

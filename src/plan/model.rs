@@ -534,6 +534,22 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// What `run` returned, as JSON (may hold future references).
     pub output: serde_json::Value,
+    /// Every package the interpretation read, the run one first.
+    #[serde(default)]
+    pub packages: Vec<PackageUsed>,
+}
+
+/// A package an interpretation read, and where from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PackageUsed {
+    /// `name` in its kurtosis.yml.
+    pub name: String,
+    /// `github.com/OWNER/REPO[@VERSION]` it was fetched as, or the
+    /// directory it was read from.
+    pub source: String,
+    /// The commit, for a fetched package.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 impl Plan {

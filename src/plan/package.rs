@@ -46,6 +46,8 @@ pub struct Origin {
     pub version: Option<String>,
     /// The checkout (or replacement) directory.
     pub base: PathBuf,
+    /// The commit checked out (`None`: a local replacement directory).
+    pub commit: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -103,6 +105,18 @@ impl Package {
             replace,
             origin: None,
         })
+    }
+
+    /// A repository directory without kurtosis.yml, read as a package named
+    /// `name` (its files can be uploaded and read; Kurtosis allows it).
+    pub fn bare(root: &Path, name: &str) -> Self {
+        Package {
+            root: root.to_path_buf(),
+            name: name.into(),
+            description: None,
+            replace: BTreeMap::new(),
+            origin: None,
+        }
     }
 
     /// Does `locator` name something in this package by its own name?

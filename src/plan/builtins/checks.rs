@@ -64,10 +64,16 @@ pub(super) fn check_field(recipe: &Recipe, field: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The name of a files artifact a step makes: the one given, else
+/// `STEM-N`. Unique among the artifacts this plan makes, except for files
+/// copied out of a container (`store` of a task, `store_service_files`),
+/// which replace an artifact of the same name, as in Kurtosis (packages
+/// update an artifact step by step that way).
 pub(super) fn new_artifact_name(
     eval: &Evaluator,
     name: Option<Value>,
     stem: &str,
+    replaces: bool,
 ) -> anyhow::Result<String> {
     let c = ctx(eval);
     // Unique among the artifacts this plan makes; an artifact of the same
@@ -84,7 +90,7 @@ pub(super) fn new_artifact_name(
         }
     };
     check_artifact_name(&name).map_err(anyhow::Error::msg)?;
-    if c.state.borrow().declared_artifacts.contains(&name) {
+    if !replaces && c.state.borrow().declared_artifacts.contains(&name) {
         anyhow::bail!("a files artifact named '{name}' is already made by this plan; artifact names are unique");
     }
     c.state.borrow_mut().declared_artifacts.insert(name.clone());

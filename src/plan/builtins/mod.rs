@@ -133,11 +133,17 @@ pub(super) fn resolve(eval: &Evaluator, locator: &str) -> anyhow::Result<(usize,
         return Ok((pi, pkg.locate_existing(&from, locator)?));
     }
     let loc = Locator::parse(locator)?;
-    let (label, version, base, rest) = match replacement(&c.root, &loc)? {
-        Replacement::Local { key, dir, rest } => (key, None, dir, rest),
+    let (label, version, base, rest, commit) = match replacement(&c.root, &loc)? {
+        Replacement::Local { key, dir, rest } => (key, None, dir, rest, None),
         Replacement::Remote(l) => {
             let co = c.resolver.checkout(&l.repo, l.version.as_deref())?;
-            (l.repo.clone(), l.version.clone(), co.dir, l.path.clone())
+            (
+                l.repo.clone(),
+                l.version.clone(),
+                co.dir,
+                l.path.clone(),
+                Some(co.commit),
+            )
         }
     };
     let base = base
@@ -171,9 +177,11 @@ pub(super) fn resolve(eval: &Evaluator, locator: &str) -> anyhow::Result<(usize,
     } else {
         path.parent().unwrap_or(&base).to_path_buf()
     };
-    while !dir.join("kurtosis.yml").is_file() {
-        if dir == base || !dir.starts_with(&base) {
-            anyhow::bail!("locator '{locator}': no kurtosis.yml in {shown} above '{rest}', so it is in no package");
+    // A repository without one (files a package uploads from any
+    // repository, as Kurtosis allows) is one package from its root.
+    while !dir.join("kurtosis.yml").is_file() && dir != base {
+        if !dir.starts_with(&base) {
+            anyhow::bail!("locator '{locator}' leaves {shown}");
         }
         dir = dir.parent().unwrap_or(&base).to_path_buf();
     }
@@ -186,11 +194,16 @@ pub(super) fn resolve(eval: &Evaluator, locator: &str) -> anyhow::Result<(usize,
     let idx = match known {
         Some(i) => i,
         None => {
-            let mut p = Package::open(&dir)?;
+            let mut p = if dir.join("kurtosis.yml").is_file() {
+                Package::open(&dir)?
+            } else {
+                Package::bare(&dir, &label)
+            };
             p.origin = Some(Origin {
                 label,
                 version,
                 base,
+                commit,
             });
             let mut st = c.state.borrow_mut();
             st.packages.push(p);

@@ -139,6 +139,7 @@ pub(super) fn task_step<'v>(
             eval,
             name.map(|n| eval.heap().alloc(n)),
             &format!("task-{kind}-files"),
+            true,
         )?;
         ctx(eval).state.borrow_mut().artifacts.insert(name.clone());
         store.push(StoreSpec { src, name });
@@ -276,7 +277,7 @@ pub fn plan_methods(builder: &mut MethodsBuilder) {
                 "store_service_files: src '{src}' is not an absolute path in the service"
             );
         }
-        let name = new_artifact_name(eval, name, "service-files")?;
+        let name = new_artifact_name(eval, name, "service-files", true)?;
         push(
             eval,
             Instruction::StoreServiceFiles {
@@ -589,7 +590,7 @@ pub fn plan_methods(builder: &mut MethodsBuilder) {
                 src: resolve(eval, &locator)?.1,
             }
         };
-        let name = new_artifact_name(eval, name, "upload")?;
+        let name = new_artifact_name(eval, name, "upload", false)?;
         push(
             eval,
             Instruction::UploadFiles {
@@ -636,7 +637,7 @@ pub fn plan_methods(builder: &mut MethodsBuilder) {
             };
             files.insert(path, (template, data));
         }
-        let name = new_artifact_name(eval, name, "rendered")?;
+        let name = new_artifact_name(eval, name, "rendered", false)?;
         push(
             eval,
             Instruction::RenderTemplates {
