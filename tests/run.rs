@@ -1215,6 +1215,10 @@ fn tasks_persistent_directories_and_reruns() {
     assert!(text.contains("hi-3"), "{text}");
     assert_eq!(code, Some(3), "{text}");
 
+    // set_service: the service runs on with its new config.
+    let (out, err) = run_tasks(&env, r#"{"retarget": true}"#);
+    assert_eq!(out["mode"], "set\n", "{err}");
+
     env.ok(&["enclave", "rm", "-f", "t1"]);
     assert!(!enclave_dir.exists());
 }
