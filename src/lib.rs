@@ -6,6 +6,7 @@
 //! - [`oci`]: digests, descriptors, references, platforms, image records;
 //! - [`image`]: the pure image core: layering plan, tar, config, manifest;
 //! - [`containerd`], [`registry`]: clients of the two daemons nixoci talks to;
+//!   [`packages`]: Kurtosis packages fetched with git into a cache;
 //! - [`source`], [`sink`]: where images are read from and written to;
 //! - [`pipeline`]: the one road from a flake output, store path or source
 //!   to sinks (threads, layer cache);
