@@ -41,6 +41,19 @@ fn run(files: &[(&str, &str)], args: serde_json::Value) -> Result<Plan, PlanErro
     )
 }
 
+/// Each `main.star` fails to interpret with an error at `at` saying `msg`.
+fn assert_errors(cases: &[(String, &str, &str)]) {
+    for (i, (text, at, msg)) in cases.iter().enumerate() {
+        let err = run(&[("main.star", text)], serde_json::Value::Null)
+            .expect_err(&format!("case {i} interpreted:\n{text}"))
+            .to_string();
+        assert!(
+            err.contains(at) && err.contains(msg),
+            "case {i}: wanted {at} and {msg:?}, got:\n{err}"
+        );
+    }
+}
+
 const NB: &str =
     r#"NixBuildSpec(image_name = "web", build_context_dir = "./", flake_location_dir = "nix")"#;
 
@@ -77,15 +90,7 @@ fn every_interpretation_error_names_its_place() {
         (main(&format!("    plan.add_service(name = \"a\", config = ServiceConfig(image = {NB}))\n    plan.wait(service_name = \"a\", recipe = ExecRecipe(command = [\"true\"]), field = \"body\", assertion = \"==\", target_value = 0)")), "main.star:3:5", "body"),
         (main(r#"    plan.wait(service_name = "ghost", recipe = ExecRecipe(command = ["true"]), field = "code", assertion = "==", target_value = 0)"#), "main.star:2:5", "there is no service 'ghost'"),
     ];
-    for (i, (text, at, msg)) in cases.iter().enumerate() {
-        let err = run(&[("main.star", text)], serde_json::Value::Null)
-            .expect_err(&format!("case {i} interpreted:\n{text}"))
-            .to_string();
-        assert!(
-            err.contains(at) && err.contains(msg),
-            "case {i}: wanted {at} and {msg:?}, got:\n{err}"
-        );
-    }
+    assert_errors(&cases);
 }
 
 #[test]
@@ -392,15 +397,7 @@ fn newer_builtins_refuse_bad_arguments_at_their_place() {
             "remote packages are not available here",
         ),
     ];
-    for (i, (text, at, msg)) in cases.iter().enumerate() {
-        let err = run(&[("main.star", text)], serde_json::Value::Null)
-            .expect_err(&format!("case {i} interpreted:\n{text}"))
-            .to_string();
-        assert!(
-            err.contains(at) && err.contains(msg),
-            "case {i}: wanted {at} and {msg:?}, got:\n{err}"
-        );
-    }
+    assert_errors(&cases);
 }
 
 #[test]

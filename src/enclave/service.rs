@@ -318,21 +318,13 @@ pub async fn remove(
     Ok(())
 }
 
-/// Run `command` in the service's running task; its exit code and output
-/// (stdout and stderr together).
-pub async fn exec(
-    c: &Client,
-    id: &str,
-    command: &[String],
-    scratch: &Path,
-) -> Result<(i64, String), EnclaveError> {
-    match exited(c, id).await? {
-        None => {}
-        Some(_) => {
-            return Err(err(
-                "the service is not running (start it with `nixoci service start`)",
-            ))
-        }
+/// The process of a running service's container spec: what an exec starts
+/// from (its user, environment, capabilities).
+async fn running_process(c: &Client, id: &str) -> Result<serde_json::Value, EnclaveError> {
+    if exited(c, id).await?.is_some() {
+        return Err(err(
+            "the service is not running (start it with `nixoci service start`)",
+        ));
     }
     let container = containers::get(c, id)
         .await?
@@ -342,7 +334,58 @@ pub async fn exec(
         .as_ref()
         .and_then(|s| serde_json::from_slice(&s.value).ok())
         .ok_or_else(|| err(format!("container {id} has no readable spec")))?;
-    let mut process = spec["process"].clone();
+    Ok(spec["process"].clone())
+}
+
+/// Start an exec'd process (its terminal resized to `size` when given) and
+/// wait for its exit code; the waiter is in place before it starts, so a
+/// quick exit is not missed.
+async fn start_and_wait(
+    c: &Client,
+    id: &str,
+    exec_id: &str,
+    size: Option<(u16, u16)>,
+) -> Result<u32, EnclaveError> {
+    let waiter = {
+        let c = c.clone();
+        let id = id.to_string();
+        let exec_id = exec_id.to_string();
+        tokio::spawn(async move { containers::wait(&c, &id, &exec_id).await })
+    };
+    containers::start(c, id, exec_id).await?;
+    if let Some((cols, rows)) = size {
+        let _ = containers::resize_pty(c, id, exec_id, cols.into(), rows.into()).await;
+    }
+    Ok(waiter
+        .await
+        .map_err(|e| err(format!("waiting for {exec_id}: {e}")))??)
+}
+
+/// A FIFO at `path`, for the shim to write a process's output to or read
+/// its input from.
+fn make_fifo(path: &Path) -> Result<(), EnclaveError> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| err("a NUL in the scratch path"))?;
+    // SAFETY: mkfifo with a valid C string.
+    if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+        return Err(err(format!(
+            "mkfifo {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Run `command` in the service's running task; its exit code and output
+/// (stdout and stderr together).
+pub async fn exec(
+    c: &Client,
+    id: &str,
+    command: &[String],
+    scratch: &Path,
+) -> Result<(i64, String), EnclaveError> {
+    let mut process = running_process(c, id).await?;
     process["args"] = serde_json::json!(command);
     let exec_id = crate::containerd::unique_id("exec");
     std::fs::create_dir_all(scratch).map_err(|e| err(format!("{}: {e}", scratch.display())))?;
@@ -354,16 +397,7 @@ pub async fn exec(
     ];
     let mut readers = Vec::new();
     for f in &fifos {
-        let c_path = std::ffi::CString::new(f.as_os_str().as_encoded_bytes())
-            .map_err(|_| err("a NUL in the scratch path"))?;
-        // SAFETY: mkfifo with a valid C string.
-        if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
-            return Err(err(format!(
-                "mkfifo {}: {}",
-                f.display(),
-                std::io::Error::last_os_error()
-            )));
-        }
+        make_fifo(f)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let path = f.clone();
         std::thread::spawn(move || {
@@ -379,17 +413,7 @@ pub async fn exec(
     let errp = fifos[1].display().to_string();
     let result = async {
         containers::exec(c, id, &exec_id, &process, &out, &errp).await?;
-        let waiter = {
-            let c = c.clone();
-            let id = id.to_string();
-            let exec_id = exec_id.clone();
-            tokio::spawn(async move { containers::wait(&c, &id, &exec_id).await })
-        };
-        containers::start(c, id, &exec_id).await?;
-        let code = waiter
-            .await
-            .map_err(|e| err(format!("waiting for exec: {e}")))??;
-        Ok::<_, EnclaveError>(code)
+        start_and_wait(c, id, &exec_id, None).await
     }
     .await;
     let _ = containers::delete_process(c, id, &exec_id).await;
@@ -428,20 +452,7 @@ pub async fn shell(
     input: Box<dyn std::io::Read + Send>,
     output: Box<dyn std::io::Write + Send>,
 ) -> Result<u32, EnclaveError> {
-    if exited(c, id).await?.is_some() {
-        return Err(err(
-            "the service is not running (start it with `nixoci service start`)",
-        ));
-    }
-    let container = containers::get(c, id)
-        .await?
-        .ok_or_else(|| err(format!("container {id} is gone")))?;
-    let spec: serde_json::Value = container
-        .spec
-        .as_ref()
-        .and_then(|s| serde_json::from_slice(&s.value).ok())
-        .ok_or_else(|| err(format!("container {id} has no readable spec")))?;
-    let mut process = spec["process"].clone();
+    let mut process = running_process(c, id).await?;
     process["terminal"] = serde_json::json!(true);
     process["args"] = serde_json::json!([
         "sh",
@@ -459,18 +470,8 @@ pub async fn shell(
     std::fs::create_dir_all(scratch).map_err(|e| err(format!("{}: {e}", scratch.display())))?;
     let fifo_in = scratch.join(format!("{exec_id}.in"));
     let fifo_out = scratch.join(format!("{exec_id}.out"));
-    for f in [&fifo_in, &fifo_out] {
-        let c_path = std::ffi::CString::new(f.as_os_str().as_encoded_bytes())
-            .map_err(|_| err("a NUL in the scratch path"))?;
-        // SAFETY: mkfifo with a valid C string.
-        if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
-            return Err(err(format!(
-                "mkfifo {}: {}",
-                f.display(),
-                std::io::Error::last_os_error()
-            )));
-        }
-    }
+    make_fifo(&fifo_in)?;
+    make_fifo(&fifo_out)?;
     // The terminal's output, to its end (the shim closes it when the
     // shell is gone).
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -510,20 +511,7 @@ pub async fn shell(
             &fifo_out.display().to_string(),
         )
         .await?;
-        let waiter = {
-            let c = c.clone();
-            let id = id.to_string();
-            let exec_id = exec_id.clone();
-            tokio::spawn(async move { containers::wait(&c, &id, &exec_id).await })
-        };
-        containers::start(c, id, &exec_id).await?;
-        if let Some((cols, rows)) = size {
-            let _ = containers::resize_pty(c, id, &exec_id, cols.into(), rows.into()).await;
-        }
-        let code = waiter
-            .await
-            .map_err(|e| err(format!("waiting for the shell: {e}")))??;
-        Ok::<_, EnclaveError>(code)
+        start_and_wait(c, id, &exec_id, size).await
     }
     .await;
     if result.is_err() {

@@ -36,9 +36,20 @@ pub fn parse_epoch(what: &str, value: &str) -> Result<u64, TimeError> {
 /// clamped to it (inputs are checked with [`parse_epoch`] first).
 pub fn rfc3339(secs: u64) -> String {
     let secs = secs.min(MAX_EPOCH);
-    let days = (secs / 86400) as i64;
+    let (y, m, d) = civil_from_days((secs / 86400) as i64);
     let rem = secs % 86400;
-    // Howard Hinnant's civil_from_days.
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Year, month and day of a count of days since 1970-01-01 (negative
+/// before), in the proleptic Gregorian calendar (Howard Hinnant's
+/// `civil_from_days`).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719468;
     let era = z.div_euclid(146097);
     let doe = z - era * 146097;
@@ -47,13 +58,7 @@ pub fn rfc3339(secs: u64) -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// Whether `s` is an RFC 3339 UTC time (`YYYY-MM-DDTHH:MM:SS[.frac]Z`) with

@@ -289,18 +289,8 @@ pub(super) fn json_indent(text: &str, prefix: &str, indent: &str) -> anyhow::Res
 fn time_value<'v>(heap: starlark::values::Heap<'v>, nanos: i128) -> Value<'v> {
     let secs = nanos.div_euclid(1_000_000_000) as i64;
     let nano = nanos.rem_euclid(1_000_000_000) as i64;
-    let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = crate::oci::time::civil_from_days(secs.div_euclid(86_400));
     heap.alloc(AllocStruct([
         ("unix", heap.alloc(secs)),
         ("unix_nano", heap.alloc(nanos as i64)),
