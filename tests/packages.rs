@@ -43,7 +43,10 @@ impl Mirror {
         git(&work, &["commit", "-qm", "v1"]);
         git(&work, &["tag", "v1"]);
         std::fs::write(work.join("static/greeting.txt"), "v2\n").unwrap();
-        git(&work, &["commit", "-qam", "v2"]);
+        // Outside input: a link that leads out of the checkout.
+        std::os::unix::fs::symlink("/etc/passwd", work.join("escape.star")).unwrap();
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-qm", "v2"]);
         let bare = tmp.path().join("mirror/acme/lib.git");
         std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
         git(
@@ -196,14 +199,30 @@ fn remote_packages_come_from_git_with_replace_pins_and_a_cache() {
     // Errors name each file of the import chain, remote ones by locator.
     let err = m.dry_run(top, r#"{"broken": true}"#, &[]).unwrap_err();
     assert!(
-        err.contains("main.star:11:9: github.com/acme/lib/broken.star:2:") && err.contains("image"),
+        err.contains("main.star:13:9: github.com/acme/lib/broken.star:2:") && err.contains("image"),
         "{err}"
     );
     let err = m.dry_run(top, r#"{"missing": true}"#, &[]).unwrap_err();
     assert!(
-        err.contains("main.star:13:9") && err.contains("github.com/acme/missing"),
+        err.contains("main.star:15:9") && err.contains("github.com/acme/missing"),
         "{err}"
     );
+
+    // A link in a fetched repository never leads out of it.
+    let err = m.dry_run(top, r#"{"escape": true}"#, &[]).unwrap_err();
+    assert!(err.contains("through a symbolic link"), "{err}");
+    // Locators are checked before git sees them.
+    for bad in [
+        "github.com/acme/lib@--upload-pack=touch",
+        "github.com/acme/../lib",
+        "gitlab.com/acme/lib",
+    ] {
+        let err = m.dry_run(bad, "{}", &[]).unwrap_err();
+        assert!(
+            err.contains(bad) || err.contains("not a package"),
+            "{bad}: {err}"
+        );
+    }
 
     // A package run by its locator, at a tag: its files are named by it.
     let out = m.dry_run("github.com/acme/lib/sub@v1", "{}", &[]).unwrap();
@@ -253,7 +272,7 @@ fn read_file_fetches_urls() {
     let missing = format!(r#"{{"url": "http://127.0.0.1:{port}/gone.txt"}}"#);
     let err = m.dry_run(top.to_str().unwrap(), &missing, &[]).unwrap_err();
     assert!(
-        err.contains("main.star:23:") && err.contains("/gone.txt") && err.contains("404"),
+        err.contains("main.star:25:") && err.contains("/gone.txt") && err.contains("404"),
         "{err}"
     );
     server.join().unwrap();
