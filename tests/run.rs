@@ -135,7 +135,16 @@ fn hello_web_runs_and_its_services_are_managed() {
         "/data/static/about.txt",
     ]);
     assert_eq!(stdout(&about), "static file from the package\n");
-    env.ok(&["service", "exec", "e1", "client", "--", "touch", "/data/x"]);
+    env.ok(&[
+        "service",
+        "exec",
+        "e1",
+        "client",
+        "--",
+        "sh",
+        "-c",
+        "echo x > /data/x",
+    ]);
     let artifact = env.home().join("enclaves/e1/artifacts/static");
     assert!(artifact.join("static/about.txt").is_file());
     assert!(!artifact.join("x").exists());
