@@ -262,10 +262,17 @@ impl Containerd {
             std::process::id(),
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
+        // The shim writes the output to a file, read once the task has
+        // exited: `ctr run`'s own copy through FIFOs can lose a quick
+        // process's last write.
+        let log = self.dir.path().join(format!("{id}.log"));
         run(self
             .ctr(namespace)
-            .args(["run", "--rm", image, &id])
-            .args(args))
+            .args(["run", "--rm", "--log-uri"])
+            .arg(format!("file://{}", log.display()))
+            .args([image, &id])
+            .args(args));
+        std::fs::read_to_string(&log).unwrap_or_default()
     }
 
     /// Names of the snapshots in the overlayfs snapshotter.
