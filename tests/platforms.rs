@@ -258,10 +258,14 @@ fn two_platforms_through_a_registry_and_containerd() {
         cd.run_image("default", image, &[]),
         "hello from every platform\nx86_64\n"
     );
-    let out =
-        run(cd
-            .ctr("default")
-            .args(["run", "--rm", "--platform", "linux/arm64", image, "arm-run"]));
+    // Through a log file the shim writes, as `run_image` reads output.
+    let log = cd.dir.path().join("arm-run.log");
+    run(cd
+        .ctr("default")
+        .args(["run", "--rm", "--platform", "linux/arm64", "--log-uri"])
+        .arg(format!("file://{}", log.display()))
+        .args([image, "arm-run"]));
+    let out = std::fs::read_to_string(&log).unwrap();
     assert_eq!(out, "hello from every platform\naarch64\n");
     let ours = fx
         .nixoci()
