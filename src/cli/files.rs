@@ -178,17 +178,12 @@ pub fn run(c: FilesCommand) -> anyhow::Result<()> {
                 }
             };
             nixoci::plan::check_artifact_name(&name).map_err(usage)?;
-            let dir = e.artifact_dir(&name);
-            let tmp = dir.with_extension("partial");
-            let _ = std::fs::remove_dir_all(&tmp);
-            std::fs::create_dir_all(&tmp)?;
+            let tmp = e.artifact_staging(&name)?;
             if let Err(err) = enclave::execute::copy_tree(&base, &tmp.join(&file_name)) {
                 let _ = std::fs::remove_dir_all(&tmp);
                 return Err(anyhow::anyhow!("{}: {err}", path.display()));
             }
-            std::fs::rename(&tmp, &dir)?;
-            e.record.artifacts.push(name.clone());
-            e.save()?;
+            e.install_artifact(&name, &tmp)?;
             println!("{name}");
             Ok(())
         }

@@ -375,12 +375,8 @@ impl<'a> Executor<'a> {
                 {
                     return Ok(Some(kept));
                 }
-                let mut done = Vec::new();
-                let r = self.add_service(name, config, future_id, say, &mut done);
-                if r.is_err() {
-                    self.undo(name, done);
-                }
-                r.map(Some)
+                self.add_or_undo(name, config, future_id, false, say)
+                    .map(Some)
             }
             Instruction::SetService { name, config } => {
                 // The service runs on with the new config: replaced, as
@@ -388,13 +384,8 @@ impl<'a> Executor<'a> {
                 let id = self.enclave.service(name)?.container_id.clone();
                 self.block(service::remove(&c, &snap, &id, grace))?;
                 self.enclave.forget_service(name)?;
-                let mut done = Vec::new();
-                let future_id = format!("set-{name}");
-                let r = self.add_service(name, config, &future_id, say, &mut done);
-                if r.is_err() {
-                    self.undo(name, done);
-                }
-                r.map(|_| Some(format!("Service '{name}' updated")))
+                self.add_or_undo(name, config, &format!("set-{name}"), false, say)
+                    .map(|_| Some(format!("Service '{name}' updated")))
             }
             Instruction::RunTask { kind, task, id } => self.run_task(kind, task, id, say).map(Some),
             Instruction::StoreServiceFiles {
@@ -402,16 +393,7 @@ impl<'a> Executor<'a> {
                 src,
                 name,
             } => {
-                let rec = self.enclave.service(service_name)?.clone();
-                let pid = self
-                    .block(crate::containerd::containers::task(&c, &rec.container_id))?
-                    .filter(|p| p.status == containerd_client::types::v1::Status::Running as i32)
-                    .map(|p| p.pid)
-                    .ok_or_else(|| {
-                        StepError::Failed(format!(
-                            "service '{service_name}' is not running, so its files cannot be copied (start it first)"
-                        ))
-                    })?;
+                let pid = self.running_pid(service_name)?;
                 let n = self.store_files(pid, src, name, &format!("service '{service_name}'"))?;
                 Ok(Some(format!(
                     "Files artifact '{name}' created from {src} of service '{service_name}' ({n} files)"
@@ -525,10 +507,7 @@ impl<'a> Executor<'a> {
             }
             Instruction::UploadFiles { name, artifact }
             | Instruction::RenderTemplates { name, artifact } => {
-                let dir = self.enclave.artifact_dir(name);
-                let tmp = dir.with_extension("partial");
-                let _ = std::fs::remove_dir_all(&tmp);
-                std::fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
+                let tmp = self.enclave.artifact_staging(name)?;
                 let r = match artifact {
                     Artifact::Upload { src } => {
                         let base = src.file_name().map(|n| tmp.join(n)).unwrap_or(tmp.clone());
@@ -568,6 +547,50 @@ impl<'a> Executor<'a> {
         }
     }
 
+    /// The image `name` in containerd, ready to run (resolved once a run).
+    fn resolved_image(&mut self, name: &str) -> Result<ResolvedImage, StepError> {
+        if let Some(r) = self.resolved.get(name) {
+            return Ok(r.clone());
+        }
+        let (c, snap) = (self.client.clone(), self.opts.snapshotter.clone());
+        let r = self.block(service::resolve_image(&c, &snap, name))?;
+        self.resolved.insert(name.to_string(), r.clone());
+        Ok(r)
+    }
+
+    /// The pid of a service's running task (its container's files are
+    /// reached through `/proc/PID/root`).
+    fn running_pid(&self, service_name: &str) -> Result<u32, StepError> {
+        let id = &self.enclave.service(service_name)?.container_id;
+        self.block(crate::containerd::containers::task(&self.client, id))?
+            .filter(|p| p.status == containerd_client::types::v1::Status::Running as i32)
+            .map(|p| p.pid)
+            .ok_or_else(|| {
+                StepError::Failed(format!(
+                    "service '{service_name}' is not running, so its files cannot be copied (start it first)"
+                ))
+            })
+    }
+
+    /// [`Executor::add_service`], undone step by step when it fails. A
+    /// `task` is recorded as one (a later run removes it if this one is
+    /// killed before it does).
+    fn add_or_undo(
+        &mut self,
+        name: &str,
+        config: &ServiceConfig,
+        future_id: &str,
+        task: bool,
+        say: &dyn Fn(String),
+    ) -> Result<String, StepError> {
+        let mut done = Vec::new();
+        let r = self.add_service(name, config, future_id, task, say, &mut done);
+        if r.is_err() {
+            self.undo(name, done);
+        }
+        r
+    }
+
     /// `plan.add_service`. Each step that changes the host is recorded in
     /// `done` as it succeeds, so that a failure at any later point is
     /// undone in reverse by [`Executor::undo`].
@@ -576,6 +599,7 @@ impl<'a> Executor<'a> {
         name: &str,
         config: &ServiceConfig,
         future_id: &str,
+        task: bool,
         say: &dyn Fn(String),
         done: &mut Vec<Done>,
     ) -> Result<String, StepError> {
@@ -589,14 +613,7 @@ impl<'a> Executor<'a> {
         if let ImageSource::Named(spec) = &config.image {
             self.pull_if_missing(&image, spec, say)?;
         }
-        let resolved = match self.resolved.get(&image) {
-            Some(r) => r.clone(),
-            None => {
-                let r = self.block(service::resolve_image(&c, &snap, &image))?;
-                self.resolved.insert(image.clone(), r.clone());
-                r
-            }
-        };
+        let resolved = self.resolved_image(&image)?;
         let id = container_id(self.enclave.name(), name);
         // A container or network of that name without a record is left
         // from a killed run: it goes.
@@ -636,7 +653,7 @@ impl<'a> Executor<'a> {
                 config: config.clone(),
                 info: info.clone(),
                 image_top: resolved.top.clone(),
-                task: name.starts_with("task-") && future_id.ends_with("-task"),
+                task,
             },
         );
         done.push(Done::Record);
@@ -807,59 +824,31 @@ impl<'a> Executor<'a> {
         name: &str,
         from: &str,
     ) -> Result<u64, StepError> {
-        let dir = self.enclave.artifact_dir(name);
-        let tmp = dir.with_extension("partial");
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
-        let trimmed = src.trim_end_matches("/.");
+        let tmp = self.enclave.artifact_staging(name)?;
         // As `docker cp`: the path's own name is kept (`/a/b` gives `b`),
-        // and `DIR/.` gives the directory's content.
-        let target = match Path::new(trimmed).file_name() {
+        // and `DIR/.` (or `/`) gives the directory's content.
+        let target = match Path::new(src).file_name() {
             Some(n) if !src.ends_with("/.") => tmp.join(n),
-            _ => tmp.join("content"),
-        };
-        let r = super::copy_out::copy_out(pid, src, &target);
-        let n = match r {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp);
-                return Err(StepError::Failed(format!(
-                    "cannot copy {src} out of {from}: {e}"
-                )));
+            _ => {
+                let _ = std::fs::remove_dir(&tmp);
+                tmp.clone()
             }
         };
-        if src.ends_with("/.") || trimmed.is_empty() {
-            // The content, not the directory.
-            let content = tmp.join("content");
-            if content.is_dir() {
-                let flat = dir.with_extension("flat");
-                let _ = std::fs::remove_dir_all(&flat);
-                std::fs::rename(&content, &flat).map_err(io_at(&flat))?;
-                let _ = std::fs::remove_dir_all(&tmp);
-                std::fs::rename(&flat, &tmp).map_err(io_at(&tmp))?;
-            }
-        }
+        let n = super::copy_out::copy_out(pid, src, &target).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&tmp);
+            StepError::Failed(format!("cannot copy {src} out of {from}: {e}"))
+        })?;
         self.put_artifact(name, &tmp)?;
         Ok(n)
     }
 
-    /// Make the complete tree `tmp` the files artifact `name`: when the
-    /// enclave has one of that name with the same content (a re-run), it is
-    /// kept and `tmp` goes ("reused"); else it is replaced ("created").
+    /// Make the complete tree `tmp` the files artifact `name` (reused when
+    /// its content is unchanged: see [`Enclave::install_artifact`]).
     fn put_artifact(&mut self, name: &str, tmp: &Path) -> Result<&'static str, StepError> {
-        let dir = self.enclave.artifact_dir(name);
-        let known = self.enclave.record.artifacts.iter().any(|a| a == name);
-        if known && same_tree(tmp, &dir).unwrap_or(false) {
-            let _ = std::fs::remove_dir_all(tmp);
+        if !self.enclave.install_artifact(name, tmp)? {
             return Ok("reused (unchanged)");
         }
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(tmp, &dir).map_err(io_at(&dir))?;
-        if !known {
-            self.enclave.record.artifacts.push(name.to_string());
-        }
         self.changed_artifacts.insert(name.to_string());
-        self.enclave.save()?;
         Ok("created")
     }
 
@@ -902,7 +891,7 @@ impl<'a> Executor<'a> {
             if let ImageSource::Named(spec) = &wanted.image {
                 self.pull_if_missing(&image, spec, say)?;
             }
-            let top = self.block(service::resolve_image(&c, &snap, &image))?.top;
+            let top = self.resolved_image(&image)?.top;
             if top != rec.image_top || image != rec.image {
                 why.push("its image changed".into());
             }
@@ -954,12 +943,7 @@ impl<'a> Executor<'a> {
             files: task.files.clone(),
             ..ServiceConfig::new(task.image.clone())
         };
-        let mut done = Vec::new();
-        let added = self.add_service(&name, &config, &format!("{future_id}-task"), say, &mut done);
-        if let Err(e) = added {
-            self.undo(&name, done);
-            return Err(e);
-        }
+        self.add_or_undo(&name, &config, &format!("{future_id}-task"), true, say)?;
         let result = self.task_body(&name, task, say);
         let id = self.enclave.service(&name)?.container_id.clone();
         let _ = self.block(service::remove(&c, &snap, &id, Duration::from_millis(200)));
@@ -986,7 +970,6 @@ impl<'a> Executor<'a> {
         task: &crate::plan::Task,
         say: &dyn Fn(String),
     ) -> Result<(i64, String), StepError> {
-        let command = self.values.resolve_all(&task.command)?;
         if !task.packages.is_empty() {
             let mut pip = vec!["pip".to_string(), "install".into()];
             pip.extend(task.packages.iter().cloned());
@@ -1005,23 +988,17 @@ impl<'a> Executor<'a> {
                 )));
             }
         }
-        let (code, output) = match &task.wait {
-            None => self.exec(name, &command)?,
-            Some(w) => {
-                let rec = self.enclave.service(name)?.clone();
-                let scratch = self.enclave.dir.join("exec");
-                let run = service::exec(&self.client, &rec.container_id, &command, &scratch);
-                match self.block(async { tokio::time::timeout(w.get(), run).await }) {
-                    Ok(r) => r.map_err(|e| {
-                        StepError::Failed(format!("the task's command {command:?}: {e}"))
-                    })?,
-                    Err(_) => {
-                        return Err(StepError::Failed(format!(
-                            "the task's command did not finish within its wait of {w}: give a longer wait, or wait = None for none"
-                        )))
-                    }
-                }
-            }
+        let Some((code, output)) =
+            self.exec_within(name, &task.command, task.wait.as_ref().map(|w| w.get()))?
+        else {
+            let w = task
+                .wait
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            return Err(StepError::Failed(format!(
+                "the task's command did not finish within its wait of {w}: give a longer wait, or wait = None for none"
+            )));
         };
         if code != 0 {
             return Err(StepError::Failed(format!(
@@ -1029,14 +1006,7 @@ impl<'a> Executor<'a> {
                 output
             )));
         }
-        let rec = self.enclave.service(name)?.clone();
-        let pid = self
-            .block(crate::containerd::containers::task(
-                &self.client,
-                &rec.container_id,
-            ))?
-            .map(|p| p.pid)
-            .unwrap_or(0);
+        let pid = self.running_pid(name)?;
         for s in &task.store {
             self.store_files(pid, &s.src, &s.name, "the task")?;
         }
@@ -1067,16 +1037,31 @@ impl<'a> Executor<'a> {
     }
 
     fn exec(&self, service_name: &str, command: &[String]) -> Result<(i64, String), StepError> {
+        self.exec_within(service_name, command, None)?
+            .ok_or_else(|| {
+                StepError::Failed(format!("exec in service '{service_name}' gave no result"))
+            })
+    }
+
+    /// [`Executor::exec`] within `timeout`: `None` when it did not finish
+    /// in time.
+    fn exec_within(
+        &self,
+        service_name: &str,
+        command: &[String],
+        timeout: Option<Duration>,
+    ) -> Result<Option<(i64, String)>, StepError> {
         let rec = self.enclave.service(service_name)?;
         let command = self.values.resolve_all(command)?;
         let scratch = self.enclave.dir.join("exec");
-        self.block(service::exec(
-            &self.client,
-            &rec.container_id,
-            &command,
-            &scratch,
-        ))
-        .map_err(|e| {
+        let run = service::exec(&self.client, &rec.container_id, &command, &scratch);
+        let r = match timeout {
+            None => Some(self.block(run)),
+            Some(t) => self
+                .block(async { tokio::time::timeout(t, run).await })
+                .ok(),
+        };
+        r.transpose().map_err(|e| {
             StepError::Failed(format!("exec {command:?} in service '{service_name}': {e}"))
         })
     }
@@ -1385,39 +1370,6 @@ fn refuse_gpu(name: &str, gpu: &crate::plan::model::GpuConfig) -> String {
         None => format!("service '{name}' asks for {asked} (GpuConfig), and this host has none (no /dev/nvidia0 or /dev/dri): run it on a host with a GPU, or leave gpu out"),
         Some(dev) => format!("service '{name}' asks for {asked} (GpuConfig); this host has {dev}, but nixoci does not pass GPUs into containers yet: leave gpu out to run it on the CPU"),
     }
-}
-
-/// Are the two trees the same: names, kinds, file contents, link targets
-/// and permission bits?
-fn same_tree(a: &Path, b: &Path) -> std::io::Result<bool> {
-    use std::os::unix::fs::PermissionsExt;
-    let (ma, mb) = (std::fs::symlink_metadata(a)?, std::fs::symlink_metadata(b)?);
-    if ma.file_type() != mb.file_type() || ma.permissions().mode() != mb.permissions().mode() {
-        return Ok(false);
-    }
-    if ma.file_type().is_symlink() {
-        return Ok(std::fs::read_link(a)? == std::fs::read_link(b)?);
-    }
-    if ma.is_file() {
-        return Ok(ma.len() == mb.len() && std::fs::read(a)? == std::fs::read(b)?);
-    }
-    let names = |p: &Path| -> std::io::Result<Vec<std::ffi::OsString>> {
-        let mut v: Vec<_> = std::fs::read_dir(p)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()?;
-        v.sort();
-        Ok(v)
-    };
-    let (na, nb) = (names(a)?, names(b)?);
-    if na != nb {
-        return Ok(false);
-    }
-    for n in na {
-        if !same_tree(&a.join(&n), &b.join(&n))? {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 /// Copy `src`'s content into the directory `dst`, over what is there.

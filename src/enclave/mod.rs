@@ -59,6 +59,39 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> EnclaveError + '_ {
     }
 }
 
+/// Are the two trees the same: names, kinds, file contents, link targets
+/// and permission bits?
+fn same_tree(a: &Path, b: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    let (ma, mb) = (fs::symlink_metadata(a)?, fs::symlink_metadata(b)?);
+    if ma.file_type() != mb.file_type() || ma.permissions().mode() != mb.permissions().mode() {
+        return Ok(false);
+    }
+    if ma.file_type().is_symlink() {
+        return Ok(fs::read_link(a)? == fs::read_link(b)?);
+    }
+    if ma.is_file() {
+        return Ok(ma.len() == mb.len() && fs::read(a)? == fs::read(b)?);
+    }
+    let names = |p: &Path| -> io::Result<Vec<std::ffi::OsString>> {
+        let mut v: Vec<_> = fs::read_dir(p)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        v.sort();
+        Ok(v)
+    };
+    let (na, nb) = (names(a)?, names(b)?);
+    if na != nb {
+        return Ok(false);
+    }
+    for n in na {
+        if !same_tree(&a.join(&n), &b.join(&n))? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// A service as the enclave records it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServiceRecord {
@@ -275,6 +308,35 @@ impl Enclave {
 
     pub fn artifact_dir(&self, artifact: &str) -> PathBuf {
         self.dir.join("artifacts").join(artifact)
+    }
+
+    /// An empty staging directory for a new content of artifact `name`,
+    /// beside it: filled, then handed to [`Enclave::install_artifact`].
+    pub fn artifact_staging(&self, artifact: &str) -> Result<PathBuf, EnclaveError> {
+        let tmp = self.artifact_dir(artifact).with_extension("partial");
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        Ok(tmp)
+    }
+
+    /// Make the complete tree `staged` the files artifact `name`. When the
+    /// enclave has one of that name with the same content (a re-run), it is
+    /// kept and `staged` goes: `false`; else it is replaced and recorded:
+    /// `true`.
+    pub fn install_artifact(&mut self, name: &str, staged: &Path) -> Result<bool, EnclaveError> {
+        let dir = self.artifact_dir(name);
+        let known = self.record.artifacts.iter().any(|a| a == name);
+        if known && same_tree(staged, &dir).unwrap_or(false) {
+            let _ = fs::remove_dir_all(staged);
+            return Ok(false);
+        }
+        let _ = fs::remove_dir_all(&dir);
+        fs::rename(staged, &dir).map_err(io_err(&dir))?;
+        if !known {
+            self.record.artifacts.push(name.to_string());
+        }
+        self.save()?;
+        Ok(true)
     }
 
     pub fn hosts_path(&self) -> PathBuf {
