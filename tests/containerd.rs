@@ -309,12 +309,9 @@ fn private_engine_from_nothing_and_unreachable_addresses() {
     assert!(o.status.success(), "{}", show(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("started nixoci's private containerd"));
     let sock = home.join("containerd/containerd.sock");
-    let out = run(Command::new("ctr").arg("--address").arg(&sock).args([
-        "run",
-        "--rm",
-        "docker.io/library/hello-app:latest",
-        "private-engine-test",
-    ]));
+    let mut ctr = Command::new("ctr");
+    ctr.arg("--address").arg(&sock);
+    let out = ctr_run(ctr, &home, "docker.io/library/hello-app:latest", None, &[]);
     assert_eq!(out, "hello from nix\n");
     // Reused, not started again.
     let o = nixoci()

@@ -258,15 +258,10 @@ fn two_platforms_through_a_registry_and_containerd() {
         cd.run_image("default", image, &[]),
         "hello from every platform\nx86_64\n"
     );
-    // Through a log file the shim writes, as `run_image` reads output.
-    let log = cd.dir.path().join("arm-run.log");
-    run(cd
-        .ctr("default")
-        .args(["run", "--rm", "--platform", "linux/arm64", "--log-uri"])
-        .arg(format!("file://{}", log.display()))
-        .args([image, "arm-run"]));
-    let out = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(out, "hello from every platform\naarch64\n");
+    assert_eq!(
+        cd.run_image_on("default", image, Some("linux/arm64"), &[]),
+        "hello from every platform\naarch64\n"
+    );
     let ours = fx
         .nixoci()
         .args([
@@ -342,15 +337,10 @@ fn two_platforms_through_a_registry_and_containerd() {
     assert!(o.status.success(), "{}", show(&o));
     let pulled: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(pulled["manifest_digest"], arm_manifest.as_str());
-    let out = run(cd.ctr("arm").args([
-        "run",
-        "--rm",
-        "--platform",
-        "linux/arm64",
-        &target,
-        "arm-pulled",
-    ]));
-    assert_eq!(out, "hello from every platform\naarch64\n");
+    assert_eq!(
+        cd.run_image_on("arm", &target, Some("linux/arm64"), &[]),
+        "hello from every platform\naarch64\n"
+    );
     // And the host's, by default.
     let o = fx
         .nixoci()

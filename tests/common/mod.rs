@@ -185,6 +185,33 @@ pub fn skopeo_inspect(transport_ref: &str, config: bool) -> serde_json::Value {
     serde_json::from_str(&run(c.arg(transport_ref))).unwrap()
 }
 
+/// `ctr run --rm IMAGE` (with a new container id) through `ctr`, and what
+/// the process printed. The shim writes the output to a file in `log_dir`,
+/// read once the task has exited: `ctr run`'s own copy through FIFOs can
+/// lose a quick process's last write.
+pub fn ctr_run(
+    mut ctr: Command,
+    log_dir: &Path,
+    image: &str,
+    platform: Option<&str>,
+    args: &[&str],
+) -> String {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let id = format!(
+        "t{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let log = log_dir.join(format!("{id}.log"));
+    ctr.args(["run", "--rm", "--log-uri"])
+        .arg(format!("file://{}", log.display()));
+    if let Some(p) = platform {
+        ctr.args(["--platform", p]);
+    }
+    run(ctr.args([image, &id]).args(args));
+    std::fs::read_to_string(&log).unwrap_or_default()
+}
+
 /// A private containerd for one test: its own config, root, state and socket
 /// under a temp dir; stopped by PID when dropped.
 pub struct Containerd {
@@ -256,23 +283,19 @@ impl Containerd {
 
     /// `ctr run --rm IMAGE`, returning its stdout.
     pub fn run_image(&self, namespace: &str, image: &str, args: &[&str]) -> String {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let id = format!(
-            "t{}-{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        // The shim writes the output to a file, read once the task has
-        // exited: `ctr run`'s own copy through FIFOs can lose a quick
-        // process's last write.
-        let log = self.dir.path().join(format!("{id}.log"));
-        run(self
-            .ctr(namespace)
-            .args(["run", "--rm", "--log-uri"])
-            .arg(format!("file://{}", log.display()))
-            .args([image, &id])
-            .args(args));
-        std::fs::read_to_string(&log).unwrap_or_default()
+        self.run_image_on(namespace, image, None, args)
+    }
+
+    /// [`Containerd::run_image`] for `platform` (`linux/arm64`: through
+    /// qemu under binfmt).
+    pub fn run_image_on(
+        &self,
+        namespace: &str,
+        image: &str,
+        platform: Option<&str>,
+        args: &[&str],
+    ) -> String {
+        ctr_run(self.ctr(namespace), self.dir.path(), image, platform, args)
     }
 
     /// Names of the snapshots in the overlayfs snapshotter.
