@@ -340,7 +340,9 @@ pub fn runtime_spec(
     }
     if service.privileged {
         // A writable /sys.
-        mounts[5]["options"] = json!(["nosuid", "noexec", "nodev"]);
+        for m in mounts.iter_mut().filter(|m| m["destination"] == "/sys") {
+            m["options"] = json!(["nosuid", "noexec", "nodev"]);
+        }
     }
     let mut namespaces = vec![json!({"type": "ipc"})];
     if !service.host_pid_namespace {
