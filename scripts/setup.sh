@@ -4,7 +4,7 @@ set -euo pipefail
 
 NIXOCI_DEBS=(nix-bin busybox-static umoci skopeo protobuf-compiler pigz zstd tar time bc containerd runc
     containernetworking-plugins iptables iproute2 docker-registry apache2-utils openssl python3-venv
-    git qemu-user-static binfmt-support)
+    git qemu-user-static binfmt-support rootlesskit slirp4netns uidmap fuse-overlayfs)
 
 missing=()
 for p in "${NIXOCI_DEBS[@]}"; do
@@ -40,6 +40,25 @@ if [ "$(id -u)" = 0 ]; then
     fi
     if [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] && [ -w /etc/nix/nix.conf ]; then
         grep -q '^extra-platforms' /etc/nix/nix.conf || echo 'extra-platforms = aarch64-linux' >> /etc/nix/nix.conf
+    fi
+fi
+
+# Rootless use (an unprivileged developer): what a desktop distribution
+# already provides. The Nix daemon (multi-user Nix is how a user without
+# root builds) runs where no init system started it, and /dev/net/tun is
+# usable by users (slirp4netns opens it), as distributions ship it; this
+# image leaves it 0600.
+if [ "$(id -u)" = 0 ]; then
+    if ! nix store ping --store daemon >/dev/null 2>&1; then
+        mkdir -p /nix/var/nix/daemon-socket /var/log/nix
+        setsid nix-daemon </dev/null >>/var/log/nix/daemon.log 2>&1 &
+        for _ in $(seq 100); do
+            nix store ping --store daemon >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+    fi
+    if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+        chmod 0666 /dev/net/tun
     fi
 fi
 

@@ -3,6 +3,8 @@
 //!
 //! - [`util`]: atomic writes, the interrupt flag;
 //! - [`nix`]: store paths, closures, the `nix` CLI (knows nothing of OCI);
+//!   [`rootless`]: entering a rootless engine's namespaces, rootlesskit's
+//!   port API, the checks a rootless engine needs;
 //! - [`oci`]: digests, descriptors, references, platforms, image records;
 //! - [`image`]: the pure image core: layering plan, tar, config, manifest;
 //! - [`containerd`], [`registry`]: clients of the two daemons nixoci talks to;
@@ -22,6 +24,7 @@ pub mod packages;
 pub mod pipeline;
 pub mod plan;
 pub mod registry;
+pub mod rootless;
 pub mod sink;
 pub mod source;
 pub mod util;

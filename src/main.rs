@@ -7,6 +7,12 @@ mod cli;
 use clap::Parser;
 
 fn main() {
+    // nixoci's helper inside a rootless engine's namespaces: before
+    // anything else, single-threaded.
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(nixoci::rootless::HELPER))
+    {
+        std::process::exit(cli::helper::main(std::env::args_os().skip(2).collect()));
+    }
     let args = cli::Cli::parse();
     nixoci::util::interrupt::install();
     cli::init_tracing(args.verbose);

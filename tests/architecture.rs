@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// Lowest first. Modules on one line are peers: neither may use the other.
 const LAYERS: &[&[&str]] = &[
     &["util"],
-    &["nix"],
+    &["nix", "rootless"],
     &["oci"],
     &["image"],
     &["containerd", "registry", "packages"],

@@ -22,7 +22,7 @@ pub fn run(a: CleanArgs, args: &ContainerdArgs) -> anyhow::Result<()> {
         if running && !a.all {
             continue;
         }
-        let n = remove(&rt, &client, e, &args.snapshotter)?;
+        let n = remove(&rt, &client, e, &client.snapshotter(&args.snapshotter))?;
         println!("removed enclave {name} ({n} containers)");
     }
     if a.all {

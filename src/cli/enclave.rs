@@ -70,7 +70,7 @@ pub fn remove(
         Ok::<_, anyhow::Error>(list.len())
     })?;
     if let Some(net) = &e.record.network {
-        nixoci::enclave::network::teardown(&e.dir, &name, net)?;
+        nixoci::enclave::network::teardown(&e.dir, &name, net, &e.net_host())?;
     }
     let dir = e.dir.clone();
     drop(e);
@@ -167,7 +167,7 @@ pub fn run(c: EnclaveCommand, args: &ContainerdArgs) -> anyhow::Result<()> {
                     )));
                 }
             }
-            let n = remove(&rt, &client, e, &args.snapshotter)?;
+            let n = remove(&rt, &client, e, &client.snapshotter(&args.snapshotter))?;
             println!("removed enclave {name} ({n} containers)");
             Ok(())
         }

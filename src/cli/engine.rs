@@ -46,6 +46,29 @@ pub fn run(c: EngineCommand) -> anyhow::Result<()> {
                 ),
                 (None, _) => println!("not running (socket {})", s.socket.display()),
             }
+            if s.rootless {
+                match &s.rootlesskit {
+                    Some(i) => println!(
+                        "rootless: yes (rootlesskit {}, network {}, port driver {}, child pid {}; state {})",
+                        i["version"].as_str().unwrap_or("?"),
+                        i["networkDriver"]["driver"].as_str().unwrap_or("?"),
+                        i["portDriver"]["driver"].as_str().unwrap_or("?"),
+                        i["childPID"],
+                        engine.rootlesskit_dir().display()
+                    ),
+                    None => println!("rootless: yes (nixoci runs as a user other than root; starts under rootlesskit)"),
+                }
+            } else {
+                println!("rootless: no");
+            }
+            if let Some(snap) = &s.snapshotter {
+                match &s.overlay_error {
+                    Some(why) if snap != "overlayfs" => {
+                        println!("snapshotter: {snap} (overlayfs cannot be used here: {why})")
+                    }
+                    _ => println!("snapshotter: {snap}"),
+                }
+            }
         }
     }
     Ok(())

@@ -7,6 +7,7 @@ mod clean;
 mod enclave;
 mod engine;
 mod files;
+pub mod helper;
 mod images;
 mod load;
 mod port;

@@ -39,6 +39,16 @@ pub fn run(c: PortCommand) -> anyhow::Result<()> {
         Some(p) => ("127.0.0.1".to_string(), p.number),
         None => (s.info.ip_address.clone(), port.number),
     };
+    // A rootless engine's service addresses exist only in its network
+    // namespace: from the host, only a public port answers.
+    if e.record.engine.is_some() && !s.config.public_ports.contains_key(&port_id) {
+        return Err(anyhow::anyhow!(
+            "port '{port_id}' of service '{service}' is not public, and the enclave runs on a rootless containerd, whose service addresses ({}:{}) are reachable only inside the engine (from other services, or `nixoci service exec`): publish it with `public_ports = {{\"{port_id}\": PortSpec({})}}` in the service's ServiceConfig",
+            s.info.ip_address,
+            port.number,
+            port.number
+        ));
+    }
     if port.application_protocol.is_empty() {
         println!("{host}:{number}");
     } else {

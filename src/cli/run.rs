@@ -113,7 +113,7 @@ pub fn run(a: RunArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
     let client = client?;
     let rt = ctx.runtime()?;
     let exec_opts = Options {
-        snapshotter: containerd.snapshotter.clone(),
+        snapshotter: client.snapshotter(&containerd.snapshotter),
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         nix: nixoci::nix::Nix {
             closure_cache: nixoci::nix::ClosureCache::new(default_cache_dir()),
@@ -124,8 +124,12 @@ pub fn run(a: RunArgs, containerd: &ContainerdArgs) -> anyhow::Result<()> {
         registry: containerd.registry_options(),
     };
     let images = build_images(&plan, &ctx, &exec_opts, &say)?;
-    let (mut enclave, created) =
-        Enclave::open_or_create(&name, &containerd.namespace, &a.subnet_pool)?;
+    let (mut enclave, created) = Enclave::open_or_create(
+        &name,
+        &containerd.namespace,
+        &a.subnet_pool,
+        client.rootless.as_deref(),
+    )?;
     eprintln!(
         "{} enclave {name} (namespace {}, subnet {})",
         if created { "created" } else { "using" },

@@ -170,7 +170,13 @@ pub fn run(c: ServiceCommand, args: &ContainerdArgs) -> anyhow::Result<()> {
             let (e, r, rt, client) = connected(&enclave, &s, args)?;
             let log = e.log_path(&s);
             rt.block_on(async {
-                service::start_task(&client, &args.snapshotter, &r.container_id, &log).await?;
+                service::start_task(
+                    &client,
+                    &client.snapshotter(&args.snapshotter),
+                    &r.container_id,
+                    &log,
+                )
+                .await?;
                 service::check_started(
                     &client,
                     &r.container_id,
@@ -191,7 +197,7 @@ pub fn run(c: ServiceCommand, args: &ContainerdArgs) -> anyhow::Result<()> {
             let (mut e, r, rt, client) = connected(&enclave, &s, args)?;
             rt.block_on(service::remove(
                 &client,
-                &args.snapshotter,
+                &client.snapshotter(&args.snapshotter),
                 &r.container_id,
                 Duration::from_secs(10),
             ))?;

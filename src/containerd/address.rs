@@ -44,6 +44,14 @@ pub fn candidates(explicit: Option<&str>, home: &Path) -> Vec<String> {
     c
 }
 
+/// The client, knowing what `auto` means for its containerd.
+async fn with_auto_snapshotter(mut client: Client) -> Client {
+    if let Ok((ok, _)) = super::snapshotters(&client).await {
+        client.auto_snapshotter = super::pick_snapshotter(&ok);
+    }
+    client
+}
+
 pub async fn connect(opts: &Connect, home: &Path) -> Result<Connected, ContainerdError> {
     check_namespace(&opts.namespace)?;
     let mut tried = Vec::new();
@@ -51,7 +59,7 @@ pub async fn connect(opts: &Connect, home: &Path) -> Result<Connected, Container
         match Client::connect(&a, &opts.namespace).await {
             Ok(client) => {
                 return Ok(Connected {
-                    client,
+                    client: with_auto_snapshotter(client).await,
                     started: None,
                 })
             }
@@ -76,7 +84,7 @@ pub async fn connect(opts: &Connect, home: &Path) -> Result<Connected, Container
                     ))
                 })?;
             Ok(Connected {
-                client,
+                client: with_auto_snapshotter(client).await,
                 started: Some(format!(
                     "no containerd answered; started nixoci's private containerd at {sock} (log: {})",
                     engine.log().display()

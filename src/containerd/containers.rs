@@ -195,7 +195,10 @@ pub async fn kill(c: &Client, id: &str, exec_id: &str, signal: u32) -> Result<()
             container_id: id.into(),
             exec_id: exec_id.into(),
             signal,
-            all: exec_id.is_empty(),
+            // Every process of the container, found through its cgroup;
+            // a rootless container may have none (its pid namespace ends
+            // with its first process anyway).
+            all: exec_id.is_empty() && c.rootless.is_none(),
         }))
         .await
     {

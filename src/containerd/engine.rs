@@ -1,6 +1,12 @@
 //! nixoci's private containerd: config, root, state, socket, pid file and
 //! log under `$NIXOCI_HOME/containerd` (see [`nixoci_home`]). Only the
 //! `containerd` and `runc` binaries need to be installed.
+//!
+//! As a user other than root it runs rootless: under rootlesskit (user,
+//! mount and network namespaces; slirp4netns for the network, the builtin
+//! port driver; `/etc` and `/run` copied up), after the checks of
+//! [`crate::rootless::preflight`]. rootlesskit's state is
+//! `containerd/rootlesskit/` and the pid file names rootlesskit.
 
 use super::{Client, ContainerdError};
 use std::fs;
@@ -21,7 +27,18 @@ pub struct EngineStatus {
     pub pid: Option<u32>,
     pub version: Option<String>,
     pub log: PathBuf,
+    /// Set when the engine runs (or would run) rootless.
+    pub rootless: bool,
+    /// rootlesskit's view of itself (`/v1/info`), when it answers.
+    pub rootlesskit: Option<serde_json::Value>,
+    /// The snapshotter images are unpacked into by default.
+    pub snapshotter: Option<String>,
+    /// Why overlayfs is not it, when it is not.
+    pub overlay_error: Option<String>,
 }
+
+/// The longest path a Unix socket may have (`sun_path` less its NUL).
+const SOCKET_PATH_MAX: usize = 107;
 
 fn pid_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
@@ -46,6 +63,19 @@ impl Engine {
     }
     fn config(&self) -> PathBuf {
         self.dir.join("config.toml")
+    }
+    /// rootlesskit's state directory (rootless engines only).
+    pub fn rootlesskit_dir(&self) -> PathBuf {
+        self.dir.join("rootlesskit")
+    }
+    /// The engine's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// Whether this engine runs rootless: nixoci runs as a user other
+    /// than root.
+    pub fn rootless(&self) -> bool {
+        crate::rootless::unprivileged()
     }
 
     /// The pid of the private containerd, if the pid file names a live
@@ -74,8 +104,15 @@ impl Engine {
 
     fn config_text(&self) -> String {
         let q = |p: PathBuf| format!("{:?}", p.display().to_string());
+        // Rootless: the CRI plugin (Kubernetes') is of no use to nixoci and
+        // wants what a user namespace does not give.
+        let disabled = if self.rootless() {
+            "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"
+        } else {
+            ""
+        };
         format!(
-            "# Written by nixoci: its private containerd.\nversion = 2\nroot = {}\nstate = {}\n\n[grpc]\n  address = {}\n\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = {}\n",
+            "# Written by nixoci: its private containerd.\nversion = 2\n{disabled}root = {}\nstate = {}\n\n[grpc]\n  address = {}\n\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = {}\n",
             q(self.dir.join("root")),
             q(self.dir.join("state")),
             q(self.socket()),
@@ -84,20 +121,37 @@ impl Engine {
     }
 
     pub async fn status(&self) -> EngineStatus {
-        let version = match Client::connect(
+        let client = Client::connect(
             &self.socket().display().to_string(),
             super::DEFAULT_NAMESPACE,
         )
         .await
-        {
-            Ok(c) => c.version().await.ok(),
-            Err(_) => None,
+        .ok();
+        let version = match &client {
+            Some(c) => c.version().await.ok(),
+            None => None,
+        };
+        let (snapshotter, overlay_error) = match &client {
+            Some(c) => match super::snapshotters(c).await {
+                Ok(ok) => (Some(super::pick_snapshotter(&ok.0)), ok.1),
+                Err(_) => (None, None),
+            },
+            None => (None, None),
+        };
+        let rootlesskit = if self.rootless() {
+            crate::rootless::ports::info(&self.rootlesskit_dir().join("api.sock")).ok()
+        } else {
+            None
         };
         EngineStatus {
             socket: self.socket(),
             pid: self.pid(),
             version,
             log: self.log(),
+            rootless: self.rootless(),
+            rootlesskit,
+            snapshotter,
+            overlay_error,
         }
     }
 
@@ -121,6 +175,26 @@ impl Engine {
         let e = |what: &str, p: &Path, err: std::io::Error| {
             ContainerdError::Engine(format!("{what} {}: {err}", p.display()))
         };
+        // containerd listens on `<socket>.ttrpc` too; rootlesskit on
+        // `api.sock` and slirp4netns beside it.
+        let longest = [
+            format!("{}.ttrpc", self.socket().display()),
+            format!("{}/slirp4netns.sock", self.rootlesskit_dir().display()),
+        ];
+        if let Some(p) = longest.iter().find(|p| p.len() > SOCKET_PATH_MAX) {
+            return Err(ContainerdError::Engine(format!(
+                "the private containerd's socket {p} would be {} bytes long, over the {SOCKET_PATH_MAX} a Unix socket path may have: set $NIXOCI_HOME to a shorter directory",
+                p.len()
+            )));
+        }
+        if self.rootless() {
+            crate::rootless::preflight::engine().map_err(|f| {
+                ContainerdError::Engine(format!("cannot start a rootless containerd: {f}"))
+            })?;
+            // What a killed rootlesskit left (it removes its directory when
+            // it exits); rootlesskit wants it new.
+            let _ = fs::remove_dir_all(self.rootlesskit_dir());
+        }
         fs::create_dir_all(&self.dir).map_err(|err| e("cannot create", &self.dir, err))?;
         fs::write(self.config(), self.config_text())
             .map_err(|err| e("cannot write", &self.config(), err))?;
@@ -130,7 +204,24 @@ impl Engine {
             .append(true)
             .open(self.log())
             .map_err(|err| e("cannot open", &self.log(), err))?;
-        let mut cmd = Command::new(&bin);
+        let mut cmd = if self.rootless() {
+            let mut c = Command::new("rootlesskit");
+            c.arg(format!("--state-dir={}", self.rootlesskit_dir().display()))
+                .args([
+                    "--net=slirp4netns",
+                    "--mtu=65520",
+                    "--slirp4netns-sandbox=auto",
+                    "--slirp4netns-seccomp=auto",
+                    "--port-driver=builtin",
+                    "--copy-up=/etc",
+                    "--copy-up=/run",
+                    "--propagation=rslave",
+                ])
+                .arg(&bin);
+            c
+        } else {
+            Command::new(&bin)
+        };
         cmd.arg("--config")
             .arg(self.config())
             .stdin(Stdio::null())
@@ -149,6 +240,9 @@ impl Engine {
         }
         let mut child = cmd.spawn().map_err(|err| {
             ContainerdError::Engine(match err.kind() {
+                std::io::ErrorKind::NotFound if self.rootless() => {
+                    "`rootlesskit` was not found: install it (Debian: `apt-get install rootlesskit slirp4netns uidmap`)".to_string()
+                }
                 std::io::ErrorKind::NotFound => format!(
                     "`{}` was not found: install containerd and runc (Debian: `apt-get install containerd runc`) or set $NIXOCI_CONTAINERD",
                     bin.to_string_lossy()
@@ -202,18 +296,62 @@ impl Engine {
                 self.pid_file().display()
             )));
         }
+        // A rootless engine's user namespace: what lives in it (shims,
+        // containers) goes too, so nothing of the user's is left running.
+        let userns = fs::read_to_string(self.rootlesskit_dir().join("child_pid"))
+            .ok()
+            .and_then(|p| crate::rootless::ns_id(p.trim(), "user"));
         // SAFETY: plain signals to the pid we started.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        while pid_alive(pid) && !is_zombie(pid) {
-            if start.elapsed() > Duration::from_secs(15) {
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        wait_gone(&[pid], Duration::from_secs(15)).await;
+        if let Some(ns) = userns {
+            let left = processes_in_userns(&ns);
+            for p in &left {
+                // SAFETY: a signal to a process in the engine's namespace.
+                unsafe { libc::kill(*p as i32, libc::SIGKILL) };
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            wait_gone(&left, Duration::from_secs(15)).await;
         }
         let _ = fs::remove_file(self.pid_file());
         Ok(true)
     }
+}
+
+/// Where rootlesskit state directories (and so port APIs) of rootless
+/// engines may be: the private engine's, then nerdctl's.
+pub fn rootlesskit_dirs() -> Vec<PathBuf> {
+    crate::rootless::rootlesskit_dirs(Engine::new(&nixoci_home()).dir())
+}
+
+/// Wait until every pid is gone (or a zombie); SIGKILL what is left
+/// after `patience`.
+async fn wait_gone(pids: &[u32], patience: Duration) {
+    let start = Instant::now();
+    let mut killed = false;
+    while pids.iter().any(|&p| pid_alive(p) && !is_zombie(p)) {
+        if !killed && start.elapsed() > patience {
+            for &p in pids {
+                // SAFETY: a signal to a process we are stopping.
+                unsafe { libc::kill(p as i32, libc::SIGKILL) };
+            }
+            killed = true;
+        }
+        if start.elapsed() > patience * 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every process whose user namespace is `ns`.
+pub fn processes_in_userns(ns: &Path) -> Vec<u32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| crate::rootless::ns_id(&p.to_string(), "user").as_deref() == Some(ns))
+        .collect()
 }
 
 /// A process's arguments (empty when it is gone or unreadable).

@@ -23,7 +23,10 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// provenance) by digest, suffixed with its index: a GC reference, so the
 /// referrer lives as long as the image.
 pub const REFERRER_LABEL: &str = "containerd.io/gc.ref.content.referrer.";
-pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
+/// The snapshotter unless one is asked for: overlayfs where this
+/// containerd could load it (a rootless one mounts it in its user
+/// namespace), else native (see [`pick_snapshotter`]).
+pub const DEFAULT_SNAPSHOTTER: &str = "auto";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerdError {
@@ -54,6 +57,11 @@ pub struct Client {
     pub address: String,
     pub namespace: String,
     pub lease: Option<String>,
+    /// Set when this containerd runs in other namespaces (rootless).
+    pub rootless: Option<std::sync::Arc<crate::rootless::EngineNs>>,
+    /// What `auto` means for this containerd (set by
+    /// [`address::connect`]; overlayfs until then).
+    pub auto_snapshotter: String,
 }
 
 pub fn check_namespace(ns: &str) -> Result<(), ContainerdError> {
@@ -90,11 +98,18 @@ impl Client {
                     }
                     s
                 })?;
+        let rootless = crate::rootless::EngineNs::detect(
+            std::path::Path::new(&path),
+            &engine::rootlesskit_dirs(),
+        )
+        .map(std::sync::Arc::new);
         let client = Client {
             channel,
             address: path,
             namespace: namespace.into(),
             lease: None,
+            rootless,
+            auto_snapshotter: "overlayfs".into(),
         };
         let mut version = containerd_client::services::v1::version_client::VersionClient::new(
             client.channel.clone(),
@@ -147,6 +162,15 @@ impl Client {
         }
     }
 
+    /// The snapshotter to use when `asked` (a user's choice, or `auto`).
+    pub fn snapshotter(&self, asked: &str) -> String {
+        if asked == DEFAULT_SNAPSHOTTER {
+            self.auto_snapshotter.clone()
+        } else {
+            asked.to_string()
+        }
+    }
+
     pub async fn version(&self) -> Result<String, ContainerdError> {
         let mut v = containerd_client::services::v1::version_client::VersionClient::new(
             self.channel.clone(),
@@ -157,6 +181,46 @@ impl Client {
             .map_err(self.err("version"))?;
         Ok(r.into_inner().version)
     }
+}
+
+/// The snapshotters this containerd loaded, and why overlayfs did not
+/// load when it did not (its own test mount failed, say).
+pub async fn snapshotters(c: &Client) -> Result<(Vec<String>, Option<String>), ContainerdError> {
+    let mut i = containerd_client::services::v1::introspection_client::IntrospectionClient::new(
+        c.channel.clone(),
+    );
+    let r = i
+        .plugins(Request::new(
+            containerd_client::services::v1::PluginsRequest {
+                filters: vec!["type==io.containerd.snapshotter.v1".into()],
+            },
+        ))
+        .await
+        .map_err(c.err("list snapshotters"))?
+        .into_inner();
+    let mut ok = Vec::new();
+    let mut overlay_error = None;
+    for p in r.plugins {
+        match &p.init_err {
+            None => ok.push(p.id),
+            Some(e) if p.id == "overlayfs" => overlay_error = Some(e.message.clone()),
+            Some(_) => {}
+        }
+    }
+    if !ok.iter().any(|s| s == "overlayfs") && overlay_error.is_none() {
+        overlay_error = Some("this containerd has no overlayfs snapshotter".into());
+    }
+    Ok((ok, overlay_error))
+}
+
+/// overlayfs where it loaded, else fuse-overlayfs (a proxy snapshotter of
+/// that name), else native.
+pub fn pick_snapshotter(ok: &[String]) -> String {
+    ["overlayfs", "fuse-overlayfs"]
+        .into_iter()
+        .find(|s| ok.iter().any(|o| o == s))
+        .unwrap_or("native")
+        .to_string()
 }
 
 pub fn is_code(e: &ContainerdError, code: Code) -> bool {

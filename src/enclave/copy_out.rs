@@ -71,6 +71,33 @@ fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
 /// Copy `src` (absolute in the container of process `pid`) to `dst` on the
 /// host: a file to `dst`, a directory's tree to `dst`. A `src` ending in
 /// `/.` is the same as the directory. The number of files copied.
+/// [`copy_out`] where the container's engine lives: here, or (rootless)
+/// by nixoci's helper inside the engine's namespaces, where the
+/// container's files are readable whatever their owner.
+pub fn copy_out_where(
+    pid: u32,
+    src: &str,
+    dst: &Path,
+    host: &super::network::NetHost,
+) -> io::Result<u64> {
+    let ns = match host {
+        super::network::NetHost::Host => return copy_out(pid, src, dst),
+        super::network::NetHost::Engine(ns) => ns,
+        super::network::NetHost::Gone => {
+            return Err(io::Error::other("the rootless containerd has stopped"))
+        }
+    };
+    let out = ns.run_helper(&[
+        OsStr::new("copy-out"),
+        OsStr::new(&pid.to_string()),
+        OsStr::new(src),
+        dst.as_os_str(),
+    ])?;
+    out.trim()
+        .parse()
+        .map_err(|_| io::Error::other(format!("nixoci's helper answered '{}'", out.trim())))
+}
+
 pub fn copy_out(pid: u32, src: &str, dst: &Path) -> io::Result<u64> {
     let root = File::open(format!("/proc/{pid}/root"))?;
     let root = OwnedFd::from(root);

@@ -620,9 +620,10 @@ impl<'a> Executor<'a> {
         self.block(service::remove(&c, &snap, &id, Duration::from_secs(1)))?;
         let enclave_name = self.enclave.name().to_string();
         let dir = self.enclave.dir.clone();
+        let host = self.enclave.net_host();
         let (ip, netns) = match &self.enclave.record.network {
             Some(n) => {
-                network::detach(&dir, &enclave_name, n, name)?;
+                network::detach(&dir, &enclave_name, n, name, &host)?;
                 let public: Vec<(u16, u16, String)> = config
                     .public_ports
                     .iter()
@@ -634,7 +635,7 @@ impl<'a> Executor<'a> {
                         )
                     })
                     .collect();
-                let att = network::attach(&dir, &enclave_name, n, name, &id, &public)?;
+                let att = network::attach(&dir, &enclave_name, n, name, &id, &public, &host)?;
                 done.push(Done::Network);
                 (att.ip, Some(att.netns.display().to_string()))
             }
@@ -749,7 +750,13 @@ impl<'a> Executor<'a> {
             if self.enclave.record.services.contains_key(&service) {
                 self.enclave.forget_service(&service)?;
             } else if let Some(n) = &self.enclave.record.network {
-                network::detach(&self.enclave.dir, &enclave, n, &service)?;
+                network::detach(
+                    &self.enclave.dir,
+                    &enclave,
+                    n,
+                    &service,
+                    &self.enclave.net_host(),
+                )?;
             }
         }
         let tasks: Vec<String> = self
@@ -834,10 +841,11 @@ impl<'a> Executor<'a> {
                 tmp.clone()
             }
         };
-        let n = super::copy_out::copy_out(pid, src, &target).map_err(|e| {
-            let _ = std::fs::remove_dir_all(&tmp);
-            StepError::Failed(format!("cannot copy {src} out of {from}: {e}"))
-        })?;
+        let n = super::copy_out::copy_out_where(pid, src, &target, &self.enclave.net_host())
+            .map_err(|e| {
+                let _ = std::fs::remove_dir_all(&tmp);
+                StepError::Failed(format!("cannot copy {src} out of {from}: {e}"))
+            })?;
         self.put_artifact(name, &tmp)?;
         Ok(n)
     }
@@ -1029,7 +1037,13 @@ impl<'a> Executor<'a> {
                 }
                 Done::Network => {
                     if let Some(n) = &self.enclave.record.network {
-                        let _ = network::detach(&self.enclave.dir, self.enclave.name(), n, name);
+                        let _ = network::detach(
+                            &self.enclave.dir,
+                            self.enclave.name(),
+                            n,
+                            name,
+                            &self.enclave.net_host(),
+                        );
                     }
                 }
             }
@@ -1188,15 +1202,15 @@ impl<'a> Executor<'a> {
                     content_type: r.content_type.as_deref(),
                     body: &body,
                 };
-                let resp = http::send(&req, Duration::from_secs(10)).map_err(|source| {
-                    StepError::Http {
-                        request: format!(
-                            "{} http://{}:{port}{endpoint}",
-                            r.method, rec.info.ip_address
-                        ),
-                        source,
-                    }
-                })?;
+                let resp =
+                    http::send_where(&req, Duration::from_secs(10), &self.enclave.net_host())
+                        .map_err(|source| StepError::Http {
+                            request: format!(
+                                "{} http://{}:{port}{endpoint}",
+                                r.method, rec.info.ip_address
+                            ),
+                            source,
+                        })?;
                 fields.insert("code".to_string(), json!(resp.code));
                 fields.insert("body".to_string(), json!(resp.body));
                 resp.body

@@ -11,12 +11,13 @@ use std::time::Duration;
 /// them; it does not download files).
 const MAX_BODY: u64 = 16 << 20;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Response {
     pub code: u16,
     pub body: String,
 }
 
+#[derive(serde::Serialize)]
 pub struct Request<'a> {
     pub method: &'a str,
     pub host: &'a str,
@@ -35,6 +36,75 @@ pub enum HttpError {
     Transport(#[from] ureq::Error),
     #[error("reading the body: {0}")]
     Body(#[from] std::io::Error),
+}
+
+/// [`send`] from where the services' network is: here, or (rootless) by
+/// nixoci's helper inside the engine's namespaces, the request and its
+/// answer passed as JSON.
+pub fn send_where(
+    r: &Request,
+    timeout: Duration,
+    host: &super::network::NetHost,
+) -> Result<Response, HttpError> {
+    let ns = match host {
+        super::network::NetHost::Host => return send(r, timeout),
+        super::network::NetHost::Engine(ns) => ns,
+        super::network::NetHost::Gone => {
+            return Err(HttpError::Request(
+                "the rootless containerd has stopped".into(),
+            ))
+        }
+    };
+    let mut child = ns
+        .helper()
+        .and_then(|mut c| {
+            c.args(["http", &timeout.as_millis().to_string()])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+        })
+        .map_err(|e| HttpError::Request(format!("nixoci's helper in the rootless engine: {e}")))?;
+    let input = serde_json::to_vec(r).expect("JSON");
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        let _ = stdin.write_all(&input);
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(HttpError::Request(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| HttpError::Request(format!("nixoci's helper answered no response: {e}")))
+}
+
+/// The helper's side of [`send_where`]: a request as JSON in, the
+/// response as JSON out.
+pub fn serve_one(input: &[u8], timeout: Duration) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Owned {
+        method: String,
+        host: String,
+        port: u16,
+        endpoint: String,
+        headers: Vec<(String, String)>,
+        content_type: Option<String>,
+        body: String,
+    }
+    let o: Owned = serde_json::from_slice(input).map_err(|e| e.to_string())?;
+    let r = Request {
+        method: &o.method,
+        host: &o.host,
+        port: o.port,
+        endpoint: &o.endpoint,
+        headers: &o.headers,
+        content_type: o.content_type.as_deref(),
+        body: &o.body,
+    };
+    let resp = send(&r, timeout).map_err(|e| e.to_string())?;
+    Ok(serde_json::to_string(&resp).expect("JSON"))
 }
 
 pub fn send(r: &Request, timeout: Duration) -> Result<Response, HttpError> {

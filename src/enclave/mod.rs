@@ -121,6 +121,27 @@ pub struct EnclaveRecord {
     /// Its bridge and subnet.
     #[serde(default)]
     pub network: Option<network::NetRecord>,
+    /// The rootless containerd whose namespaces hold its network (none
+    /// for root's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineRecord>,
+}
+
+/// Which rootless engine an enclave lives in: its socket, and the pid of
+/// the containerd that listened there (a restarted engine is another).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EngineRecord {
+    pub socket: PathBuf,
+    pub pid: u32,
+}
+
+impl EngineRecord {
+    pub fn of(ns: &crate::rootless::EngineNs) -> Self {
+        EngineRecord {
+            socket: ns.socket.clone(),
+            pid: ns.pid,
+        }
+    }
 }
 
 /// An enclave's state directory, locked while open.
@@ -198,10 +219,14 @@ fn lock(dir: &Path) -> Result<fs::File, EnclaveError> {
 impl Enclave {
     /// Open an enclave, creating it (in `namespace`, with a subnet from
     /// `pool`) if it does not exist.
+    /// `engine`: the rootless containerd the enclave runs on (none for
+    /// root's). An enclave whose rootless engine has stopped since lost
+    /// its network with it; it gets a new one in `engine`.
     pub fn open_or_create(
         name: &str,
         namespace: &str,
         pool: &str,
+        engine: Option<&crate::rootless::EngineNs>,
     ) -> Result<(Self, bool), EnclaveError> {
         check_name(name)?;
         let dir = enclaves_dir().join(name);
@@ -209,13 +234,23 @@ impl Enclave {
         let lock = lock(&dir)?;
         let file = dir.join("enclave.json");
         if file.exists() {
-            let e = Self::read(dir, lock)?;
+            let mut e = Self::read(dir, lock)?;
             if e.record.namespace != namespace {
                 return Err(EnclaveError::Namespace {
                     name: name.into(),
                     namespace: e.record.namespace.clone(),
                     asked: namespace.into(),
                 });
+            }
+            let now = engine.map(EngineRecord::of);
+            if e.record.engine.is_some() && e.record.engine != now {
+                if let Some(n) = e.record.network.clone() {
+                    let _ = network::teardown(&e.dir, name, &n, &e.net_host());
+                    e.record.network =
+                        Some(network::reserve(pool, name, &e.dir, &net_host_of(engine))?);
+                }
+                e.record.engine = now;
+                e.save()?;
             }
             return Ok((e, false));
         }
@@ -233,13 +268,14 @@ impl Enclave {
                 services: BTreeMap::new(),
                 artifacts: Vec::new(),
                 network: None,
+                engine: engine.map(EngineRecord::of),
             },
             _lock: lock,
         };
         let mut e = e;
         // Subnets are handed out host-wide (see `network::reserve`).
         // A refused enclave leaves no directory behind.
-        match network::reserve(pool, name, &e.dir) {
+        match network::reserve(pool, name, &e.dir, &net_host_of(engine)) {
             Ok(net) => e.record.network = Some(net),
             Err(err) => {
                 let _ = fs::remove_dir_all(&e.dir);
@@ -361,11 +397,24 @@ impl Enclave {
             })
     }
 
+    /// Where its network lives: here, in the rootless engine it was made
+    /// in, or nowhere any more (that engine has stopped).
+    pub fn net_host(&self) -> network::NetHost {
+        let Some(rec) = &self.record.engine else {
+            return network::NetHost::Host;
+        };
+        let dirs = crate::containerd::engine::rootlesskit_dirs();
+        match crate::rootless::EngineNs::detect(&rec.socket, &dirs) {
+            Some(ns) if ns.pid == rec.pid => network::NetHost::Engine(ns),
+            _ => network::NetHost::Gone,
+        }
+    }
+
     /// Drop a removed service: its network attachment, its record and its
     /// hosts entry (its container goes first, through `service::remove`).
     pub fn forget_service(&mut self, name: &str) -> Result<(), EnclaveError> {
         if let Some(n) = &self.record.network {
-            network::detach(&self.dir, &self.record.name, n, name)?;
+            network::detach(&self.dir, &self.record.name, n, name, &self.net_host())?;
         }
         self.record.services.remove(name);
         self.save()?;
@@ -383,6 +432,13 @@ impl Enclave {
         let path = self.hosts_path();
         // Rewritten in place (not renamed): bind mounts keep the inode.
         fs::write(&path, text).map_err(io_err(&path))
+    }
+}
+
+fn net_host_of(engine: Option<&crate::rootless::EngineNs>) -> network::NetHost {
+    match engine {
+        Some(ns) => network::NetHost::Engine(ns.clone()),
+        None => network::NetHost::Host,
     }
 }
 

@@ -5,6 +5,12 @@
 //! enclave's directory. Every attachment is recorded (`net/<service>.json`)
 //! before anything uses it, so `enclave rm` can undo it even after a killed
 //! run.
+//!
+//! On a rootless engine ([`NetHost::Engine`]) all of this happens inside
+//! the engine's namespaces: the plugins, `ip` and nixoci's own helper (for
+//! the service namespaces) run there; public ports are published on the
+//! host's 127.0.0.1 through rootlesskit's port API instead of portmap; the
+//! subnet registry is the engine's own.
 
 use super::EnclaveError;
 use serde::{Deserialize, Serialize};
@@ -19,6 +25,37 @@ use std::process::{Command, Stdio};
 pub const DEFAULT_POOL: &str = "10.199.0.0/16";
 const CNI_VERSION: &str = "0.4.0";
 const PLUGINS: &[&str] = &["bridge", "host-local", "loopback", "portmap"];
+
+/// Where an enclave's network lives.
+#[derive(Debug, Clone)]
+pub enum NetHost {
+    /// This host's namespaces (root).
+    Host,
+    /// A rootless engine's namespaces.
+    Engine(crate::rootless::EngineNs),
+    /// The rootless engine it lived in has stopped, and its network with it.
+    Gone,
+}
+
+impl NetHost {
+    /// A command for `program` where the network lives.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command, EnclaveError> {
+        match self {
+            NetHost::Host => Ok(Command::new(program)),
+            NetHost::Engine(ns) => ns.command(program).map_err(|e| err(e.to_string())),
+            NetHost::Gone => Err(err(
+                "the rootless containerd this enclave's network lived in has stopped: remove the enclave (`nixoci enclave rm -f NAME`) and run again",
+            )),
+        }
+    }
+
+    fn rootless(&self) -> Option<&crate::rootless::EngineNs> {
+        match self {
+            NetHost::Engine(ns) => Some(ns),
+            _ => None,
+        }
+    }
+}
 
 /// An enclave's network.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -38,6 +75,9 @@ pub struct Attachment {
     /// What the conflist's ADD returned (needed for DEL).
     pub result: Value,
     pub port_mappings: Vec<Value>,
+    /// Ports published through rootlesskit's API (rootless engines).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rootless_ports: Vec<u64>,
 }
 
 fn err(msg: impl Into<String>) -> EnclaveError {
@@ -83,10 +123,13 @@ pub fn allocate(pool: &str, taken: &[String], bridge: &str) -> Result<NetRecord,
 }
 
 /// The host-wide registry of enclave subnets (every nixoci home on the
-/// host shares it): `$NIXOCI_RUN_DIR`, else `/run/nixoci`.
+/// host shares it): `$NIXOCI_RUN_DIR`, else `/run/nixoci`. As a user other
+/// than root, whose enclaves live in their own engine's network namespace,
+/// it is that engine's: `run/` in nixoci's state directory.
 pub fn run_dir() -> PathBuf {
     match std::env::var_os("NIXOCI_RUN_DIR") {
         Some(d) if !d.is_empty() => d.into(),
+        _ if crate::rootless::unprivileged() => crate::util::dirs::nixoci_home().join("run"),
         _ => "/run/nixoci".into(),
     }
 }
@@ -95,9 +138,14 @@ fn registry_entry(subnet: &str) -> PathBuf {
     run_dir().join("subnets").join(subnet.replace('/', "_"))
 }
 
-/// IPv4 networks the host already routes (`/proc/net/route`).
-fn routed_networks() -> Vec<(u32, u32)> {
-    let text = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+/// IPv4 networks routed where the network lives (`/proc/net/route`, or
+/// the engine's).
+fn routed_networks(host: &NetHost) -> Vec<(u32, u32)> {
+    let file = match host.rootless() {
+        Some(ns) => format!("/proc/{}/net/route", ns.pid),
+        None => "/proc/net/route".into(),
+    };
+    let text = std::fs::read_to_string(file).unwrap_or_default();
     text.lines()
         .skip(1)
         .filter_map(|l| {
@@ -190,8 +238,29 @@ fn published_ports() -> Vec<Published> {
 /// Refuse a public port that something already holds on this host: a
 /// mapping of another container (which would shadow ours, or ours it) or
 /// a program listening on 127.0.0.1.
-fn check_ports_free(service: &str, public: &[(u16, u16, String)]) -> Result<(), EnclaveError> {
-    let published = published_ports();
+fn check_ports_free(
+    service: &str,
+    public: &[(u16, u16, String)],
+    host: &NetHost,
+) -> Result<(), EnclaveError> {
+    if let Some(api) = host.rootless().and_then(|ns| ns.api_socket()) {
+        let taken = crate::rootless::ports::list(&api).map_err(|e| err(e.to_string()))?;
+        for (port, _, proto) in public {
+            let proto = proto.to_lowercase();
+            if taken.iter().any(|t| {
+                t.spec.parent_port == *port && t.spec.proto.trim_end_matches(['4', '6']) == proto
+            }) {
+                return Err(err(format!(
+                    "public port {port}/{proto} of service '{service}' is already published by the rootless engine (a service of another enclave): remove that enclave or give the service another public port"
+                )));
+            }
+        }
+    }
+    let published = if host.rootless().is_some() {
+        Vec::new()
+    } else {
+        published_ports()
+    };
     for (host, _, proto) in public {
         let proto = proto.to_lowercase();
         if let Some(p) = published
@@ -222,7 +291,12 @@ fn check_ports_free(service: &str, public: &[(u16, u16, String)]) -> Result<(), 
 
 /// Reserve a /24 for the enclave whose state is `dir`: not held by a live
 /// enclave of any nixoci home on this host, not routed by the host.
-pub fn reserve(pool: &str, enclave: &str, dir: &Path) -> Result<NetRecord, EnclaveError> {
+pub fn reserve(
+    pool: &str,
+    enclave: &str,
+    dir: &Path,
+    host: &NetHost,
+) -> Result<NetRecord, EnclaveError> {
     let reg = run_dir().join("subnets");
     std::fs::create_dir_all(&reg).map_err(|e| err(format!("{}: {e}", reg.display())))?;
     let _lock = host_lock("subnets.lock")?;
@@ -247,7 +321,7 @@ pub fn reserve(pool: &str, enclave: &str, dir: &Path) -> Result<NetRecord, Encla
     }
     // A /24 that overlaps a network the host routes is taken (two networks
     // overlap when they agree under the shorter of their masks).
-    let routed = routed_networks();
+    let routed = routed_networks(host);
     let (base, prefix) = parse_pool(pool)?;
     for i in 0..(1u32 << (24 - prefix)) {
         let net = base + (i << 8);
@@ -261,7 +335,7 @@ pub fn reserve(pool: &str, enclave: &str, dir: &Path) -> Result<NetRecord, Encla
     let rec = allocate(pool, &taken, &bridge_name(dir))?;
     // A bridge of this name is left from an earlier life of this very
     // enclave directory (a reboot wipes the registry, not always links).
-    delete_link(&rec.bridge);
+    delete_link(&rec.bridge, host);
     std::fs::write(registry_entry(&rec.subnet), dir.display().to_string())
         .map_err(|e| err(format!("{}: {e}", reg.display())))?;
     Ok(rec)
@@ -316,9 +390,10 @@ pub fn check_plugins() -> Result<(), EnclaveError> {
 }
 
 /// The conflist of an enclave: a bridge with masquerade, host-local IPAM
-/// in `ipam_dir`, portmap for public ports.
-pub fn conflist(enclave: &str, net: &NetRecord, ipam_dir: &Path) -> Value {
-    json!({
+/// in `ipam_dir`, portmap for public ports (not for a rootless engine,
+/// whose ports rootlesskit publishes).
+pub fn conflist(enclave: &str, net: &NetRecord, ipam_dir: &Path, host: &NetHost) -> Value {
+    let mut list = json!({
         "cniVersion": CNI_VERSION,
         "name": format!("nixoci-{enclave}"),
         "plugins": [
@@ -337,7 +412,14 @@ pub fn conflist(enclave: &str, net: &NetRecord, ipam_dir: &Path) -> Value {
             },
             {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
         ]
-    })
+    });
+    if !matches!(host, NetHost::Host) {
+        list["plugins"]
+            .as_array_mut()
+            .expect("plugins")
+            .retain(|p| p["type"] != "portmap");
+    }
+    list
 }
 
 /// Run one plugin; its stdout as JSON (empty for DEL).
@@ -347,11 +429,13 @@ fn exec_plugin(
     container_id: &str,
     netns: &Path,
     ifname: &str,
+    host: &NetHost,
 ) -> Result<Value, EnclaveError> {
     let kind = config["type"].as_str().unwrap_or_default();
     let bin = plugin(kind)?;
     let path = std::env::join_paths(cni_path()).unwrap_or_default();
-    let mut child = Command::new(&bin)
+    let mut child = host
+        .command(&bin)?
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", container_id)
         .env("CNI_NETNS", netns)
@@ -398,9 +482,30 @@ fn plugin_conf(list: &Value, p: &Value, prev: Option<&Value>, port_mappings: &[V
 }
 
 /// A new network namespace, bind-mounted at `path` so it outlives the
-/// thread that made it.
-pub fn create_netns(path: &Path) -> Result<(), EnclaveError> {
+/// thread that made it; in a rootless engine's namespaces, by nixoci's
+/// helper there.
+pub fn create_netns(path: &Path, host: &NetHost) -> Result<(), EnclaveError> {
     use std::os::unix::ffi::OsStrExt;
+    if !matches!(host, NetHost::Host) {
+        let out = host
+            .command(std::env::current_exe().map_err(|e| err(e.to_string()))?)?
+            .args([crate::rootless::HELPER, "netns-create"])
+            .arg(path)
+            .output()
+            .map_err(|e| {
+                err(format!(
+                    "cannot run nixoci's helper in the rootless engine: {e}"
+                ))
+            })?;
+        if !out.status.success() {
+            return Err(err(format!(
+                "cannot make a network namespace at {} in the rootless engine: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        return Ok(());
+    }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
     }
@@ -439,8 +544,29 @@ pub fn create_netns(path: &Path) -> Result<(), EnclaveError> {
     })
 }
 
-pub fn delete_netns(path: &Path) {
+pub fn delete_netns(path: &Path, host: &NetHost) {
     use std::os::unix::ffi::OsStrExt;
+    match host {
+        NetHost::Host => {}
+        NetHost::Engine(_) => {
+            if let Ok(exe) = std::env::current_exe() {
+                if let Ok(mut c) = host.command(exe) {
+                    let _ = c
+                        .args([crate::rootless::HELPER, "netns-delete"])
+                        .arg(path)
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
+            let _ = std::fs::remove_file(path);
+            return;
+        }
+        // Its mount went with the engine's mount namespace.
+        NetHost::Gone => {
+            let _ = std::fs::remove_file(path);
+            return;
+        }
+    }
     if let Ok(p) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
         // SAFETY: umount2 with a valid C string.
         unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) };
@@ -462,6 +588,7 @@ pub fn attach(
     service: &str,
     container_id: &str,
     public: &[(u16, u16, String)],
+    host: &NetHost,
 ) -> Result<Attachment, EnclaveError> {
     let netns = dir.join("netns").join(service);
     let file = attachment_file(dir, service);
@@ -477,27 +604,35 @@ pub fn attach(
         None
     } else {
         let lock = host_lock("ports.lock")?;
-        check_ports_free(service, public)?;
+        check_ports_free(service, public, host)?;
         Some(lock)
     };
-    create_netns(&netns)?;
+    create_netns(&netns, host)?;
     let mut att = Attachment {
         container_id: container_id.into(),
         netns: netns.clone(),
         ip: String::new(),
         result: Value::Null,
         port_mappings,
+        rootless_ports: Vec::new(),
     };
     // Recorded first: a killed run leaves what `enclave rm` needs.
     write_attachment(&file, &att)?;
     let result = (|| {
         let lo = json!({"cniVersion": CNI_VERSION, "name": "lo", "type": "loopback"});
-        exec_plugin("ADD", &lo, container_id, &netns, "lo")?;
-        let list = conflist(enclave, net, &dir.join("ipam"));
+        exec_plugin("ADD", &lo, container_id, &netns, "lo", host)?;
+        let list = conflist(enclave, net, &dir.join("ipam"), host);
         let mut prev: Option<Value> = None;
         for p in list["plugins"].as_array().expect("plugins") {
             let conf = plugin_conf(&list, p, prev.as_ref(), &att.port_mappings);
-            prev = Some(exec_plugin("ADD", &conf, container_id, &netns, "eth0")?);
+            prev = Some(exec_plugin(
+                "ADD",
+                &conf,
+                container_id,
+                &netns,
+                "eth0",
+                host,
+            )?);
         }
         Ok::<Value, EnclaveError>(prev.unwrap_or(Value::Null))
     })();
@@ -511,13 +646,52 @@ pub fn attach(
             att.ip = ip;
             att.result = r;
             write_attachment(&file, &att)?;
+            if let Err(e) = publish_rootless(&mut att, public, host, &file) {
+                let _ = detach(dir, enclave, net, service, host);
+                return Err(e);
+            }
             Ok(att)
         }
         Err(e) => {
-            let _ = detach(dir, enclave, net, service);
+            let _ = detach(dir, enclave, net, service, host);
             Err(e)
         }
     }
+}
+
+/// On a rootless engine: publish `public` on the host's 127.0.0.1 through
+/// rootlesskit, to the service's address; each recorded as it is made.
+fn publish_rootless(
+    att: &mut Attachment,
+    public: &[(u16, u16, String)],
+    host: &NetHost,
+    file: &Path,
+) -> Result<(), EnclaveError> {
+    let Some(ns) = host.rootless() else {
+        return Ok(());
+    };
+    if public.is_empty() {
+        return Ok(());
+    }
+    let api = ns.api_socket().ok_or_else(|| {
+        err(format!(
+            "public ports need rootlesskit's port API, and the rootless containerd at {} runs under no rootlesskit nixoci knows (its own engine's, or $XDG_RUNTIME_DIR/containerd-rootless)",
+            ns.socket.display()
+        ))
+    })?;
+    for (host_port, container_port, proto) in public {
+        let spec = crate::rootless::ports::PortSpec {
+            proto: proto.to_lowercase(),
+            parent_ip: "127.0.0.1".into(),
+            parent_port: *host_port,
+            child_ip: att.ip.clone(),
+            child_port: *container_port,
+        };
+        let st = crate::rootless::ports::add(&api, &spec).map_err(|e| err(e.to_string()))?;
+        att.rootless_ports.push(st.id);
+        write_attachment(file, att)?;
+    }
+    Ok(())
 }
 
 fn write_attachment(file: &Path, att: &Attachment) -> Result<(), EnclaveError> {
@@ -535,6 +709,7 @@ pub fn detach(
     enclave: &str,
     net: &NetRecord,
     service: &str,
+    host: &NetHost,
 ) -> Result<(), EnclaveError> {
     let file = attachment_file(dir, service);
     let Ok(text) = std::fs::read(&file) else {
@@ -542,16 +717,29 @@ pub fn detach(
     };
     let att: Attachment =
         serde_json::from_slice(&text).map_err(|e| err(format!("{}: {e}", file.display())))?;
-    let list = conflist(enclave, net, &dir.join("ipam"));
-    let prev = (!att.result.is_null()).then_some(&att.result);
     let mut first_error = None;
-    for p in list["plugins"].as_array().expect("plugins").iter().rev() {
-        let conf = plugin_conf(&list, p, prev, &att.port_mappings);
-        if let Err(e) = exec_plugin("DEL", &conf, &att.container_id, &att.netns, "eth0") {
-            first_error.get_or_insert(e);
+    if let Some(api) = host.rootless().and_then(|ns| ns.api_socket()) {
+        for id in &att.rootless_ports {
+            if let Err(e) = crate::rootless::ports::remove(&api, *id) {
+                first_error.get_or_insert(err(e.to_string()));
+            }
         }
     }
-    delete_netns(&att.netns);
+    // A stopped rootless engine took the namespace, bridge and ports with
+    // it: only the address book is left to clear.
+    if !matches!(host, NetHost::Gone) {
+        let list = conflist(enclave, net, &dir.join("ipam"), host);
+        let prev = (!att.result.is_null()).then_some(&att.result);
+        for p in list["plugins"].as_array().expect("plugins").iter().rev() {
+            let conf = plugin_conf(&list, p, prev, &att.port_mappings);
+            if let Err(e) = exec_plugin("DEL", &conf, &att.container_id, &att.netns, "eth0", host) {
+                first_error.get_or_insert(e);
+            }
+        }
+    } else {
+        let _ = std::fs::remove_dir_all(dir.join("ipam"));
+    }
+    delete_netns(&att.netns, host);
     let _ = std::fs::remove_file(&file);
     match first_error {
         Some(e) => Err(e),
@@ -560,7 +748,12 @@ pub fn detach(
 }
 
 /// Detach every service recorded, then delete the bridge.
-pub fn teardown(dir: &Path, enclave: &str, net: &NetRecord) -> Result<(), EnclaveError> {
+pub fn teardown(
+    dir: &Path,
+    enclave: &str,
+    net: &NetRecord,
+    host: &NetHost,
+) -> Result<(), EnclaveError> {
     let mut services: Vec<String> = std::fs::read_dir(dir.join("net"))
         .into_iter()
         .flatten()
@@ -575,11 +768,11 @@ pub fn teardown(dir: &Path, enclave: &str, net: &NetRecord) -> Result<(), Enclav
     services.sort();
     let mut first_error = None;
     for s in services {
-        if let Err(e) = detach(dir, enclave, net, &s) {
+        if let Err(e) = detach(dir, enclave, net, &s, host) {
             first_error.get_or_insert(e);
         }
     }
-    delete_link(&net.bridge);
+    delete_link(&net.bridge, host);
     release(net);
     match first_error {
         Some(e) => Err(e),
@@ -588,12 +781,19 @@ pub fn teardown(dir: &Path, enclave: &str, net: &NetRecord) -> Result<(), Enclav
 }
 
 /// Delete a network link if it exists (`ip link delete`).
-pub fn delete_link(name: &str) {
-    if Path::new("/sys/class/net").join(name).exists() {
-        let _ = Command::new("ip")
-            .args(["link", "delete", name])
-            .stderr(Stdio::null())
-            .status();
+pub fn delete_link(name: &str, host: &NetHost) {
+    match host {
+        NetHost::Host if !Path::new("/sys/class/net").join(name).exists() => {}
+        NetHost::Gone => {}
+        _ => {
+            if let Ok(mut c) = host.command("ip") {
+                let _ = c
+                    .args(["link", "delete", name])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
     }
 }
 

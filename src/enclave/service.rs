@@ -144,15 +144,30 @@ pub async fn create_container(
             )));
         }
     }
-    let runtime_spec = spec::runtime_spec(
+    let cgroup = match c.rootless.as_deref().map(crate::rootless::cgroup_limits) {
+        None => Ok("/nixoci".to_string()),
+        Some(Ok(parent)) => Ok(format!("{}/nixoci", parent.trim_end_matches('/'))),
+        Some(Err(why)) => Err(why),
+    };
+    let mut runtime_spec = spec::runtime_spec(
         process,
         s.name,
-        &format!("/nixoci/{}", s.id),
+        &format!("{}/{}", cgroup.as_deref().unwrap_or(""), s.id),
         &s.binds,
         &devices,
         s.config,
         s.netns.as_deref(),
     );
+    if let Err(why) = cgroup {
+        let dropped = spec::without_limits(&mut runtime_spec, s.config);
+        if !dropped.is_empty() {
+            eprintln!(
+                "warning: service '{}': {} not enforced: the rootless containerd cannot limit its containers here ({why})",
+                s.name,
+                dropped.join(", ")
+            );
+        }
+    }
     let mut labels: std::collections::HashMap<String, String> = s
         .config
         .labels
@@ -258,8 +273,7 @@ pub async fn check_started(
         let timeout = wait.get();
         let start = Instant::now();
         loop {
-            let connect = tokio::net::TcpStream::connect((addr, p.number));
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), connect).await {
+            if port_opens(c, addr, p.number).await {
                 break;
             }
             if let Some(code) = exited(c, id).await? {
@@ -277,6 +291,39 @@ pub async fn check_started(
         }
     }
     Ok(())
+}
+
+/// Whether a TCP connection to `addr:port` opens within half a second,
+/// from where the containerd's networks are (a rootless engine's
+/// namespace: through a socket made there).
+async fn port_opens(c: &Client, addr: std::net::IpAddr, port: u16) -> bool {
+    let to = std::net::SocketAddr::from((addr, port));
+    let connect = async {
+        match c.rootless.as_deref() {
+            None => tokio::net::TcpStream::connect(to).await.map(drop),
+            Some(ns) => {
+                let fd = ns.tcp_socket()?;
+                // SAFETY: fcntl on a descriptor we own; tokio wants it
+                // non-blocking.
+                unsafe {
+                    use std::os::fd::AsRawFd;
+                    let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+                    libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+                }
+                // SAFETY: a fresh TCP socket that nothing else owns.
+                let s = unsafe {
+                    <tokio::net::TcpSocket as std::os::fd::FromRawFd>::from_raw_fd(
+                        std::os::fd::IntoRawFd::into_raw_fd(fd),
+                    )
+                };
+                s.connect(to).await.map(drop)
+            }
+        }
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), connect).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Stop the task: SIGTERM, then SIGKILL after `grace`; the task is deleted.

@@ -413,6 +413,28 @@ pub fn runtime_spec(
     })
 }
 
+/// For a rootless engine that cannot limit its containers: the spec
+/// without cgroup path and resources (rootless runc fails on them
+/// otherwise); returns the limits the service asked for and will not get.
+pub fn without_limits(spec: &mut Value, service: &ServiceConfig) -> Vec<String> {
+    if let Some(linux) = spec["linux"].as_object_mut() {
+        linux.remove("resources");
+        linux.remove("cgroupsPath");
+    }
+    let mut dropped = Vec::new();
+    for (name, v) in [
+        ("max_cpu", service.max_cpu),
+        ("min_cpu", service.min_cpu),
+        ("max_memory", service.max_memory),
+        ("min_memory", service.min_memory),
+    ] {
+        if let Some(v) = v {
+            dropped.push(format!("{name} = {v}"));
+        }
+    }
+    dropped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

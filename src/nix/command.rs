@@ -33,6 +33,12 @@ pub enum NixError {
         status: String,
         stderr: String,
     },
+    #[error("{message}\n(`{command}` said: {stderr})")]
+    NoDaemon {
+        message: String,
+        command: String,
+        stderr: String,
+    },
     #[error("flake directory '{0}' does not exist")]
     NoDirectory(PathBuf),
     #[error("'{0}' has no flake.nix: a flake reference is DIR#OUTPUT, DIR or .#OUTPUT, where DIR holds flake.nix")]
@@ -181,6 +187,14 @@ impl Nix {
                 },
             })?;
         if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+            if let Some(message) = super::daemon::unreachable() {
+                return Err(NixError::NoDaemon {
+                    message,
+                    command: shown,
+                    stderr,
+                });
+            }
             return Err(NixError::Failed {
                 command: shown,
                 status: out.status.to_string(),

@@ -6,6 +6,7 @@
 pub mod closure;
 pub mod closure_cache;
 pub mod command;
+pub mod daemon;
 pub mod flake;
 pub mod hash;
 pub mod name;

@@ -283,10 +283,11 @@ impl SinkSpec {
             SinkSpec::Registry(r) => Box::new(registry::RegistrySink::open(r, &ctx.registry)?),
             SinkSpec::Containerd(ns) => {
                 let client = ctx.containerd(ns.as_deref())?;
+                let snapshotter = client.snapshotter(&ctx.snapshotter);
                 Box::new(containerd::ContainerdSink::open(
                     ctx.runtime()?,
                     client,
-                    &ctx.snapshotter,
+                    &snapshotter,
                     &ctx.unpack_platforms,
                 )?)
             }

@@ -36,13 +36,16 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Mutex;
 
-/// The directory to fill for a prepared snapshot, if nixoci can fill it.
-pub fn fill_target(mounts: &[Mount]) -> Option<PathBuf> {
+/// The directory to fill for a prepared snapshot, if nixoci can fill it:
+/// as root, or as the user whose rootless containerd made it (`rootless`),
+/// whose files are owned by 0:0 inside the engine's user namespace, as
+/// the layer says, when this user writes them.
+pub fn fill_target(mounts: &[Mount], rootless: bool) -> Option<PathBuf> {
     if std::env::var("NIXOCI_UNPACK").as_deref() == Ok("apply") {
         return None;
     }
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || mounts.len() != 1 {
+    if (unsafe { libc::geteuid() } != 0 && !rootless) || mounts.len() != 1 {
         return None;
     }
     let m = &mounts[0];

@@ -192,12 +192,15 @@ async fn apply_one(
         .into_inner()
         .mounts;
     let result = async {
-        let target = content.and_then(|_| super::fill::fill_target(&mounts));
+        let rootless = c.rootless.is_some();
+        let target = content.and_then(|_| super::fill::fill_target(&mounts, rootless));
         let how = match (target, content) {
             (Some(dir), Some((content, mtime))) => {
                 let content = content.clone();
                 let d = dir.clone();
-                let link = super::fill::may_link(snapshotter);
+                // A rootless engine's 0 is this user: the store's files
+                // (root's) would be nobody's in there, so they are copied.
+                let link = super::fill::may_link(snapshotter) && !rootless;
                 let filled = tokio::task::spawn_blocking(move || {
                     super::fill::fill(&d, &content, mtime, link)
                 })
