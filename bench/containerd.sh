@@ -78,6 +78,24 @@ read -r t_var rss_v < <(time_of "$bin build --store-path $variant --containerd-a
 ctr -a "$b" -n bench run --rm docker.io/library/closure-$profile:latest check true 2>/dev/null || true
 NIXOCI_LINK=copy cold copy
 t_copy=$t rss_cp=$rss
+# Rootless: the same cold import as a user without root, into that user's
+# own private engine (rootlesskit, started before the timing), against
+# root's copy path just above: the store is root's, so a user's fill copies.
+rl_user=nixoci-bench
+id -u "$rl_user" >/dev/null 2>&1 || useradd -M -d /nonexistent -s /usr/sbin/nologin -G nix-users "$rl_user"
+for f in uid gid; do
+    grep -q "^$rl_user:" /etc/sub$f || usermod --add-sub${f}s 3100000000-3100065535 "$rl_user"
+done
+rl=$(mktemp -d /tmp/nxbench.XXXX)
+chmod 755 "$rl"
+cp "$bin" "$rl/nixoci"
+chown -R "$rl_user" "$rl"
+as_user="setpriv --reuid=$rl_user --regid=$(id -g "$rl_user") --init-groups -- env -i HOME=$rl USER=$rl_user PATH=/usr/bin:/bin:/usr/sbin:/sbin NIXOCI_HOME=$rl/h XDG_CACHE_HOME=$rl/cache"
+$as_user "$rl/nixoci" engine start >/dev/null
+settle
+read -r t_rl rss_rl < <(time_of "$as_user $rl/nixoci build --store-path $root -o containerd:bench")
+$as_user "$rl/nixoci" engine stop >/dev/null
+rm -rf "$rl"
 cold gzip1 --compression gzip
 t_g1=$t rss_g1=$rss
 cold gzip6 --compression-level 6
@@ -89,6 +107,7 @@ printf '%-58s %8.2f\n' "baseline: nixoci -> docker-archive + ctr images import" 
 row() { printf '%-58s %8.2f %8.2f %9.1f\n' "$1" "$2" "$(echo "$2 / $t_base" | bc -l)" "$(echo "$3 / 1024" | bc -l)"; }
 row "nixoci -> containerd, unpacked, cold (default: zstd -1)" "$t_cold" "$rss_c"
 row "  same, store files copied (NIXOCI_LINK=copy)" "$t_copy" "$rss_cp"
+row "  same, rootless (a user's own engine; copies)" "$t_rl" "$rss_rl"
 row "  same, --compression gzip (level 1)" "$t_g1" "$rss_g1"
 row "  same, --compression-level 6 (gzip as for registries)" "$t_g6" "$rss_g6"
 row "nixoci -> containerd, warm (nothing changed)" "$t_warm" "$rss_w"
@@ -99,3 +118,5 @@ printf '%-58s %8.2f\n' "floor: cp -a of the closure + sync" "$t_cp"
 floor() { printf '%-58s %8.2f %8.2f\n' "$1" "$2" "$(echo "$2 / $t_cp" | bc -l)"; }
 floor "nixoci -> containerd, cold (ratio to the floor)" "$t_cold"
 floor "  same, store files copied" "$t_copy"
+floor "  same, rootless" "$t_rl"
+printf '%-58s %8s %8.2f\n' "rootless / root copying (goal: at most 1.3)" "" "$(echo "$t_rl / $t_copy" | bc -l)"

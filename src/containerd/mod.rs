@@ -250,3 +250,20 @@ pub fn unique_id(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_picks_overlayfs_then_fuse_overlayfs_then_native() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(pick_snapshotter(&v(&["native", "overlayfs"])), "overlayfs");
+        assert_eq!(
+            pick_snapshotter(&v(&["native", "fuse-overlayfs"])),
+            "fuse-overlayfs"
+        );
+        assert_eq!(pick_snapshotter(&v(&["native"])), "native");
+        assert_eq!(pick_snapshotter(&[]), "native");
+    }
+}

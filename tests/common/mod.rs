@@ -391,3 +391,58 @@ impl Drop for Registry {
         self.stop();
     }
 }
+
+/// Two trees are identical: names (as bytes), types, modes, owners, mtimes,
+/// link targets and contents. The roots' own mtimes are not compared: the
+/// root is the snapshot directory, made by containerd when it was prepared,
+/// and is in no layer.
+pub fn assert_identical_trees(a: &std::path::Path, b: &std::path::Path) {
+    assert_identical_below(a, b, true)
+}
+
+fn assert_identical_below(a: &std::path::Path, b: &std::path::Path, root: bool) {
+    use std::os::unix::fs::MetadataExt;
+    let (ma, mb) = (
+        std::fs::symlink_metadata(a).unwrap(),
+        std::fs::symlink_metadata(b).unwrap(),
+    );
+    let what = b.display();
+    assert_eq!(ma.file_type(), mb.file_type(), "type of {what}");
+    assert_eq!(ma.mode(), mb.mode(), "mode of {what}");
+    assert_eq!(
+        (ma.uid(), ma.gid()),
+        (mb.uid(), mb.gid()),
+        "owner of {what}"
+    );
+    if !root {
+        assert_eq!(ma.mtime(), mb.mtime(), "mtime of {what}");
+    }
+    if ma.file_type().is_symlink() {
+        assert_eq!(
+            std::fs::read_link(a).unwrap(),
+            std::fs::read_link(b).unwrap(),
+            "{what}"
+        );
+    } else if ma.is_file() {
+        assert_eq!(ma.size(), mb.size(), "size of {what}");
+        assert_eq!(
+            std::fs::read(a).unwrap(),
+            std::fs::read(b).unwrap(),
+            "content of {what}"
+        );
+    } else if ma.is_dir() {
+        let names = |p: &std::path::Path| {
+            let mut v: Vec<_> = std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            v.sort();
+            v
+        };
+        let (na, nb) = (names(a), names(b));
+        assert_eq!(na, nb, "entries of {what}");
+        for n in na {
+            assert_identical_below(&a.join(&n), &b.join(&n), false);
+        }
+    }
+}

@@ -69,8 +69,10 @@ pub struct DirFiller {
     link_dev: Option<u64>,
     linked: std::sync::atomic::AtomicUsize,
     copied: std::sync::atomic::AtomicUsize,
-    /// Directories, to get their times once their children are written.
-    dirs: Vec<PathBuf>,
+    /// Directories and their modes, to get both once their children are
+    /// written (until then they are writable by their owner: a user's
+    /// rootless fill has no CAP_DAC_OVERRIDE).
+    dirs: Vec<(PathBuf, u32)>,
     copies: Option<SyncSender<CopyJob>>,
 }
 
@@ -174,10 +176,11 @@ impl DirFiller {
         set_times(p, self.mtime)
     }
 
-    /// Give directories their times, deepest first.
+    /// Give directories their modes and times, deepest first.
     pub fn finish(mut self) -> io::Result<()> {
         let dirs = std::mem::take(&mut self.dirs);
-        for d in dirs.iter().rev() {
+        for (d, mode) in dirs.iter().rev() {
+            fs::set_permissions(d, fs::Permissions::from_mode(*mode))?;
             self.set_times(d)?;
         }
         Ok(())
@@ -268,8 +271,8 @@ impl Emit for DirFiller {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => {}
             Err(e) => return Err(e),
         }
-        fs::set_permissions(&p, fs::Permissions::from_mode(mode))?;
-        self.dirs.push(p);
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode | 0o700))?;
+        self.dirs.push((p, mode));
         Ok(())
     }
 
