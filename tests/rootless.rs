@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{assert_identical_trees, copy_dir, show};
+use common::{assert_identical_trees, copy_dir, free_port, show};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -318,14 +318,6 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn http_get(url_host_port: &str, path: &str) -> String {

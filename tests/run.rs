@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{copy_dir, nixoci_with_cache, show, Containerd};
+use common::{copy_dir, free_port, nixoci_with_cache, show, Containerd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -538,15 +538,6 @@ fn nat_rules_of(enclave: &str) -> usize {
         .lines()
         .filter(|l| l.contains(&format!("nixoci-{enclave}")))
         .count()
-}
-
-/// A host port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -485,7 +485,6 @@ fn plugin_conf(list: &Value, p: &Value, prev: Option<&Value>, port_mappings: &[V
 /// thread that made it; in a rootless engine's namespaces, by nixoci's
 /// helper there.
 pub fn create_netns(path: &Path, host: &NetHost) -> Result<(), EnclaveError> {
-    use std::os::unix::ffi::OsStrExt;
     if !matches!(host, NetHost::Host) {
         let out = host
             .command(std::env::current_exe().map_err(|e| err(e.to_string()))?)?
@@ -506,48 +505,23 @@ pub fn create_netns(path: &Path, host: &NetHost) -> Result<(), EnclaveError> {
         }
         return Ok(());
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
-    }
-    std::fs::File::create(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
-    let target = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("no NUL in paths");
-    let r = std::thread::spawn(move || -> std::io::Result<()> {
-        // SAFETY: unshare and mount with valid C strings; the new namespace
-        // belongs to this thread only, which ends right after.
-        unsafe {
-            if libc::unshare(libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let tid = libc::syscall(libc::SYS_gettid);
-            let src = std::ffi::CString::new(format!("/proc/self/task/{tid}/ns/net")).unwrap();
-            if libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        Ok(())
-    })
-    .join()
-    .map_err(|_| err("the thread making a network namespace panicked"))?;
-    r.map_err(|e| {
-        let _ = std::fs::remove_file(path);
-        err(format!(
-            "cannot make a network namespace at {}: {e} (nixoci needs root, or CAP_SYS_ADMIN, for enclave networks)",
-            path.display()
-        ))
-    })
+    // A thread of its own: the namespace it enters is its alone, and it
+    // ends right after.
+    let p = path.to_path_buf();
+    std::thread::spawn(move || crate::rootless::make_netns_here(&p))
+        .join()
+        .map_err(|_| err("the thread making a network namespace panicked"))?
+        .map_err(|e| {
+            err(format!(
+                "cannot make a network namespace at {}: {e} (nixoci needs root, or CAP_SYS_ADMIN, for enclave networks)",
+                path.display()
+            ))
+        })
 }
 
 pub fn delete_netns(path: &Path, host: &NetHost) {
-    use std::os::unix::ffi::OsStrExt;
     match host {
-        NetHost::Host => {}
+        NetHost::Host => crate::rootless::remove_netns_here(path),
         NetHost::Engine(_) => {
             if let Ok(exe) = std::env::current_exe() {
                 if let Ok(mut c) = host.command(exe) {
@@ -559,19 +533,12 @@ pub fn delete_netns(path: &Path, host: &NetHost) {
                 }
             }
             let _ = std::fs::remove_file(path);
-            return;
         }
         // Its mount went with the engine's mount namespace.
         NetHost::Gone => {
             let _ = std::fs::remove_file(path);
-            return;
         }
     }
-    if let Ok(p) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
-        // SAFETY: umount2 with a valid C string.
-        unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) };
-    }
-    let _ = std::fs::remove_file(path);
 }
 
 fn attachment_file(dir: &Path, service: &str) -> PathBuf {

@@ -331,8 +331,9 @@ fn cgroup_limits_in(root: &Path, pid: u32) -> Result<String, String> {
 /// The hidden subcommand of the helper (see [`EngineNs::helper`]).
 pub const HELPER: &str = "__in-engine";
 
-/// In the current process (the helper, inside the engine's namespaces): a
-/// new network namespace, bind-mounted at `path` so it outlives it.
+/// In the calling thread (a thread of its own, or the helper inside the
+/// engine's namespaces): a new network namespace, bind-mounted at `path`
+/// so it outlives the thread.
 pub fn make_netns_here(path: &Path) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     if let Some(dir) = path.parent() {
@@ -341,9 +342,9 @@ pub fn make_netns_here(path: &Path) -> io::Result<()> {
     File::create(path)?;
     let target = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::other("NUL in a path"))?;
-    let src = std::ffi::CString::new("/proc/self/ns/net").expect("no NUL");
-    // SAFETY: unshare and mount with valid C strings, in a single-threaded
-    // helper process that exits right after.
+    let src = std::ffi::CString::new("/proc/thread-self/ns/net").expect("no NUL");
+    // SAFETY: unshare and mount with valid C strings; the namespace is the
+    // calling thread's alone, which ends right after.
     let r = unsafe {
         if libc::unshare(libc::CLONE_NEWNET) != 0 {
             -1

@@ -446,3 +446,12 @@ fn assert_identical_below(a: &std::path::Path, b: &std::path::Path, root: bool) 
         }
     }
 }
+
+/// A host port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
