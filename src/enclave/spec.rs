@@ -449,6 +449,21 @@ mod tests {
         }))
     }
 
+    #[test]
+    fn limits_left_out_are_named() {
+        let mut svc = service();
+        svc.max_memory = Some(64);
+        svc.min_cpu = Some(250);
+        let mut spec = runtime_spec(json!({}), "h", "/nixoci/x", &[], &[], &svc, None);
+        assert_eq!(spec["linux"]["resources"]["memory"]["limit"], json!(64u64 << 20));
+        let dropped = without_limits(&mut spec, &svc);
+        assert_eq!(dropped, vec!["min_cpu = 250", "max_memory = 64"]);
+        assert!(spec["linux"].get("resources").is_none());
+        assert!(spec["linux"].get("cgroupsPath").is_none());
+        assert!(spec["linux"]["namespaces"].is_array());
+        assert!(without_limits(&mut spec, &service()).is_empty());
+    }
+
     fn image() -> ImageDefaults {
         ImageDefaults {
             entrypoint: vec!["/bin/web".into()],
