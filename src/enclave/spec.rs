@@ -455,7 +455,10 @@ mod tests {
         svc.max_memory = Some(64);
         svc.min_cpu = Some(250);
         let mut spec = runtime_spec(json!({}), "h", "/nixoci/x", &[], &[], &svc, None);
-        assert_eq!(spec["linux"]["resources"]["memory"]["limit"], json!(64u64 << 20));
+        assert_eq!(
+            spec["linux"]["resources"]["memory"]["limit"],
+            json!(64u64 << 20)
+        );
         let dropped = without_limits(&mut spec, &svc);
         assert_eq!(dropped, vec!["min_cpu = 250", "max_memory = 64"]);
         assert!(spec["linux"].get("resources").is_none());
