@@ -707,7 +707,13 @@ fn a_rootless_containerd_the_user_already_runs_is_used() {
             "--copy-up=/run",
             "--propagation=rslave",
         ])
-        .args(["containerd", "--config"])
+        // As containerd-rootless.sh: the links rootlesskit copied up for
+        // the host's /run/containerd and xtables lock go first.
+        .args([
+            "sh",
+            "-c",
+            "rm -f /run/containerd /run/xtables.lock; exec containerd --config \"$0\"",
+        ])
         .arg(&cfg)
         .env_clear()
         .env("HOME", s.dir.path())

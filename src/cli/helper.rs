@@ -10,6 +10,15 @@ pub fn main(args: Vec<OsString>) -> i32 {
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     let op = arg(0);
     let r: Result<String, String> = match op.to_str() {
+        // rootlesskit's command: inside the new namespaces, before the
+        // engine starts (see `nixoci::rootless::prepare_engine_namespace`).
+        Some("containerd") => {
+            nixoci::rootless::prepare_engine_namespace();
+            let mut cmd = std::process::Command::new(arg(1));
+            cmd.args(&args[2.min(args.len())..]);
+            let e = std::os::unix::process::CommandExt::exec(&mut cmd);
+            Err(format!("cannot run {}: {e}", arg(1).to_string_lossy()))
+        }
         Some("netns-create") => nixoci::rootless::make_netns_here(Path::new(&arg(1)))
             .map(|()| String::new())
             .map_err(|e| e.to_string()),

@@ -217,6 +217,13 @@ impl Engine {
                     "--copy-up=/run",
                     "--propagation=rslave",
                 ])
+                // nixoci's helper prepares the namespace, then becomes
+                // containerd.
+                .arg(
+                    std::env::current_exe()
+                        .map_err(|err| e("cannot find", Path::new("nixoci"), err))?,
+                )
+                .args([crate::rootless::HELPER, "containerd"])
                 .arg(&bin);
             c
         } else {

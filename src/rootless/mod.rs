@@ -328,6 +328,20 @@ fn cgroup_limits_in(root: &Path, pid: u32) -> Result<String, String> {
     }
 }
 
+/// In a new engine's mount namespace, before containerd starts: what
+/// rootlesskit copied up from the host's `/run` as links to the host's
+/// own files is unlinked (only the links; the host's files stay), so the
+/// engine makes its own: `/run/containerd` (shim sockets, runc state)
+/// and `/run/xtables.lock` (iptables'), which a root containerd or
+/// iptables on the host leave root's. As `containerd-rootless.sh` does.
+pub fn prepare_engine_namespace() {
+    for p in ["/run/containerd", "/run/xtables.lock"] {
+        if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// The hidden subcommand of the helper (see [`EngineNs::helper`]).
 pub const HELPER: &str = "__in-engine";
 
