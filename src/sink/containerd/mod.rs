@@ -38,6 +38,9 @@ pub struct ContainerdSink {
     /// platforms built before it.
     unpack_platforms: Vec<Platform>,
     current: Mutex<Option<Platform>>,
+    /// Blobs found in the content store (not written now), with their
+    /// labels: not leased one by one (see `has_blob`).
+    found: Mutex<std::collections::HashMap<String, std::collections::HashMap<String, String>>>,
     parked: Mutex<Vec<(Platform, Unpacker)>>,
 }
 
@@ -64,6 +67,7 @@ impl ContainerdSink {
             unpacker: Mutex::new(Some(unpacker)),
             unpack_platforms: unpack_platforms.to_vec(),
             current: Mutex::new(None),
+            found: Mutex::default(),
             parked: Mutex::new(Vec::new()),
         })
     }
@@ -191,11 +195,17 @@ impl ContainerdSink {
     ) -> Result<(), ContainerdError> {
         let c = &self.client;
         for l in &image.layers {
-            let labels = [(
-                "containerd.io/uncompressed".to_string(),
-                l.diff_id.to_string(),
-            )]
-            .into();
+            let key = "containerd.io/uncompressed";
+            let has = self
+                .found
+                .lock()
+                .unwrap()
+                .get(&l.blob.digest.to_string())
+                .and_then(|labels| labels.get(key).cloned());
+            if has.as_deref() == Some(l.diff_id.to_string().as_str()) {
+                continue;
+            }
+            let labels = [(key.to_string(), l.diff_id.to_string())].into();
             content::set_labels(c, &l.blob.digest, &labels).await?;
         }
         if !unpacked {
@@ -236,8 +246,31 @@ impl ContainerdSink {
             )]
             .into();
             content::set_labels(c, &image.config.digest, &labels).await?;
+            unpack::top_snapshot_kept(c, &self.snapshotter, &diff_ids).await?;
         }
         self.manifest_labels(image).await
+    }
+
+    /// After the manifest refers to its layers: that every blob found in
+    /// the content store (and so not leased) is still there.
+    async fn blobs_kept(&self, image: &ImageRecord) -> Result<(), ContainerdError> {
+        let found: Vec<&Digest> = {
+            let f = self.found.lock().unwrap();
+            image
+                .layers
+                .iter()
+                .map(|l| &l.blob.digest)
+                .filter(|d| f.contains_key(&d.to_string()))
+                .collect()
+        };
+        for d in found {
+            if content::info(&self.client, d).await?.is_none() {
+                return Err(ContainerdError::Engine(format!(
+                    "containerd's garbage collector removed layer {d} while nixoci imported the image (something else deleted an image that used it at that moment): run the command again"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The GC references of a manifest (config, layers, referrers) and of
@@ -277,7 +310,8 @@ impl ContainerdSink {
                 r.manifest.digest.to_string(),
             );
         }
-        content::set_labels(c, &image.manifest.digest, &labels).await
+        content::set_labels(c, &image.manifest.digest, &labels).await?;
+        self.blobs_kept(image).await
     }
 }
 
@@ -313,14 +347,20 @@ impl BlobSink for ContainerdSink {
         LayerForm::Compressed
     }
     fn has_blob(&self, digest: &Digest) -> bool {
-        // Lease first, then look: a blob seen after it is under the lease
-        // cannot be collected before the image record refers to it.
-        self.rt.block_on(async {
-            images::lease_resource(&self.client, &digest.to_string(), "content")
-                .await
-                .is_ok()
-                && matches!(content::info(&self.client, digest).await, Ok(Some(_)))
-        })
+        // A look, not a lease (a write, with its fsync, per blob): the
+        // manifest, written under the lease, refers to every layer once
+        // the image is complete, and then `blobs_kept` checks that each
+        // found blob is still there.
+        match self.rt.block_on(content::info(&self.client, digest)) {
+            Ok(Some(info)) => {
+                self.found
+                    .lock()
+                    .unwrap()
+                    .insert(digest.to_string(), info.labels);
+                true
+            }
+            _ => false,
+        }
     }
     fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, SinkError> {
         Ok(Box::new(ContainerdBlob(Some(Upload::start(

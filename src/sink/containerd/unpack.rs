@@ -123,15 +123,36 @@ pub async fn ensure_layer(
     content: Option<(&LayerContent, u64)>,
 ) -> Result<Unpacked, ContainerdError> {
     let chain = chain.to_string();
-    // Lease first, then look, so an existing snapshot cannot be collected
-    // before the image's config refers to it.
-    crate::containerd::images::lease_resource(c, &chain, &format!("snapshots/{snapshotter}"))
-        .await?;
+    // An existing snapshot is not leased (a write, with its fsync, per
+    // layer): a snapshot made on it holds it, and the image's config
+    // refers to the top one once every layer is in, after which the
+    // caller checks that it is still there (`top_snapshot_kept`). New
+    // snapshots are made under the client's lease.
     if snapshot_exists(c, snapshotter, &chain).await? {
         return Ok(Unpacked::Existing);
     }
     let parent = parent.map(|p| p.to_string()).unwrap_or_default();
     apply_one(c, snapshotter, layer, &chain, &parent, content).await
+}
+
+/// After the config refers to the top snapshot of `diff_ids`: that it is
+/// still there (an existing snapshot is not leased, see `ensure_layer`;
+/// containerd's collector could have taken it before the reference).
+pub async fn top_snapshot_kept(
+    c: &Client,
+    snapshotter: &str,
+    diff_ids: &[Digest],
+) -> Result<(), ContainerdError> {
+    let Some(top) = chain_ids(diff_ids).last().map(|d| d.to_string()) else {
+        return Ok(());
+    };
+    if snapshot_exists(c, snapshotter, &top).await? {
+        Ok(())
+    } else {
+        Err(ContainerdError::Engine(format!(
+            "containerd's garbage collector removed snapshot {top} while nixoci unpacked the image (something else deleted an image that used it at that moment): run the command again"
+        )))
+    }
 }
 
 /// Unpack layers as they arrive, in chain order: layer i is applied as soon
