@@ -177,10 +177,13 @@ impl Engine {
         };
         // containerd listens on `<socket>.ttrpc` too; rootlesskit on
         // `api.sock` and slirp4netns beside it.
-        let longest = [
-            format!("{}.ttrpc", self.socket().display()),
-            format!("{}/slirp4netns.sock", self.rootlesskit_dir().display()),
-        ];
+        let mut longest = vec![format!("{}.ttrpc", self.socket().display())];
+        if self.rootless() {
+            longest.push(format!(
+                "{}/slirp4netns.sock",
+                self.rootlesskit_dir().display()
+            ));
+        }
         if let Some(p) = longest.iter().find(|p| p.len() > SOCKET_PATH_MAX) {
             return Err(ContainerdError::Engine(format!(
                 "the private containerd's socket {p} would be {} bytes long, over the {SOCKET_PATH_MAX} a Unix socket path may have: set $NIXOCI_HOME to a shorter directory",
