@@ -56,12 +56,14 @@ fn import_run_reimport_share_and_remove() {
     let fx = Fixture::flake("hello");
     let doc = build_into(&fx, &cd, "t1", &["."]);
     assert!(doc["outputs"][0]["bytes_written"].as_u64().unwrap() > 1_000_000);
-    // Only containerd: zstd at level 1 unless asked otherwise.
+    // Only containerd: uncompressed unless asked otherwise; every layer is
+    // its own diff.
     for l in doc["layers"].as_array().unwrap() {
         assert_eq!(
             l["blob"]["mediaType"],
-            "application/vnd.oci.image.layer.v1.tar+zstd"
+            "application/vnd.oci.image.layer.v1.tar"
         );
+        assert_eq!(l["blob"]["digest"], l["diff_id"]);
     }
     assert_eq!(
         cd.run_image("t1", "docker.io/library/hello-app:latest", &[]),
@@ -106,7 +108,10 @@ fn import_run_reimport_share_and_remove() {
         cline.contains("containerd.io/gc.ref.snapshot.overlayfs=sha256:"),
         "{cline}"
     );
-    assert_eq!(content.matches("containerd.io/uncompressed=").count(), 5);
+    // Plain layers need no label naming their diff (compressed ones have
+    // it: the identity test's zstd and gzip builds, checked by
+    // `images check` above and containerd's own unpack there).
+    assert_eq!(content.matches("containerd.io/uncompressed=").count(), 0);
 
     // Re-import: nothing is sent; the image is recorded and unpacked
     // already, so nothing is asked per layer either.
@@ -383,6 +388,14 @@ fn sigkill_at_any_moment_leaves_no_broken_image() {
     // The next run completes, the image runs, and every blob re-hashes.
     build_into(&fx, &cd, "kill", &[".", "--tag", "final"]);
     assert_images_complete(&cd, "kill");
+    // What killed builds staged (layers filled ahead of the snapshot
+    // chain) was removed by that run, and it left none of its own.
+    let staging = cd
+        .dir
+        .path()
+        .join("root/io.containerd.snapshotter.v1.overlayfs/nixoci-staging");
+    let left: Vec<_> = std::fs::read_dir(&staging).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
     let v = fx
         .nixoci()
         .env("NIXOCI_HOME", fx.out("home"))
@@ -659,19 +672,47 @@ fn digest_mismatches_reported_by_containerd_are_errors() {
 #[test]
 fn filling_snapshots_directly_matches_diff_apply() {
     let cd = Containerd::start();
-    // containerd's differ gets zstd blobs (the default here) and gzip ones.
-    for (flake, image, layers, compression) in [
-        ("hello", "hello-app", 5, "zstd"),
-        ("edge", "edge-cases", 4, "gzip"),
+    // containerd's differ gets plain blobs (the default here), zstd and
+    // gzip ones.
+    for (flake, image, layers, compression, media) in [
+        ("hello", "hello-app", 5, "none", "tar"),
+        ("hello", "hello-app", 5, "zstd", "tar+zstd"),
+        ("edge", "edge-cases", 4, "gzip", "tar+gzip"),
     ] {
         let fx = Fixture::flake(flake);
-        // The fast path (the default here: containerd is local, we are root)...
-        let (fill_ns, apply_ns) = (format!("fill-{flake}"), format!("apply-{flake}"));
-        let fast = build_into(&fx, &cd, &fill_ns, &[".", "--compression", compression]);
-        let media = fast["layers"][0]["blob"]["mediaType"].as_str().unwrap();
-        assert!(media.ends_with(compression), "{media}");
+        // The fast path (the default here: containerd is local, we are
+        // root): blobs placed in containerd's content directory, layers
+        // filled ahead of the snapshot chain...
+        let tag = format!("{flake}-{compression}");
+        let (fill_ns, apply_ns) = (format!("fill-{tag}"), format!("apply-{tag}"));
+        let args: &[&str] = match compression {
+            "none" => &["."],
+            c => &[".", "--compression", c],
+        };
+        let fast = build_into(&fx, &cd, &fill_ns, args);
+        let got = fast["layers"][0]["blob"]["mediaType"].as_str().unwrap();
+        assert_eq!(got, format!("application/vnd.oci.image.layer.v1.{media}"));
         assert_eq!(fast["outputs"][0]["unpack"]["filled"], layers, "{fast}");
+        assert_eq!(fast["outputs"][0]["unpack"]["staged"], layers, "{fast}");
         assert_eq!(fast["outputs"][0]["unpack"]["applied"], 0);
+        // Every layer, the config and the manifest (and the referrers).
+        assert!(
+            fast["outputs"][0]["blobs_placed"].as_u64().unwrap() > layers + 1,
+            "{fast}"
+        );
+        // A compressed layer is labelled with its diff, as containerd's
+        // own unpacker labels it; a plain one is its diff.
+        let labels = run(cd.ctr(&fill_ns).args(["content", "ls"]))
+            .matches("containerd.io/uncompressed=")
+            .count();
+        assert_eq!(
+            labels,
+            if compression == "none" {
+                0
+            } else {
+                layers as usize
+            }
+        );
         // Store files linked, not copied (one filesystem, owner 0:0).
         assert!(
             fast["outputs"][0]["unpack"]["files_linked"]
@@ -681,7 +722,7 @@ fn filling_snapshots_directly_matches_diff_apply() {
             "{fast}"
         );
         // And copied when asked: the third tree compared below.
-        let copy_ns = format!("copy-{flake}");
+        let copy_ns = format!("copy-{tag}");
         let o = fx
             .nixoci()
             .current_dir(fx.dir())
@@ -739,12 +780,12 @@ fn filling_snapshots_directly_matches_diff_apply() {
         check.unwrap();
     }
     assert_eq!(
-        cd.run_image("fill-hello", "docker.io/library/hello-app:latest", &[]),
+        cd.run_image("fill-hello-none", "docker.io/library/hello-app:latest", &[]),
         "hello from nix\n"
     );
     assert_eq!(
         cd.run_image(
-            "fill-edge",
+            "fill-edge-gzip",
             "docker.io/library/edge-cases:latest",
             &["/bin/run"]
         ),
@@ -1063,4 +1104,89 @@ fn store_files_are_copied_across_filesystems() {
     drop(cd);
     let _ = Command::new("umount").arg("-l").arg(&root).status();
     result.unwrap();
+}
+
+/// Blobs placed in containerd's content directory: containerd names the
+/// directory, takes a placed blob without its bytes, refuses one it cannot
+/// see (then it is streamed, from the same file), and a damaged file under
+/// a digest's name is an error naming it.
+#[test]
+fn blobs_are_placed_where_containerd_sees_them_else_streamed() {
+    use nixoci::containerd::placed::{content_dir, PlacedBlob};
+    use nixoci::oci::digest::Digest;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let cd = Containerd::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt
+        .block_on(nixoci::containerd::Client::connect(&cd.socket(), "placed"))
+        .unwrap();
+    let real = cd.dir.path().join("root/io.containerd.content.v1.content");
+    assert_eq!(rt.block_on(content_dir(&client)).as_deref(), Some(&*real));
+    let blobs = |dir: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.join("blobs/sha256"))
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let place = |dir: &std::path::Path, bytes: &[u8]| {
+        let sent = Arc::new(AtomicU64::new(0));
+        let refused = Arc::new(AtomicBool::new(false));
+        let mut b = PlacedBlob::start(
+            dir,
+            rt.handle(),
+            &client,
+            Arc::clone(&sent),
+            Arc::clone(&refused),
+        )
+        .unwrap();
+        b.write_all(bytes).unwrap();
+        let d = Digest::of(bytes);
+        (b.commit(&d), refused.load(Ordering::Relaxed), d)
+    };
+    let content = |d: &Digest| run(cd.ctr("placed").args(["content", "get", &d.to_string()]));
+
+    // Into containerd's own directory: placed, read-only, and containerd
+    // serves it (and `content get` re-reads it whole).
+    let (placed, refused, d) = place(&real, b"placed blob\n");
+    assert!(placed.unwrap() && !refused);
+    let file = real.join("blobs/sha256").join(d.hex());
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777,
+        0o444
+    );
+    assert_eq!(content(&d), "placed blob\n");
+
+    // Into a directory containerd does not use: containerd refuses the
+    // commit, the blob is streamed, and the decoy is left as it was.
+    let decoy = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(decoy.path().join("ingest")).unwrap();
+    std::fs::create_dir_all(decoy.path().join("blobs/sha256")).unwrap();
+    let (placed, refused, d) = place(decoy.path(), b"streamed instead\n");
+    assert!(!placed.unwrap() && refused);
+    assert!(blobs(decoy.path()).is_empty(), "{:?}", blobs(decoy.path()));
+    assert_eq!(content(&d), "streamed instead\n");
+    assert!(blobs(&real).contains(&d.hex().to_string()));
+
+    // A file of another size under the digest's name: an error naming it.
+    let bytes = b"a blob whose file is damaged\n";
+    let d = Digest::of(bytes);
+    let damaged = real.join("blobs/sha256").join(d.hex());
+    std::fs::write(&damaged, b"short").unwrap();
+    let (placed, _, _) = place(&real, bytes);
+    let e = placed.unwrap_err().to_string();
+    assert!(
+        e.contains(&damaged.display().to_string()) && e.contains("damaged"),
+        "{e}"
+    );
+
+    // Nothing else was left in containerd's directory: the placed file,
+    // the streamed one and the damaged one.
+    assert_eq!(blobs(&real).len(), 3, "{:?}", blobs(&real));
 }

@@ -61,8 +61,8 @@ pub struct BuildArgs {
     /// Extra Nix option, KEY=VALUE; may repeat.
     #[arg(long = "nix-option", value_name = "KEY=VALUE")]
     nix_options: Vec<String>,
-    /// Layer compression [default: gzip; zstd at level 1 when every output
-    /// is containerd or a docker-archive]. docker-archive layers are always
+    /// Layer compression [default: gzip; none when every output is
+    /// containerd or a docker-archive]. docker-archive layers are always
     /// plain tars.
     #[arg(long, value_enum)]
     compression: Option<Compression>,

@@ -10,6 +10,7 @@ pub mod containers;
 pub mod content;
 pub mod engine;
 pub mod images;
+pub mod placed;
 
 use std::time::Duration;
 use tonic::metadata::MetadataValue;
@@ -211,6 +212,26 @@ pub async fn snapshotters(c: &Client) -> Result<(Vec<String>, Option<String>), C
         overlay_error = Some("this containerd has no overlayfs snapshotter".into());
     }
     Ok((ok, overlay_error))
+}
+
+/// The directory of snapshotter `name`, as containerd's introspection
+/// exports it (overlayfs does; native does not).
+pub async fn snapshotter_root(c: &Client, name: &str) -> Option<std::path::PathBuf> {
+    let mut i = containerd_client::services::v1::introspection_client::IntrospectionClient::new(
+        c.channel.clone(),
+    );
+    let r = i
+        .plugins(Request::new(
+            containerd_client::services::v1::PluginsRequest {
+                filters: vec![format!("type==io.containerd.snapshotter.v1,id=={name}")],
+            },
+        ))
+        .await
+        .ok()?
+        .into_inner();
+    let p = r.plugins.into_iter().find(|p| p.id == name)?;
+    let root = std::path::PathBuf::from(p.exports.get("root")?);
+    root.is_absolute().then_some(root)
 }
 
 /// overlayfs where it loaded, else fuse-overlayfs (a proxy snapshotter of

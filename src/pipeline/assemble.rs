@@ -174,17 +174,22 @@ impl Write for Fanout {
     }
 }
 
-/// Writes to a first writer (the compressor) and a fanout (plain sinks).
-struct Tee<A>(A, Fanout);
+/// Writes to the compressor, if there is one (uncompressed layers are
+/// hashed once, as the diff), and a fanout (plain sinks).
+struct Tee<A>(Option<A>, Fanout);
 
 impl<A: Write> Write for Tee<A> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write_all(buf)?;
+        if let Some(a) = &mut self.0 {
+            a.write_all(buf)?;
+        }
         self.1.write_all(buf)?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()?;
+        if let Some(a) = &mut self.0 {
+            a.flush()?;
+        }
         self.1.flush()
     }
 }
@@ -231,8 +236,15 @@ impl Job<'_> {
         }
     }
 
-    /// Produce one layer (or take it from the cache). Returns (record, from cache).
-    fn run(&self, index: usize, l: &PlannedLayer) -> Result<(LayerRecord, bool), AssembleError> {
+    /// Produce one layer (or take it from the cache). Returns (record, from
+    /// cache). `early` is called once the layer's digests are known, before
+    /// its blobs are committed (with whether it was built now).
+    fn run(
+        &self,
+        index: usize,
+        l: &PlannedLayer,
+        early: &dyn Fn(&LayerRecord, bool),
+    ) -> Result<(LayerRecord, bool), AssembleError> {
         let key = layer_key(self.spec, self.closure, l);
         if let Some(cached) = self.cache.get(&key) {
             let all_have = self.sinks.iter().all(|s| match s.layer_form() {
@@ -240,6 +252,7 @@ impl Job<'_> {
                 LayerForm::Uncompressed => s.has_blob(&cached.diff_id),
             });
             if all_have {
+                early(&cached, false);
                 return Ok((cached, true));
             }
         }
@@ -260,11 +273,16 @@ impl Job<'_> {
             }
         }
         let uncompressed = self.spec.compression == Compression::None;
-        let encoder = self
-            .spec
-            .compression
-            .encoder(self.spec.level, HashingWriter::new(Fanout(packed)))
-            .map_err(write_err)?;
+        let encoder = if uncompressed {
+            None
+        } else {
+            Some(
+                self.spec
+                    .compression
+                    .encoder(self.spec.level, HashingWriter::new(Fanout(packed)))
+                    .map_err(write_err)?,
+            )
+        };
         let diff = HashingWriter::new(Tee(encoder, Fanout(plain)));
         let counting = Counting {
             inner: diff,
@@ -286,21 +304,35 @@ impl Job<'_> {
         self.bytes_read
             .fetch_add(counting.pending, Ordering::Relaxed);
         let (diff_id, size, Tee(encoder, Fanout(plain))) = counting.inner.finish();
-        let (blob_digest, blob_size, Fanout(packed)) =
-            encoder.finish().map_err(write_err)?.finish();
-        let blob = if uncompressed {
-            Blob {
-                media_type: self.spec.compression.media_type().into(),
-                digest: diff_id.clone(),
-                size,
-            }
-        } else {
-            Blob {
-                media_type: self.spec.compression.media_type().into(),
-                digest: blob_digest,
-                size: blob_size,
+        let (blob, packed) = match encoder {
+            None => (
+                Blob {
+                    media_type: self.spec.compression.media_type().into(),
+                    digest: diff_id.clone(),
+                    size,
+                },
+                Vec::new(),
+            ),
+            Some(e) => {
+                let (digest, size, Fanout(packed)) = e.finish().map_err(write_err)?.finish();
+                let media_type = self.spec.compression.media_type().into();
+                (
+                    Blob {
+                        media_type,
+                        digest,
+                        size,
+                    },
+                    packed,
+                )
             }
         };
+        let record = LayerRecord {
+            diff_id,
+            uncompressed_size: size,
+            blob,
+        };
+        early(&record, true);
+        let (diff_id, blob) = (&record.diff_id, &record.blob);
         let sinks_plain = self
             .sinks
             .iter()
@@ -310,16 +342,11 @@ impl Job<'_> {
             .iter()
             .filter(|s| s.layer_form() == LayerForm::Compressed && !uncompressed);
         for (w, s) in plain.into_iter().zip(sinks_plain) {
-            w.commit(&diff_id).map_err(Self::sink_err(*s))?;
+            w.commit(diff_id).map_err(Self::sink_err(*s))?;
         }
         for (w, s) in packed.into_iter().zip(sinks_packed) {
             w.commit(&blob.digest).map_err(Self::sink_err(*s))?;
         }
-        let record = LayerRecord {
-            diff_id,
-            uncompressed_size: size,
-            blob,
-        };
         self.cache.put(&key, &record);
         Ok((record, false))
     }
@@ -406,12 +433,21 @@ fn assemble_inner(
     let weight =
         |l: &PlannedLayer| -> u64 { l.paths.iter().map(|p| closure.paths[p].nar_size).sum() };
     if sinks.iter().any(|s| s.wants_layers_in_order()) {
-        if let Some(big) =
-            (0..layers.len()).max_by_key(|&i| (weight(&layers[i]), std::cmp::Reverse(i)))
-        {
-            order.retain(|&i| i != big);
-            order.insert(0, big);
+        // The large layers first (each over a sixteenth of the image, largest
+        // first, and at least the largest), so none of them is left for the
+        // end, when it would hold up the unpack; then the rest bottom-up.
+        let total: u64 = layers.iter().map(weight).sum();
+        let mut big: Vec<usize> = (0..layers.len())
+            .filter(|&i| weight(&layers[i]) >= total / 16)
+            .collect();
+        if big.is_empty() {
+            big.extend(
+                (0..layers.len()).max_by_key(|&i| (weight(&layers[i]), std::cmp::Reverse(i))),
+            );
         }
+        big.sort_by_key(|&i| (std::cmp::Reverse(weight(&layers[i])), i));
+        order.retain(|i| !big.contains(i));
+        order.splice(0..0, big);
     } else {
         order.sort_by_key(|&i| std::cmp::Reverse(weight(&layers[i])));
     }
@@ -439,19 +475,25 @@ fn assemble_inner(
                 let i = order[n];
                 let what = describe(&layers[i], &closure.root);
                 progress.layer_started(i, layers.len(), &what, weight(&layers[i]));
-                match job.run(i, &layers[i]) {
+                // Sinks that take a layer before its blob is committed
+                // get it then; the others once it is.
+                let ready = |rec: &LayerRecord, early: bool, built: bool| {
+                    let ready = ReadyLayer {
+                        index: i,
+                        total: layers.len(),
+                        record: rec.clone(),
+                        content: Some(content_of(spec, closure, &layers[i])),
+                        mtime: spec.mtime,
+                        built,
+                    };
+                    for s in sinks.iter().filter(|s| s.ready_before_commit() == early) {
+                        s.layer_ready(&ready);
+                    }
+                };
+                match job.run(i, &layers[i], &|rec, built| ready(rec, true, built)) {
                     Ok((rec, cached)) => {
                         progress.layer_done(i, &rec, cached);
-                        let ready = ReadyLayer {
-                            index: i,
-                            total: layers.len(),
-                            record: rec.clone(),
-                            content: Some(content_of(spec, closure, &layers[i])),
-                            mtime: spec.mtime,
-                        };
-                        for s in sinks {
-                            s.layer_ready(&ready);
-                        }
+                        ready(&rec, false, !cached);
                         results.lock().unwrap()[i] = Some((rec, cached));
                     }
                     Err(e) => {

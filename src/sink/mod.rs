@@ -75,6 +75,8 @@ pub struct ReadyLayer {
     pub record: LayerRecord,
     pub content: Option<crate::image::layer::LayerContent>,
     pub mtime: u64,
+    /// Built by this run (not taken from the layer cache).
+    pub built: bool,
 }
 
 pub trait BlobSink: Send + Sync {
@@ -120,6 +122,14 @@ pub trait BlobSink: Send + Sync {
     /// Layers arrive in any order; a sink may start work on them (containerd
     /// unpacks in chain order) before `finish`.
     fn layer_ready(&self, _layer: &ReadyLayer) {}
+
+    /// Whether `layer_ready` may come as soon as a layer's digests are
+    /// known, before its blob is committed (containerd: the unpack fills
+    /// snapshots from the store, and waits for a blob only where
+    /// containerd itself must apply it).
+    fn ready_before_commit(&self) -> bool {
+        false
+    }
 
     /// Whether the sink works on layers bottom-up as they arrive (then
     /// layers are built in that order rather than largest first).
@@ -194,6 +204,9 @@ impl BlobSink for Unrecorded<'_> {
     }
     fn layer_ready(&self, layer: &ReadyLayer) {
         self.0.layer_ready(layer)
+    }
+    fn ready_before_commit(&self) -> bool {
+        self.0.ready_before_commit()
     }
     fn wants_layers_in_order(&self) -> bool {
         self.0.wants_layers_in_order()
@@ -369,10 +382,13 @@ impl std::fmt::Display for SinkSpec {
 /// the user asked (`--compression`, `--compression-level`):
 /// - only docker-archives: nothing compressed (their layers are plain
 ///   tars, so compressing would be work thrown away);
-/// - only local outputs (containerd, docker-archive): zstd unless asked
-///   otherwise, at level 1 unless a level is given. The blobs stay on this
-///   host, and containerd hashes every byte it is sent (about 7 ms of CPU
-///   a MB here), so the fastest way in is few bytes made cheaply;
+/// - only local outputs (containerd, docker-archive): nothing compressed
+///   unless asked (then level 1 unless a level is given). The blobs stay
+///   on this host, nixoci places them in containerd's content directory
+///   itself, and compressing was most of a cold import's CPU; the
+///   snapshot of a layer whose store files are linked costs no space, so
+///   the image takes about its closure's size, less than a compressed
+///   blob beside a copied snapshot;
 /// - otherwise gzip unless asked otherwise, at the level given or the
 ///   compression's default.
 pub fn layer_compression(
@@ -388,7 +404,7 @@ pub fn layer_compression(
         (Some(c), _) => c,
         // A level alone goes with the documented default.
         (None, Some(_)) => Compression::Gzip,
-        (None, None) if local => Compression::Zstd,
+        (None, None) if local => Compression::None,
         (None, None) => Compression::Gzip,
     };
     let level = match level {
@@ -411,7 +427,8 @@ mod tests {
         assert_eq!(layer_compression(&docker, None, None), (none, 0));
         assert_eq!(layer_compression(&docker, Some(gz), Some(9)), (none, 0));
         let local = [p("containerd:ns"), p("docker-archive:/x.tar")];
-        assert_eq!(layer_compression(&local, None, None), (zs, 1));
+        assert_eq!(layer_compression(&local, None, None), (none, 0));
+        assert_eq!(layer_compression(&local, Some(zs), None), (zs, 1));
         assert_eq!(layer_compression(&local, Some(gz), None), (gz, 1));
         assert_eq!(layer_compression(&local, None, Some(6)), (gz, 6));
         assert_eq!(layer_compression(&local, Some(zs), Some(3)), (zs, 3));

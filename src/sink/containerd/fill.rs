@@ -41,11 +41,7 @@ use std::sync::Mutex;
 /// whose files are owned by 0:0 inside the engine's user namespace, as
 /// the layer says, when this user writes them.
 pub fn fill_target(mounts: &[Mount], rootless: bool) -> Option<PathBuf> {
-    if std::env::var("NIXOCI_UNPACK").as_deref() == Ok("apply") {
-        return None;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if (unsafe { libc::geteuid() } != 0 && !rootless) || mounts.len() != 1 {
+    if !may_fill(rootless) || mounts.len() != 1 {
         return None;
     }
     let m = &mounts[0];
@@ -57,6 +53,14 @@ pub fn fill_target(mounts: &[Mount], rootless: bool) -> Option<PathBuf> {
     // It must be visible here (same mount namespace) and still empty.
     let empty = fs::read_dir(&dir).ok()?.next().is_none();
     (dir.is_absolute() && empty).then_some(dir)
+}
+
+/// Whether nixoci may fill snapshots itself: as root, or as the user of a
+/// rootless engine; not with `NIXOCI_UNPACK=apply`.
+pub fn may_fill(rootless: bool) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    std::env::var("NIXOCI_UNPACK").as_deref() != Ok("apply")
+        && (unsafe { libc::geteuid() } == 0 || rootless)
 }
 
 /// Writes entries into a directory as `diff.Apply` would extract them.

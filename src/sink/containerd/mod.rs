@@ -5,9 +5,11 @@
 //! an image pointing at missing content), and the lease deleted.
 
 pub mod fill;
+pub mod stage;
 pub mod unpack;
 
 use crate::containerd::content::{self, Upload};
+use crate::containerd::placed::{self, PlacedBlob};
 use crate::containerd::{images, Client, ContainerdError, REFERRER_LABEL};
 use crate::oci::digest::Digest;
 use crate::oci::{ImageRecord, IndexRecord, Platform};
@@ -19,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
-use unpack::{chain_ids, unpack, unpack_as_ready, UnpackStats};
+use unpack::{chain_ids, unpack, unpack_as_ready, Committed, UnpackStats};
 
 type Unpacker = JoinHandle<Result<UnpackStats, ContainerdError>>;
 
@@ -42,6 +44,15 @@ pub struct ContainerdSink {
     /// labels: not leased one by one (see `has_blob`).
     found: Mutex<std::collections::HashMap<String, std::collections::HashMap<String, String>>>,
     parked: Mutex<Vec<(Platform, Unpacker)>>,
+    /// containerd's content directory, where layer blobs are placed
+    /// (see [`placed`]); `refused` once containerd did not see one there.
+    content_dir: Option<std::path::PathBuf>,
+    refused: Arc<std::sync::atomic::AtomicBool>,
+    committed: Arc<Committed>,
+    /// Blobs placed in containerd's content directory (not streamed).
+    placed: Arc<AtomicU64>,
+    /// Where layers are filled ahead of the snapshot chain (overlayfs).
+    stager: Option<Arc<stage::Stager>>,
 }
 
 impl ContainerdSink {
@@ -55,7 +66,25 @@ impl ContainerdSink {
         let lease = rt.block_on(images::create_lease(&client))?;
         let client = client.with_lease(Some(lease.clone()));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let unpacker = rt.spawn(unpack_as_ready(client.clone(), snapshotter.into(), rx));
+        let committed = Arc::new(Committed::default());
+        let rootless = client.rootless.is_some();
+        let stager = if snapshotter == "overlayfs" && fill::may_fill(rootless) {
+            rt.block_on(crate::containerd::snapshotter_root(&client, snapshotter))
+                .and_then(|root| {
+                    stage::Stager::new(&root, fill::may_link(snapshotter) && !rootless)
+                })
+                .map(Arc::new)
+        } else {
+            None
+        };
+        let unpacker = rt.spawn(unpack_as_ready(
+            client.clone(),
+            snapshotter.into(),
+            rx,
+            Arc::clone(&committed),
+            stager.clone(),
+        ));
+        let content_dir = rt.block_on(placed::content_dir(&client));
         Ok(ContainerdSink {
             rt,
             client,
@@ -69,6 +98,11 @@ impl ContainerdSink {
             current: Mutex::new(None),
             found: Mutex::default(),
             parked: Mutex::new(Vec::new()),
+            content_dir,
+            refused: Arc::default(),
+            committed,
+            placed: Arc::default(),
+            stager,
         })
     }
 
@@ -194,7 +228,9 @@ impl ContainerdSink {
         unpacked: bool,
     ) -> Result<(), ContainerdError> {
         let c = &self.client;
-        for l in &image.layers {
+        // An uncompressed layer is its own diff: containerd needs no label
+        // to say so (a label is a metadata write, with its fsync, each).
+        for l in image.layers.iter().filter(|l| l.blob.digest != l.diff_id) {
             let key = "containerd.io/uncompressed";
             let has = self
                 .found
@@ -315,11 +351,24 @@ impl ContainerdSink {
     }
 }
 
-struct ContainerdBlob(Option<Upload>);
+/// A blob streamed to containerd, or placed in its content directory.
+struct ContainerdBlob {
+    how: How,
+    committed: Arc<Committed>,
+    placed: Arc<AtomicU64>,
+}
+
+enum How {
+    Streamed(Upload),
+    Placed(PlacedBlob),
+}
 
 impl Write for ContainerdBlob {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.as_mut().expect("not committed").write(buf)
+        match &mut self.how {
+            How::Streamed(u) => u.write(buf),
+            How::Placed(p) => p.write(buf),
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -327,12 +376,32 @@ impl Write for ContainerdBlob {
 }
 
 impl BlobWriter for ContainerdBlob {
-    fn commit(mut self: Box<Self>, digest: &Digest) -> Result<(), SinkError> {
-        self.0
-            .take()
-            .expect("committed once")
-            .commit(digest)
-            .map_err(SinkError::from)
+    fn commit(self: Box<Self>, digest: &Digest) -> Result<(), SinkError> {
+        let ContainerdBlob {
+            how,
+            committed,
+            placed,
+        } = *self;
+        match how {
+            How::Streamed(u) => u.commit(digest)?,
+            How::Placed(p) => {
+                if p.commit(digest)? {
+                    placed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        committed.add(digest);
+        Ok(())
+    }
+}
+
+impl ContainerdSink {
+    fn blob(&self, how: How) -> Box<dyn BlobWriter> {
+        Box::new(ContainerdBlob {
+            how,
+            committed: Arc::clone(&self.committed),
+            placed: Arc::clone(&self.placed),
+        })
     }
 }
 
@@ -357,17 +426,34 @@ impl BlobSink for ContainerdSink {
                     .lock()
                     .unwrap()
                     .insert(digest.to_string(), info.labels);
+                self.committed.add(digest);
                 true
             }
             _ => false,
         }
     }
     fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, SinkError> {
-        Ok(Box::new(ContainerdBlob(Some(Upload::start(
+        if let Some(dir) = &self.content_dir {
+            if !self.refused.load(Ordering::Relaxed) {
+                let placed = PlacedBlob::start(
+                    dir,
+                    &self.rt,
+                    &self.client,
+                    Arc::clone(&self.sent),
+                    Arc::clone(&self.refused),
+                );
+                // A directory that takes no unnamed file (a filesystem
+                // without O_TMPFILE): streamed.
+                if let Ok(p) = placed {
+                    return Ok(self.blob(How::Placed(p)));
+                }
+            }
+        }
+        Ok(self.blob(How::Streamed(Upload::start(
             &self.rt,
             &self.client,
             Arc::clone(&self.sent),
-        )))))
+        ))))
     }
     fn holds_image(&self, image: &ImageRecord) -> bool {
         self.rt.block_on(self.has_recorded(image))
@@ -393,6 +479,8 @@ impl BlobSink for ContainerdSink {
                 self.client.clone(),
                 self.snapshotter.clone(),
                 rx,
+                Arc::clone(&self.committed),
+                self.stager.clone(),
             ));
             *self.ready.lock().unwrap() = Some(tx);
             *self.unpacker.lock().unwrap() = Some(task);
@@ -431,10 +519,17 @@ impl BlobSink for ContainerdSink {
     fn wants_layers_in_order(&self) -> bool {
         true
     }
+    fn ready_before_commit(&self) -> bool {
+        true
+    }
     fn bytes_written(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
     }
     fn report(&self) -> serde_json::Value {
-        serde_json::json!({ "bytes_written": self.bytes_written(), "unpack": self.unpack_stats() })
+        serde_json::json!({
+            "bytes_written": self.bytes_written(),
+            "blobs_placed": self.placed.load(Ordering::Relaxed),
+            "unpack": self.unpack_stats(),
+        })
     }
 }

@@ -3,6 +3,7 @@
 //! prepared on its parent, filled by `diff.Apply` (whose reported digest
 //! must be the layer's diff_id) and committed.
 
+use super::stage::{self, Staged, Stager};
 use crate::containerd::{is_code, Client, ContainerdError};
 use crate::image::layer::LayerContent;
 use crate::oci::digest::Digest;
@@ -16,6 +17,46 @@ use containerd_client::services::v1::snapshots::{
 use containerd_client::services::v1::ApplyRequest;
 use containerd_client::types::{Descriptor, Mount};
 use tonic::Code;
+
+/// The blobs committed (or found) in the content store so far: layers
+/// reach the unpack as soon as their digests are known, and a layer that
+/// containerd must apply itself waits here for its blob.
+#[derive(Default)]
+pub struct Committed {
+    blobs: std::sync::Mutex<std::collections::HashSet<String>>,
+    added: tokio::sync::Notify,
+}
+
+impl Committed {
+    pub fn add(&self, d: &Digest) {
+        self.blobs.lock().unwrap().insert(d.to_string());
+        self.added.notify_waiters();
+    }
+
+    pub async fn wait(&self, d: &Digest) {
+        let d = d.to_string();
+        loop {
+            let added = self.added.notified();
+            tokio::pin!(added);
+            added.as_mut().enable();
+            if self.blobs.lock().unwrap().contains(&d) {
+                return;
+            }
+            added.await;
+        }
+    }
+}
+
+/// What a layer's unpack may use besides containerd's differ.
+#[derive(Default)]
+pub struct From<'a> {
+    /// The layer's entries and mtime, to fill its snapshot from the store.
+    pub content: Option<(&'a LayerContent, u64)>,
+    /// The blobs committed so far: containerd applies a blob once it is.
+    pub committed: Option<&'a Committed>,
+    /// The layer, filled ahead of the chain.
+    pub staged: Option<Staged>,
+}
 
 /// chain[0] = diff_id[0]; chain[i] = sha256(chain[i-1] + " " + diff_id[i]).
 pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
@@ -42,6 +83,9 @@ pub struct UnpackStats {
     /// same inode as the store's), and those copied.
     pub files_linked: usize,
     pub files_copied: usize,
+    /// Filled layers that were filled ahead of the snapshot chain (see
+    /// [`super::stage`]).
+    pub staged: usize,
 }
 
 /// How a layer got into its snapshot.
@@ -50,6 +94,7 @@ pub enum Unpacked {
     Existing,
     Applied,
     Filled(super::fill::FillStats),
+    Staged(super::fill::FillStats),
 }
 
 pub async fn snapshot_exists(
@@ -80,7 +125,8 @@ pub async fn unpack(
     let mut stats = UnpackStats::default();
     for (i, layer) in layers.iter().enumerate() {
         let parent = if i == 0 { None } else { Some(&chains[i - 1]) };
-        stats.add(ensure_layer(c, snapshotter, layer, &chains[i], parent, None).await?);
+        let how = ensure_layer(c, snapshotter, layer, &chains[i], parent, From::default()).await?;
+        stats.add(how);
     }
     Ok(stats)
 }
@@ -90,8 +136,9 @@ impl UnpackStats {
         match how {
             Unpacked::Existing => self.existing += 1,
             Unpacked::Applied => self.applied += 1,
-            Unpacked::Filled(f) => {
+            Unpacked::Filled(f) | Unpacked::Staged(f) => {
                 self.filled += 1;
+                self.staged += usize::from(matches!(how, Unpacked::Staged(_)));
                 self.files_linked += f.linked;
                 self.files_copied += f.copied;
             }
@@ -108,6 +155,7 @@ impl UnpackStats {
         self.filled += other.filled;
         self.files_linked += other.files_linked;
         self.files_copied += other.files_copied;
+        self.staged += other.staged;
     }
 }
 
@@ -120,7 +168,7 @@ pub async fn ensure_layer(
     layer: &LayerRecord,
     chain: &Digest,
     parent: Option<&Digest>,
-    content: Option<(&LayerContent, u64)>,
+    from: From<'_>,
 ) -> Result<Unpacked, ContainerdError> {
     let chain = chain.to_string();
     // An existing snapshot is not leased (a write, with its fsync, per
@@ -128,11 +176,13 @@ pub async fn ensure_layer(
     // refers to the top one once every layer is in, after which the
     // caller checks that it is still there (`top_snapshot_kept`). New
     // snapshots are made under the client's lease.
-    if snapshot_exists(c, snapshotter, &chain).await? {
+    // A layer built now (staged) most likely has no snapshot: it is not
+    // looked up; should one exist, the commit says so.
+    if from.staged.is_none() && snapshot_exists(c, snapshotter, &chain).await? {
         return Ok(Unpacked::Existing);
     }
     let parent = parent.map(|p| p.to_string()).unwrap_or_default();
-    apply_one(c, snapshotter, layer, &chain, &parent, content).await
+    apply_one(c, snapshotter, layer, &chain, &parent, from).await
 }
 
 /// After the config refers to the top snapshot of `diff_ids`: that it is
@@ -162,14 +212,22 @@ pub async fn unpack_as_ready(
     c: Client,
     snapshotter: String,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<ReadyLayer>,
+    committed: std::sync::Arc<Committed>,
+    stager: Option<std::sync::Arc<Stager>>,
 ) -> Result<UnpackStats, ContainerdError> {
     let mut slots: Vec<Option<ReadyLayer>> = Vec::new();
+    let mut staged: std::collections::HashMap<usize, Staged> = Default::default();
     let mut chains: Vec<Digest> = Vec::new();
     let mut stats = UnpackStats::default();
     while let Some(ready) = rx.recv().await {
         let (i, total) = (ready.index, ready.total);
         if slots.len() < total {
             slots.resize(total, None);
+        }
+        // A layer built now is filled at once, ahead of the chain; one
+        // from the cache most likely has its snapshot already.
+        if let (Some(stager), Some(content), true) = (&stager, &ready.content, ready.built) {
+            staged.insert(i, stager.stage(content.clone(), ready.mtime));
         }
         slots[i] = Some(ready);
         while let Some(Some(next)) = slots.get(chains.len()) {
@@ -179,7 +237,13 @@ pub async fn unpack_as_ready(
                 Some(prev) => Digest::of(format!("{prev} {}", layer.diff_id).as_bytes()),
             };
             let content = next.content.as_ref().map(|c| (c, next.mtime));
-            stats.add(ensure_layer(&c, &snapshotter, layer, &chain, chains.last(), content).await?);
+            let from = From {
+                content,
+                committed: Some(&committed),
+                staged: staged.remove(&chains.len()),
+            };
+            let how = ensure_layer(&c, &snapshotter, layer, &chain, chains.last(), from).await?;
+            stats.add(how);
             chains.push(chain);
         }
         if chains.len() == total {
@@ -195,8 +259,13 @@ async fn apply_one(
     layer: &LayerRecord,
     chain: &str,
     parent: &str,
-    content: Option<(&LayerContent, u64)>,
+    from: From<'_>,
 ) -> Result<Unpacked, ContainerdError> {
+    let From {
+        content,
+        committed,
+        staged,
+    } = from;
     let started = std::time::Instant::now();
     let mut ss = SnapshotsClient::new(c.channel.clone());
     let key = crate::containerd::unique_id("nixoci-extract") + "-" + chain;
@@ -215,8 +284,34 @@ async fn apply_one(
     let result = async {
         let rootless = c.rootless.is_some();
         let target = content.and_then(|_| super::fill::fill_target(&mounts, rootless));
-        let how = match (target, content) {
-            (Some(dir), Some((content, mtime))) => {
+        let how = match (target, content, staged) {
+            (Some(dir), _, Some(staged)) => {
+                let fill_err =
+                    |e: String| ContainerdError::Engine(format!("filling snapshot {chain}: {e}"));
+                let (from, stats) = staged
+                    .await
+                    .map_err(|e| fill_err(e.to_string()))?
+                    .map_err(|e| fill_err(e.to_string()))?;
+                let d = dir.clone();
+                let moved = tokio::task::spawn_blocking(move || {
+                    let moved = stage::move_into(&from, &d);
+                    if moved.is_err() {
+                        super::fill::empty_dir(&d);
+                        stage::remove(&from);
+                    }
+                    moved
+                })
+                .await
+                .map_err(|e| fill_err(e.to_string()))?;
+                moved.map_err(|e| {
+                    fill_err(format!(
+                        "moving the staged layer into {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+                Unpacked::Staged(stats)
+            }
+            (Some(dir), Some((content, mtime)), None) => {
                 let content = content.clone();
                 let d = dir.clone();
                 // A rootless engine's 0 is this user: the store's files
@@ -238,7 +333,14 @@ async fn apply_one(
                     }
                 }
             }
-            _ => {
+            (_, _, staged) => {
+                if let Some(staged) = staged {
+                    tokio::spawn(stage::discard(staged));
+                }
+                // containerd applies the blob: it must be committed.
+                if let Some(committed) = committed {
+                    committed.wait(&layer.blob.digest).await;
+                }
                 apply_diff(c, layer, mounts).await?;
                 Unpacked::Applied
             }

@@ -1,0 +1,105 @@
+//! Fills made ahead of the snapshot chain. A snapshot can only be prepared
+//! on its committed parent, so snapshots are made one after another, in
+//! chain order, and each costs containerd a few milliseconds (two metadata
+//! transactions to prepare, two to commit, and a walk of the new layer to
+//! count its disk usage). Filling each snapshot inside that chain made the
+//! fills wait for it, and it for them. Instead, a layer is filled as soon
+//! as its digests are known, into a staging directory of its own beside
+//! the overlayfs snapshotter's snapshots (the same filesystem, so store
+//! files are still linked); when the chain reaches it, its snapshot is
+//! prepared, the staged entries are renamed into the snapshot's upper
+//! directory (a rename per top-level entry), and it is committed.
+//!
+//! Staging directories are `<snapshotter root>/nixoci-staging/<pid>-<n>`;
+//! containerd never looks there. A build removes its own when it fails;
+//! one killed mid-way leaves them to the next build, which removes those
+//! whose process is gone.
+
+use super::fill::{empty_dir, fill, FillStats};
+use crate::image::layer::{LayerContent, LayerError};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Where layers of one build are staged.
+pub struct Stager {
+    base: PathBuf,
+    link: bool,
+    next: AtomicUsize,
+}
+
+/// A layer being (or done being) staged.
+pub type Staged = tokio::task::JoinHandle<Result<(PathBuf, FillStats), LayerError>>;
+
+impl Stager {
+    /// Staging beside the snapshots of the overlayfs snapshotter whose
+    /// root is `snapshotter_root`, when it is there and writable from
+    /// here. Leftovers of builds whose process is gone are removed.
+    pub fn new(snapshotter_root: &Path, link: bool) -> Option<Stager> {
+        if !snapshotter_root.join("snapshots").is_dir() {
+            return None;
+        }
+        let base = snapshotter_root.join("nixoci-staging");
+        fs::create_dir_all(&base).ok()?;
+        let probe = base.join(format!("{}-probe", std::process::id()));
+        fs::create_dir(&probe).ok()?;
+        fs::remove_dir(&probe).ok()?;
+        if let Ok(rd) = fs::read_dir(&base) {
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let pid = name.to_str().and_then(|n| n.split('-').next());
+                let gone = pid.is_some_and(|p| !Path::new("/proc").join(p).exists());
+                if gone {
+                    remove(&e.path());
+                }
+            }
+        }
+        Some(Stager {
+            base,
+            link,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Start filling `content` into a new staging directory.
+    pub fn stage(&self, content: LayerContent, mtime: u64) -> Staged {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let dir = self.base.join(format!("{}-{n}", std::process::id()));
+        let link = self.link;
+        tokio::task::spawn_blocking(move || {
+            fs::create_dir(&dir).map_err(LayerError::Write)?;
+            match fill(&dir, &content, mtime, link) {
+                Ok(stats) => Ok((dir, stats)),
+                Err(e) => {
+                    remove(&dir);
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+/// Move the staged entries of `staged` into `target` (an empty snapshot
+/// directory) and remove the staging directory.
+pub fn move_into(staged: &Path, target: &Path) -> io::Result<()> {
+    for e in fs::read_dir(staged)? {
+        let e = e?;
+        fs::rename(e.path(), target.join(e.file_name()))?;
+    }
+    fs::remove_dir(staged)
+}
+
+/// Remove a staging directory that will not be used.
+pub fn remove(dir: &Path) {
+    empty_dir(dir);
+    let _ = fs::remove_dir(dir);
+}
+
+/// Drop a staged layer that will not be used (its snapshot exists, or
+/// containerd applies it): wait for its fill, then remove what it made.
+pub async fn discard(staged: Staged) {
+    if let Ok(Ok((dir, _))) = staged.await {
+        let _ = tokio::task::spawn_blocking(move || remove(&dir)).await;
+    }
+}
