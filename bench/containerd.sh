@@ -96,6 +96,8 @@ settle
 read -r t_rl rss_rl < <(time_of "$as_user $rl/nixoci build --store-path $root -o containerd:bench")
 $as_user "$rl/nixoci" engine stop >/dev/null
 rm -rf "$rl"
+cold zstd1 --compression zstd
+t_z1=$t rss_z1=$rss
 cold gzip1 --compression gzip
 t_g1=$t rss_g1=$rss
 cold gzip6 --compression-level 6
@@ -105,9 +107,10 @@ echo "closure: $profile, $root, $(nix path-info -S "$root" | awk '{print $2}') b
 printf '%-58s %8s %8s %9s\n' what seconds ratio "peak MiB"
 printf '%-58s %8.2f\n' "baseline: nixoci -> docker-archive + ctr images import" "$t_base"
 row() { printf '%-58s %8.2f %8.2f %9.1f\n' "$1" "$2" "$(echo "$2 / $t_base" | bc -l)" "$(echo "$3 / 1024" | bc -l)"; }
-row "nixoci -> containerd, unpacked, cold (default: zstd -1)" "$t_cold" "$rss_c"
+row "nixoci -> containerd, unpacked, cold (default: plain)" "$t_cold" "$rss_c"
 row "  same, store files copied (NIXOCI_LINK=copy)" "$t_copy" "$rss_cp"
 row "  same, rootless (a user's own engine; copies)" "$t_rl" "$rss_rl"
+row "  same, --compression zstd (level 1)" "$t_z1" "$rss_z1"
 row "  same, --compression gzip (level 1)" "$t_g1" "$rss_g1"
 row "  same, --compression-level 6 (gzip as for registries)" "$t_g6" "$rss_g6"
 row "nixoci -> containerd, warm (nothing changed)" "$t_warm" "$rss_w"
@@ -119,4 +122,7 @@ floor() { printf '%-58s %8.2f %8.2f\n' "$1" "$2" "$(echo "$2 / $t_cp" | bc -l)";
 floor "nixoci -> containerd, cold (ratio to the floor)" "$t_cold"
 floor "  same, store files copied" "$t_copy"
 floor "  same, rootless" "$t_rl"
+floor "  same, --compression zstd" "$t_z1"
+floor "one store path changed, after the cache drop" "$t_var"
+floor "warm, after the cache drop" "$t_warm_cold"
 printf '%-58s %8s %8.2f\n' "rootless / root copying (goal: at most 1.3)" "" "$(echo "$t_rl / $t_copy" | bc -l)"

@@ -4,7 +4,7 @@ set -euo pipefail
 
 NIXOCI_DEBS=(nix-bin busybox-static umoci skopeo protobuf-compiler pigz zstd tar time bc containerd runc
     containernetworking-plugins iptables iproute2 docker-registry apache2-utils openssl python3-venv
-    git qemu-user-static binfmt-support rootlesskit slirp4netns uidmap fuse-overlayfs)
+    git qemu-user-static binfmt-support rootlesskit slirp4netns uidmap fuse-overlayfs xfsprogs e2fsprogs)
 
 missing=()
 for p in "${NIXOCI_DEBS[@]}"; do

@@ -29,6 +29,12 @@
 //! its empty ingest is). Then the blob is streamed the usual way, from the
 //! same file, and every later blob of the build is streamed too.
 //! `NIXOCI_CONTENT=stream` streams always.
+//!
+//! containerd does not hash a placed blob: the digest given to `commit`
+//! must be that of the bytes written. Every caller's is: the pipeline's
+//! digests are computed from the bytes as they are written, and loads and
+//! pulls go through `copy_blob` (the sources' module), which verifies the bytes
+//! against their digest before anything is committed.
 
 use super::content::Upload;
 use super::{Client, ContainerdError};

@@ -713,6 +713,7 @@ fn unpack_stats(
         existing: u.get("existing")?.as_u64()? as usize,
         files_linked: u.get("files_linked").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
         files_copied: u.get("files_copied").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
+        files_cloned: u.get("files_cloned").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
         staged: u.get("staged").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
     })
 }

@@ -73,6 +73,7 @@ pub struct DirFiller {
     link_dev: Option<u64>,
     linked: std::sync::atomic::AtomicUsize,
     copied: std::sync::atomic::AtomicUsize,
+    cloned: std::sync::atomic::AtomicUsize,
     /// Directories and their modes, to get both once their children are
     /// written (until then they are writable by their owner: a user's
     /// rootless fill has no CAP_DAC_OVERRIDE).
@@ -92,6 +93,9 @@ struct CopyJob {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct FillStats {
     pub linked: usize,
+    /// Copied by cloning (`FICLONE`).
+    pub cloned: usize,
+    /// Copied byte for byte.
     pub copied: usize,
 }
 
@@ -166,6 +170,7 @@ impl DirFiller {
             link_dev: None,
             linked: Default::default(),
             copied: Default::default(),
+            cloned: Default::default(),
             dirs: Vec::new(),
             copies: None,
         }
@@ -210,22 +215,30 @@ fn set_times(p: &Path, mtime: libc::timespec) -> io::Result<()> {
     }
 }
 
-/// Copy a store file to `dest` inside the kernel (`copy_file_range`: no
-/// trip through a buffer here); where the kernel cannot (another
-/// filesystem on an old kernel, say), the rest is read and written.
+/// Copy a store file to `dest`: a clone where the filesystem shares
+/// extents (`FICLONE`: btrfs, XFS; the same bytes for no space), else
+/// inside the kernel (`copy_file_range`: no trip through a buffer here);
+/// where the kernel cannot (another filesystem on an old kernel, say), the
+/// rest is read and written. Whether it was cloned.
 fn copy_store_file(
     src: &mut fs::File,
     dest: &Path,
     mode: u32,
     size: u64,
     mtime: libc::timespec,
-) -> io::Result<()> {
+) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(dest)?;
+    if size > 0 && clone_whole(src, &f)? {
+        drop(f);
+        fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
+        set_times(dest, mtime)?;
+        return Ok(true);
+    }
     let mut left = size;
     while left > 0 {
         let want = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
@@ -264,7 +277,34 @@ fn copy_store_file(
     }
     drop(f);
     fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
-    set_times(dest, mtime)
+    set_times(dest, mtime)?;
+    Ok(false)
+}
+
+/// Make the empty file `dest` a clone of all of `src` (`FICLONE`).
+/// `Ok(false)` where the filesystems cannot (ext4, tmpfs, two
+/// filesystems): then the file is copied.
+fn clone_whole(src: &fs::File, dest: &fs::File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: two open descriptors; FICLONE takes the source's as its
+    // argument and changes only `dest`.
+    let r = unsafe { libc::ioctl(dest.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(
+            libc::EOPNOTSUPP
+            | libc::EXDEV
+            | libc::EINVAL
+            | libc::ENOTTY
+            | libc::ENOSYS
+            | libc::EPERM
+            | libc::ETXTBSY,
+        ) => Ok(false),
+        _ => Err(e),
+    }
 }
 
 impl Emit for DirFiller {
@@ -339,7 +379,13 @@ impl Emit for DirFiller {
                 tx.send(job)
                     .map_err(|_| io::Error::other("the copier threads ended"))
             }
-            None => copy_store_file(&mut src.inner, &dest, mode, size, self.mtime),
+            None => {
+                if copy_store_file(&mut src.inner, &dest, mode, size, self.mtime)? {
+                    self.cloned
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -359,6 +405,7 @@ pub fn fill(
         filler.link_dev = fs::metadata(dir).ok().map(|m| m.dev());
     }
     let first_error: Mutex<Option<io::Error>> = Mutex::new(None);
+    let cloned = std::sync::atomic::AtomicUsize::new(0);
     // Each queued job holds an open file: a short queue keeps descriptors few.
     let (tx, rx) = sync_channel::<CopyJob>(64);
     let rx = Mutex::new(rx);
@@ -374,8 +421,14 @@ pub fn fill(
                     job.size,
                     filler_mtime(mtime),
                 );
-                if let Err(e) = copied {
-                    first_error.lock().unwrap().get_or_insert(e);
+                match copied {
+                    Ok(true) => {
+                        cloned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        first_error.lock().unwrap().get_or_insert(e);
+                    }
                 }
             });
         }
@@ -389,9 +442,11 @@ pub fn fill(
     if let Some(e) = first_error.into_inner().unwrap() {
         return Err(LayerError::Write(e));
     }
+    let cloned = cloned.into_inner() + filler.cloned.load(std::sync::atomic::Ordering::Relaxed);
     let stats = FillStats {
         linked: filler.linked.load(std::sync::atomic::Ordering::Relaxed),
-        copied: filler.copied.load(std::sync::atomic::Ordering::Relaxed),
+        cloned,
+        copied: filler.copied.load(std::sync::atomic::Ordering::Relaxed) - cloned,
     };
     filler.finish().map_err(LayerError::Write)?;
     Ok(stats)
@@ -443,7 +498,10 @@ mod tests {
         fs::write(&src, &data).unwrap();
         let t = filler_mtime(1);
         let dest = d.path().join("dest");
-        copy_store_file(&mut fs::File::open(&src).unwrap(), &dest, 0o555, 200_000, t).unwrap();
+        let cloned =
+            copy_store_file(&mut fs::File::open(&src).unwrap(), &dest, 0o555, 200_000, t).unwrap();
+        // This filesystem (the test's temp dir) may or may not share extents.
+        let _ = cloned;
         assert_eq!(fs::read(&dest).unwrap(), data);
         let md = fs::metadata(&dest).unwrap();
         assert_eq!(md.permissions().mode() & 0o7777, 0o555);
@@ -459,6 +517,81 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         assert!(e.to_string().contains("shrank"), "{e}");
+    }
+
+    /// Where the filesystem shares extents (XFS here, on a loop device),
+    /// a store file is cloned: the same bytes, mode and time, sharing the
+    /// source's extents; from another filesystem it is copied.
+    #[test]
+    fn store_files_are_cloned_where_the_filesystem_shares_extents() {
+        use std::process::Command;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("not root: no loop mount, nothing to check");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let (img, mnt) = (d.path().join("xfs.img"), d.path().join("mnt"));
+        fs::File::create(&img).unwrap().set_len(320 << 20).unwrap();
+        let ok = |c: &mut Command| {
+            let o = c.output().unwrap();
+            assert!(
+                o.status.success(),
+                "{c:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        ok(Command::new("mkfs.xfs")
+            .args(["-q", "-m", "reflink=1"])
+            .arg(&img));
+        fs::create_dir(&mnt).unwrap();
+        ok(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt));
+        let check = std::panic::catch_unwind(|| {
+            let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+            let src = mnt.join("src");
+            fs::write(&src, &data).unwrap();
+            let t = filler_mtime(1);
+            let dest = mnt.join("clone");
+            let cloned = copy_store_file(
+                &mut fs::File::open(&src).unwrap(),
+                &dest,
+                0o555,
+                1_000_000,
+                t,
+            )
+            .unwrap();
+            assert!(cloned);
+            assert_eq!(fs::read(&dest).unwrap(), data);
+            let md = fs::metadata(&dest).unwrap();
+            assert_eq!(md.permissions().mode() & 0o7777, 0o555);
+            assert_eq!(std::os::unix::fs::MetadataExt::mtime(&md), 1);
+            // The extents are shared with the source (filefrag's flag).
+            let o = Command::new("filefrag")
+                .arg("-v")
+                .arg(&dest)
+                .output()
+                .unwrap();
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(out.contains("shared"), "{out}");
+            // From another filesystem: copied.
+            let other = d.path().join("other");
+            fs::write(&other, &data).unwrap();
+            let copied = copy_store_file(
+                &mut fs::File::open(&other).unwrap(),
+                &mnt.join("copy"),
+                0o444,
+                1_000_000,
+                t,
+            )
+            .unwrap();
+            assert!(!copied);
+            assert_eq!(fs::read(mnt.join("copy")).unwrap(), data);
+        });
+        let _ = Command::new("umount").arg(&mnt).status();
+        check.unwrap();
     }
 
     /// Only a file that already is what the layer says is linked.

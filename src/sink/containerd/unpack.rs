@@ -83,6 +83,8 @@ pub struct UnpackStats {
     /// same inode as the store's), and those copied.
     pub files_linked: usize,
     pub files_copied: usize,
+    /// Store files of filled layers cloned (`FICLONE`) into their snapshot.
+    pub files_cloned: usize,
     /// Filled layers that were filled ahead of the snapshot chain (see
     /// [`super::stage`]).
     pub staged: usize,
@@ -141,6 +143,7 @@ impl UnpackStats {
                 self.staged += usize::from(matches!(how, Unpacked::Staged(_)));
                 self.files_linked += f.linked;
                 self.files_copied += f.copied;
+                self.files_cloned += f.cloned;
             }
         }
     }
@@ -155,6 +158,7 @@ impl UnpackStats {
         self.filled += other.filled;
         self.files_linked += other.files_linked;
         self.files_copied += other.files_copied;
+        self.files_cloned += other.files_cloned;
         self.staged += other.staged;
     }
 }
