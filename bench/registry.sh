@@ -49,6 +49,24 @@ read -r t_cold rss < <(time_of "$bin build --store-path $root --insecure -o regi
 read -r t_warm rss_w < <(time_of "$bin build --store-path $root --insecure -o registry:127.0.0.1:5702/closure:1")
 read -r t_push _ < <(time_of "$bin push --insecure oci:$work/layout 127.0.0.1:5702/pushed:1")
 
+# Pull: the image nixoci pushed (gzip) into a fresh containerd, unpacked,
+# by `ctr images pull` and by `nixoci pull`, caches dropped before each.
+start_containerd() {
+    local d=$work/$1
+    mkdir -p "$d"
+    printf 'version = 2\nroot = "%s/root"\nstate = "%s/state"\n[grpc]\n  address = "%s/sock"\n' "$d" "$d" "$d" > "$d/config.toml"
+    containerd --config "$d/config.toml" > "$d/log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do ctr -a "$d/sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+}
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+start_containerd ctrpull
+start_containerd ourpull
+drop
+read -r t_ctrpull _ < <(time_of "ctr -a $work/ctrpull/sock -n bench images pull --plain-http 127.0.0.1:5703/closure:1")
+drop
+read -r t_pull rss_pull < <(time_of "$bin pull --insecure --containerd-address $work/ourpull/sock --namespace bench 127.0.0.1:5703/closure:1")
+
 echo "closure: $profile, $root, $(nix path-info -S "$root" | awk '{print $2}') bytes"
 printf '%-58s %8s %8s %9s\n' what seconds ratio "peak MiB"
 printf '%-58s %8.2f\n' "baseline: skopeo copy oci: -> docker://, cold" "$t_base"
@@ -57,3 +75,5 @@ printf '%-58s %8.2f %8.2f %9.1f\n' "nixoci push oci: -> docker registry, cold" "
 printf '%-58s %8.2f %8.2f %9.1f\n' "nixoci build -> registry, cold (builds the layers too)" "$t_cold" "$(echo "$t_cold / $t_base" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
 printf '%-58s %8.2f %8.2f %9.1f\n' "nixoci build -> registry, warm (ratio to skopeo warm)" "$t_warm" "$(echo "$t_warm / $t_base_w" | bc -l)" "$(echo "$rss_w / 1024" | bc -l)"
 printf '%-58s %8.2f %8.2f\n' "nixoci push oci: -> other repository (blobs mounted)" "$t_push" "$(echo "$t_push / $t_base" | bc -l)"
+printf '%-58s %8.2f\n' "baseline: ctr images pull --plain-http (unpacked)" "$t_ctrpull"
+printf '%-58s %8.2f %8.2f %9.1f\n' "nixoci pull (unpacked), ratio to ctr" "$t_pull" "$(echo "$t_pull / $t_ctrpull" | bc -l)" "$(echo "$rss_pull / 1024" | bc -l)"

@@ -150,7 +150,7 @@ impl PlacedBlob {
             .set_permissions(fs::Permissions::from_mode(0o444))
             .map_err(|e| io_err("protecting", e))?;
         let target = self.blobs.join(digest.hex());
-        let created = match link_unnamed(&self.file, &target) {
+        let created = match crate::util::fs::link_open_file(&self.file, &target) {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 // Content-addressed: the same bytes, unless damaged.
@@ -233,30 +233,6 @@ impl Write for PlacedBlob {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-/// Give the unnamed file `f` the name `target` (through `/proc`, which
-/// needs no capability, unlike `AT_EMPTY_PATH`).
-fn link_unnamed(f: &fs::File, target: &Path) -> io::Result<()> {
-    let src = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))
-        .map_err(io::Error::other)?;
-    let dst = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()))
-        .map_err(io::Error::other)?;
-    // SAFETY: two valid C paths.
-    let r = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            src.as_ptr(),
-            libc::AT_FDCWD,
-            dst.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

@@ -3,7 +3,7 @@
 //! document or blob read from any source is checked here against the
 //! digest that named it, before anything is committed to a sink.
 
-use super::{copy_blob, finish_record, LoadError};
+use super::{finish_record, LoadError};
 use crate::oci::blob::Blob;
 use crate::oci::digest::{Digest, HashingWriter};
 use crate::oci::platform::{host_arch, platform_entry};
@@ -275,7 +275,7 @@ pub fn read_referrer<E: From<LoadError>>(
 /// each layer the sinks lack through `open`, each checked against its
 /// digest, then record the image with its own manifest and config bytes.
 #[allow(clippy::too_many_arguments)]
-pub fn store_documents<E: From<LoadError>>(
+pub fn store_documents<E: From<LoadError> + Send>(
     origin: &Path,
     reference: ImageRef,
     media_type: String,
@@ -284,7 +284,7 @@ pub fn store_documents<E: From<LoadError>>(
     referrers: Vec<crate::oci::Referrer>,
     sinks: &[&dyn BlobSink],
     get_config: impl FnOnce(&Digest) -> Result<Vec<u8>, E>,
-    mut open: impl FnMut(&Digest) -> Result<Box<dyn Read>, E>,
+    open: impl Fn(&Digest) -> Result<Box<dyn Read>, E> + Sync,
 ) -> Result<ImageRecord, E> {
     let manifest_bytes = match expected {
         Some(d) => verified(origin, "manifest", d, manifest_bytes)?,
@@ -304,13 +304,8 @@ pub fn store_documents<E: From<LoadError>>(
     )?;
     let cfg = parse_config(origin, &config_bytes)?;
     let diff_ids = config_diff_ids(origin, &cfg, layers.len(), "the manifest")?;
-    for l in &layers {
-        if sinks.iter().all(|s| s.has_blob(&l.digest)) {
-            continue;
-        }
-        let mut r = open(&l.digest)?;
-        copy_blob(origin, &mut r, &l.digest, sinks)?;
-    }
+    let records = layer_records(layers, diff_ids);
+    super::copy_layers(origin, &records, sinks, &open)?;
     let record = ImageRecord {
         reference,
         platform: platform_of(&cfg),
@@ -318,7 +313,7 @@ pub fn store_documents<E: From<LoadError>>(
         manifest_bytes,
         config,
         config_bytes,
-        layers: layer_records(layers, diff_ids),
+        layers: records,
         referrers,
     };
     Ok(finish_record(record, sinks)?)

@@ -252,18 +252,16 @@ pub fn load_layout(
         &std::fs::read(&index_path).map_err(io_err(&index_path))?,
     )?;
     let plan = oci_plan(root, &index, &Blobs::Dir(root), tag, fallback, want)?;
-    for l in &plan.layers {
-        if sinks.iter().all(|s| s.has_blob(&l.blob.digest)) {
-            continue;
-        }
-        let p = root.join("blobs/sha256").join(l.blob.digest.hex());
-        let mut f = File::open(&p).map_err(|_| LoadError::Missing {
+    let open = |d: &crate::oci::digest::Digest| -> Result<Box<dyn std::io::Read>, LoadError> {
+        let p = root.join("blobs/sha256").join(d.hex());
+        let f = File::open(&p).map_err(|_| LoadError::Missing {
             path: root.into(),
             what: "layer",
-            name: l.blob.digest.to_string(),
+            name: d.to_string(),
         })?;
-        copy_blob(root, &mut f, &l.blob.digest, sinks)?;
-    }
+        Ok(Box::new(f))
+    };
+    super::copy_layers(root, &plan.layers, sinks, &open)?;
     finish(plan, sinks)
 }
 

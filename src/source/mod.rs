@@ -18,7 +18,7 @@ use crate::oci::blob::Blob;
 use crate::oci::digest::Digest;
 use crate::oci::reference::{ImageRef, ReferenceError};
 use crate::oci::{ImageRecord, LayerRecord, Platform};
-use crate::sink::{BlobSink, BlobWriter, SinkError};
+use crate::sink::{BlobSink, BlobWriter, LayerForm, SinkError};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::ops::ControlFlow;
@@ -295,6 +295,69 @@ pub fn copy_blob(
         w.commit(digest).map_err(sink_err(*s))?;
     }
     Ok(())
+}
+
+/// Copy every layer the sinks lack from `open`, two at a time (a fetch or
+/// a read overlaps the sinks' work on the other: hashing, sending,
+/// writing), each checked against its digest; as each is in, the sinks'
+/// `layer_ready` hears of it (containerd unpacks it while others are
+/// fetched). One at a time, in order, when a sink stores plain tars (a
+/// docker-archive's entries follow the order they come in).
+pub fn copy_layers<E: From<LoadError> + Send>(
+    origin: &Path,
+    layers: &[LayerRecord],
+    sinks: &[&dyn BlobSink],
+    open: &(dyn Fn(&Digest) -> Result<Box<dyn Read>, E> + Sync),
+) -> Result<(), E> {
+    let workers = if sinks
+        .iter()
+        .any(|s| s.layer_form() == LayerForm::Uncompressed)
+    {
+        1
+    } else {
+        2
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let first_error: std::sync::Mutex<Option<E>> = std::sync::Mutex::new(None);
+    let one = |i: usize| -> Result<(), E> {
+        let l = &layers[i];
+        if !sinks.iter().all(|s| s.has_blob(&l.blob.digest)) {
+            let mut r = open(&l.blob.digest)?;
+            copy_blob(origin, &mut r, &l.blob.digest, sinks)?;
+        }
+        let ready = crate::sink::ReadyLayer {
+            index: i,
+            total: layers.len(),
+            record: l.clone(),
+            content: None,
+            mtime: 0,
+            built: false,
+        };
+        for s in sinks {
+            s.layer_ready(&ready);
+        }
+        Ok(())
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..workers.min(layers.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= layers.len() || failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                if let Err(e) = one(i) {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    first_error.lock().unwrap().get_or_insert(e);
+                    break;
+                }
+            });
+        }
+    });
+    match first_error.into_inner().unwrap() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn finish(plan: Plan, sinks: &[&dyn BlobSink]) -> Result<ImageRecord, LoadError> {

@@ -83,3 +83,29 @@ mod tests {
         assert_eq!(prune_dir(dir.path()).unwrap(), 0);
     }
 }
+
+/// Give the open file `f` the name `target` (`linkat` of `/proc/self/fd/N`,
+/// which needs no capability, unlike `AT_EMPTY_PATH`; an unnamed
+/// `O_TMPFILE` file gets its first name this way).
+pub fn link_open_file(f: &fs::File, target: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let src = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        .map_err(io::Error::other)?;
+    let dst = std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: two valid C paths.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -26,6 +26,7 @@
 
 use crate::image::layer::{Emit, LayerContent, LayerError, StoreFile};
 use crate::image::tar::copy_exact;
+use crate::util::fs::link_open_file;
 use containerd_client::types::Mount;
 use std::ffi::{CString, OsStr};
 use std::fs;
@@ -130,28 +131,6 @@ fn linkable(
         && md.mtime() == mtime
         && md.mtime_nsec() == 0
         && md.dev() == dev
-}
-
-/// Link the open file `src` at `dest` (`linkat` with `AT_EMPTY_PATH`,
-/// which root may do).
-fn link_open_file(src: &fs::File, dest: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let c = cpath(dest)?;
-    // SAFETY: an open descriptor, an empty C string and a valid C path.
-    let r = unsafe {
-        libc::linkat(
-            src.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// Copier threads per fill: the copies are kernel work, which a second
