@@ -297,6 +297,9 @@ pub fn copy_blob(
     Ok(())
 }
 
+/// Opens a blob of a source by digest (from any thread).
+pub type OpenBlob<'a, E> = dyn Fn(&Digest) -> Result<Box<dyn Read>, E> + Sync + 'a;
+
 /// Copy every layer the sinks lack from `open`, two at a time (a fetch or
 /// a read overlaps the sinks' work on the other: hashing, sending,
 /// writing), each checked against its digest; as each is in, the sinks'
@@ -307,7 +310,7 @@ pub fn copy_layers<E: From<LoadError> + Send>(
     origin: &Path,
     layers: &[LayerRecord],
     sinks: &[&dyn BlobSink],
-    open: &(dyn Fn(&Digest) -> Result<Box<dyn Read>, E> + Sync),
+    open: &OpenBlob<'_, E>,
 ) -> Result<(), E> {
     let workers = if sinks
         .iter()

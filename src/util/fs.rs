@@ -64,26 +64,6 @@ pub fn prune_dir(dir: &Path) -> io::Result<usize> {
     Ok(n)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn atomic_writes_leave_the_file_or_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("a.json");
-        write_atomic(&f, b"one").unwrap();
-        write_atomic(&f, b"two").unwrap();
-        assert_eq!(fs::read(&f).unwrap(), b"two");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(names.len(), 1, "no temporary file is left");
-        let e = write_atomic(&dir.path().join("missing/a.json"), b"x").unwrap_err();
-        assert!(e.to_string().contains("missing"), "{e}");
-        assert_eq!(prune_dir(dir.path()).unwrap(), 1);
-        assert_eq!(prune_dir(dir.path()).unwrap(), 0);
-    }
-}
-
 /// Give the open file `f` the name `target` (`linkat` of `/proc/self/fd/N`,
 /// which needs no capability, unlike `AT_EMPTY_PATH`; an unnamed
 /// `O_TMPFILE` file gets its first name this way).
@@ -107,5 +87,25 @@ pub fn link_open_file(f: &fs::File, target: &Path) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_leave_the_file_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.json");
+        write_atomic(&f, b"one").unwrap();
+        write_atomic(&f, b"two").unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file is left");
+        let e = write_atomic(&dir.path().join("missing/a.json"), b"x").unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+        assert_eq!(prune_dir(dir.path()).unwrap(), 1);
+        assert_eq!(prune_dir(dir.path()).unwrap(), 0);
     }
 }
