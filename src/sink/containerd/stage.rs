@@ -26,8 +26,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub struct Stager {
     base: PathBuf,
     link: bool,
-    next: AtomicUsize,
 }
+
+/// Staging directories made by this process: numbered across every build
+/// it runs (a `nixoci run` builds several images at once).
+static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// A layer being (or done being) staged.
 pub type Staged = tokio::task::JoinHandle<Result<(PathBuf, FillStats), LayerError>>;
@@ -42,7 +45,8 @@ impl Stager {
         }
         let base = snapshotter_root.join("nixoci-staging");
         fs::create_dir_all(&base).ok()?;
-        let probe = base.join(format!("{}-probe", std::process::id()));
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let probe = base.join(format!("{}-{n}-probe", std::process::id()));
         fs::create_dir(&probe).ok()?;
         fs::remove_dir(&probe).ok()?;
         if let Ok(rd) = fs::read_dir(&base) {
@@ -55,16 +59,12 @@ impl Stager {
                 }
             }
         }
-        Some(Stager {
-            base,
-            link,
-            next: AtomicUsize::new(0),
-        })
+        Some(Stager { base, link })
     }
 
     /// Start filling `content` into a new staging directory.
     pub fn stage(&self, content: LayerContent, mtime: u64) -> Staged {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = self.base.join(format!("{}-{n}", std::process::id()));
         let link = self.link;
         tokio::task::spawn_blocking(move || {
@@ -101,5 +101,35 @@ pub fn remove(dir: &Path) {
 pub async fn discard(staged: Staged) {
     if let Ok(Ok((dir, _))) = staged.await {
         let _ = tokio::task::spawn_blocking(move || remove(&dir)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two builds in one process (a `nixoci run` builds images at once)
+    /// stage into directories of their own.
+    #[test]
+    fn builds_in_one_process_stage_apart() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir(root.path().join("snapshots")).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (a, b) = (
+            Stager::new(root.path(), false).unwrap(),
+            Stager::new(root.path(), false).unwrap(),
+        );
+        let empty = || LayerContent::Store(Vec::new());
+        let staged = rt.block_on(async {
+            let (x, y) = (a.stage(empty(), 1), b.stage(empty(), 1));
+            (x.await.unwrap().unwrap().0, y.await.unwrap().unwrap().0)
+        });
+        assert_ne!(staged.0, staged.1);
+        let target = root.path().join("target");
+        fs::create_dir(&target).unwrap();
+        move_into(&staged.0, &target).unwrap();
+        assert!(!staged.0.exists());
+        remove(&staged.1);
+        assert!(!staged.1.exists());
     }
 }
