@@ -64,6 +64,19 @@ pub trait Emit {
         self.file(name, mode, size, src, buf)
     }
 
+    /// A store file offered by its path before it is opened: `Some` when
+    /// the emitter took it without reading it (a snapshot filler linking
+    /// it), `None` to have it opened and given to `store_file`.
+    fn store_file_at(
+        &mut self,
+        _name: &[u8],
+        _mode: u32,
+        _md: &fs::Metadata,
+        _path: &Path,
+    ) -> Option<io::Result<()>> {
+        None
+    }
+
     fn file_bytes(&mut self, name: &[u8], mode: u32, content: &[u8]) -> io::Result<()> {
         let mut buf = [0u8; 4096];
         self.file(
@@ -222,6 +235,9 @@ impl Walker<'_> {
             tar.symlink(name, target.as_os_str().as_bytes())
                 .map_err(LayerError::Write)?;
         } else if ft.is_file() {
+            if let Some(taken) = tar.store_file_at(name, mode, md, path) {
+                return taken.map_err(LayerError::Write);
+            }
             let f = File::open(path).map_err(read_err)?;
             let mut f = StoreFile {
                 inner: f,

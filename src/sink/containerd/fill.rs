@@ -26,7 +26,6 @@
 
 use crate::image::layer::{Emit, LayerContent, LayerError, StoreFile};
 use crate::image::tar::copy_exact;
-use crate::util::fs::link_open_file;
 use containerd_client::types::Mount;
 use std::ffi::{CString, OsStr};
 use std::fs;
@@ -105,32 +104,27 @@ pub fn may_link(snapshotter: &str) -> bool {
     snapshotter == "overlayfs" && std::env::var("NIXOCI_LINK").as_deref() != Ok("copy")
 }
 
-/// Whether the open store file `src` (for entry `name`) already is what
-/// the layer says: owner 0:0, `mode`, `size`, the layer mtime, on device
-/// `dev`; and not a top-level store path (see the module comment).
-fn linkable(
-    name: &[u8],
-    src: &fs::File,
-    mode: u32,
-    size: u64,
-    mtime: libc::time_t,
-    dev: u64,
-) -> bool {
+/// Whether the store file of `md` (for entry `name`) already is what the
+/// layer says: owner 0:0, `mode`, the layer mtime, on device `dev`; and
+/// not a top-level store path (see the module comment).
+fn linkable(name: &[u8], md: &fs::Metadata, mode: u32, mtime: libc::time_t, dev: u64) -> bool {
     use std::os::unix::fs::MetadataExt;
     let top_level = name
         .strip_prefix(b"nix/store/")
         .is_some_and(|rest| !rest.contains(&b'/'));
-    let Ok(md) = src.metadata() else {
-        return false;
-    };
     !top_level
         && md.uid() == 0
         && md.gid() == 0
         && md.mode() & 0o7777 == mode
-        && md.size() == size
         && md.mtime() == mtime
         && md.mtime_nsec() == 0
         && md.dev() == dev
+}
+
+/// Link the store file at `src` as `dest` (by path: no open, no stat
+/// beyond the walk's; the store is root's and never changes in place).
+fn link_path(src: &Path, dest: &Path) -> io::Result<()> {
+    fs::hard_link(src, dest)
 }
 
 /// Copier threads per fill: the copies are kernel work, which a second
@@ -325,6 +319,25 @@ impl Emit for DirFiller {
         self.set_times(&p)
     }
 
+    /// Linked where the store file already is what the layer says (see
+    /// `linkable`); else opened and copied.
+    fn store_file_at(
+        &mut self,
+        name: &[u8],
+        mode: u32,
+        md: &fs::Metadata,
+        path: &Path,
+    ) -> Option<io::Result<()>> {
+        let dev = self.link_dev?;
+        if !linkable(name, md, mode, self.mtime.tv_sec, dev) {
+            return None;
+        }
+        link_path(path, &self.path(name)).ok()?;
+        self.linked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(Ok(()))
+    }
+
     /// Handed to a copier thread (a duplicate of the open file), or copied
     /// here when there is none.
     fn store_file(
@@ -336,15 +349,6 @@ impl Emit for DirFiller {
         _buf: &mut [u8],
     ) -> io::Result<()> {
         let dest = self.path(name);
-        if let Some(dev) = self.link_dev {
-            if linkable(name, &src.inner, mode, size, self.mtime.tv_sec, dev)
-                && link_open_file(&src.inner, &dest).is_ok()
-            {
-                self.linked
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Ok(());
-            }
-        }
         self.copied
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match &self.copies {
@@ -583,29 +587,27 @@ mod tests {
         fs::set_permissions(&src, fs::Permissions::from_mode(0o444)).unwrap();
         set_times(&src, filler_mtime(1)).unwrap();
         let md = fs::metadata(&src).unwrap();
-        let f = fs::File::open(&src).unwrap();
         let name = b"nix/store/abc-x/share/f";
-        let ok = |name: &[u8], mode, size, mtime, dev| linkable(name, &f, mode, size, mtime, dev);
+        let ok = |name: &[u8], mode, mtime, dev| linkable(name, &md, mode, mtime, dev);
         // (as root, which the tests are: owner 0:0)
         if md.uid() != 0 {
             return;
         }
-        assert!(ok(name, 0o444, 4, 1, md.dev()));
+        assert!(ok(name, 0o444, 1, md.dev()));
         assert!(
-            !ok(b"nix/store/abc-x", 0o444, 4, 1, md.dev()),
+            !ok(b"nix/store/abc-x", 0o444, 1, md.dev()),
             "a top-level file"
         );
-        assert!(!ok(name, 0o555, 4, 1, md.dev()), "another mode");
-        assert!(!ok(name, 0o444, 5, 1, md.dev()), "another size");
-        assert!(!ok(name, 0o444, 4, 2, md.dev()), "another mtime");
-        assert!(!ok(name, 0o444, 4, 1, md.dev() + 1), "another filesystem");
+        assert!(!ok(name, 0o555, 1, md.dev()), "another mode");
+        assert!(!ok(name, 0o444, 2, md.dev()), "another mtime");
+        assert!(!ok(name, 0o444, 1, md.dev() + 1), "another filesystem");
         // Another owner (a single-user Nix store): copied.
         std::os::unix::fs::chown(&src, Some(1000), Some(1000)).unwrap();
-        let f = fs::File::open(&src).unwrap();
-        assert!(!linkable(name, &f, 0o444, 4, 1, md.dev()));
+        let md = fs::metadata(&src).unwrap();
+        assert!(!linkable(name, &md, 0o444, 1, md.dev()));
         // A link is the same inode.
         let dest = d.path().join("linked");
-        link_open_file(&fs::File::open(&src).unwrap(), &dest).unwrap();
+        link_path(&src, &dest).unwrap();
         assert_eq!(fs::metadata(&dest).unwrap().ino(), md.ino());
     }
 }

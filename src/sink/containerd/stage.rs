@@ -68,9 +68,18 @@ impl Stager {
         let dir = self.base.join(format!("{}-{n}", std::process::id()));
         let link = self.link;
         tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             fs::create_dir(&dir).map_err(LayerError::Write)?;
             match fill(&dir, &content, mtime, link) {
-                Ok(stats) => Ok((dir, stats)),
+                Ok(stats) => {
+                    tracing::debug!(
+                        dir = %dir.display(),
+                        ?stats,
+                        secs = started.elapsed().as_secs_f64(),
+                        "staged"
+                    );
+                    Ok((dir, stats))
+                }
                 Err(e) => {
                     remove(&dir);
                     Err(e)
