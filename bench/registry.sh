@@ -40,7 +40,7 @@ start_registry base 5701
 start_registry ours 5702
 start_registry fresh 5703
 # The baseline pushes the very image nixoci makes, from an OCI layout.
-"$bin" build --store-path "$root" --no-cache -o "oci:$work/layout" --tag "closure:1" >/dev/null
+"$bin" build --store-path "$root" --no-cache -o "oci:$work/layout" --tag "closure:1" >/dev/null 2>&1
 read -r t_base _ < <(time_of "skopeo copy --dest-tls-verify=false oci:$work/layout:1 docker://127.0.0.1:5701/closure:1")
 read -r t_base_w _ < <(time_of "skopeo copy --dest-tls-verify=false oci:$work/layout:1 docker://127.0.0.1:5701/closure:1")
 read -r t_pushc rss_p < <(time_of "$bin push --insecure oci:$work/layout 127.0.0.1:5703/closure:1")
