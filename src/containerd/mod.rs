@@ -214,22 +214,26 @@ pub async fn snapshotters(c: &Client) -> Result<(Vec<String>, Option<String>), C
     Ok((ok, overlay_error))
 }
 
-/// The directory of snapshotter `name`, as containerd's introspection
-/// exports it (overlayfs does; native does not).
-pub async fn snapshotter_root(c: &Client, name: &str) -> Option<std::path::PathBuf> {
+/// The directory containerd's plugin `id` of type `kind` works in, as its
+/// introspection exports it (`root`: the content store does, overlayfs
+/// does, native does not), when that plugin loaded.
+pub async fn plugin_root(c: &Client, kind: &str, id: &str) -> Option<std::path::PathBuf> {
     let mut i = containerd_client::services::v1::introspection_client::IntrospectionClient::new(
         c.channel.clone(),
     );
     let r = i
         .plugins(Request::new(
             containerd_client::services::v1::PluginsRequest {
-                filters: vec![format!("type==io.containerd.snapshotter.v1,id=={name}")],
+                filters: vec![format!("type=={kind},id=={id}")],
             },
         ))
         .await
         .ok()?
         .into_inner();
-    let p = r.plugins.into_iter().find(|p| p.id == name)?;
+    let p = r
+        .plugins
+        .into_iter()
+        .find(|p| p.id == id && p.init_err.is_none())?;
     let root = std::path::PathBuf::from(p.exports.get("root")?);
     root.is_absolute().then_some(root)
 }

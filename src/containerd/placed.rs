@@ -58,24 +58,8 @@ pub async fn content_dir(c: &Client) -> Option<PathBuf> {
     if std::env::var("NIXOCI_CONTENT").as_deref() == Ok("stream") {
         return None;
     }
-    let mut i = containerd_client::services::v1::introspection_client::IntrospectionClient::new(
-        c.channel.clone(),
-    );
-    let r = i
-        .plugins(tonic::Request::new(
-            containerd_client::services::v1::PluginsRequest {
-                filters: vec!["type==io.containerd.content.v1".into()],
-            },
-        ))
-        .await
-        .ok()?
-        .into_inner();
-    let p = r
-        .plugins
-        .into_iter()
-        .find(|p| p.id == "content" && p.init_err.is_none())?;
-    let root = PathBuf::from(p.exports.get("root")?);
-    if !root.is_absolute() || !root.join("ingest").is_dir() {
+    let root = super::plugin_root(c, "io.containerd.content.v1", "content").await?;
+    if !root.join("ingest").is_dir() {
         return None;
     }
     let blobs = root.join("blobs").join("sha256");

@@ -478,6 +478,10 @@ fn assemble_inner(
                 // Sinks that take a layer before its blob is committed
                 // get it then; the others once it is.
                 let ready = |rec: &LayerRecord, early: bool, built: bool| {
+                    let to = || sinks.iter().filter(|s| s.ready_before_commit() == early);
+                    if to().next().is_none() {
+                        return;
+                    }
                     let ready = ReadyLayer {
                         index: i,
                         total: layers.len(),
@@ -486,7 +490,7 @@ fn assemble_inner(
                         mtime: spec.mtime,
                         built,
                     };
-                    for s in sinks.iter().filter(|s| s.ready_before_commit() == early) {
+                    for s in to() {
                         s.layer_ready(&ready);
                     }
                 };

@@ -121,12 +121,6 @@ fn linkable(name: &[u8], md: &fs::Metadata, mode: u32, mtime: libc::time_t, dev:
         && md.dev() == dev
 }
 
-/// Link the store file at `src` as `dest` (by path: no open, no stat
-/// beyond the walk's; the store is root's and never changes in place).
-fn link_path(src: &Path, dest: &Path) -> io::Result<()> {
-    fs::hard_link(src, dest)
-}
-
 /// Copier threads per fill: the copies are kernel work, which a second
 /// core halves when it is free (the last, largest layers).
 const COPIERS: usize = 2;
@@ -206,13 +200,8 @@ fn copy_store_file(
         .create_new(true)
         .mode(0o600)
         .open(dest)?;
-    if size > 0 && clone_whole(src, &f)? {
-        drop(f);
-        fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
-        set_times(dest, mtime)?;
-        return Ok(true);
-    }
-    let mut left = size;
+    let cloned = size > 0 && clone_whole(src, &f)?;
+    let mut left = if cloned { 0 } else { size };
     while left > 0 {
         let want = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
         // SAFETY: two open descriptors; null offsets use (and advance)
@@ -251,7 +240,7 @@ fn copy_store_file(
     drop(f);
     fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
     set_times(dest, mtime)?;
-    Ok(false)
+    Ok(cloned)
 }
 
 /// Make the empty file `dest` a clone of all of `src` (`FICLONE`).
@@ -332,7 +321,9 @@ impl Emit for DirFiller {
         if !linkable(name, md, mode, self.mtime.tv_sec, dev) {
             return None;
         }
-        link_path(path, &self.path(name)).ok()?;
+        // By path: no open and no stat beyond the walk's (the store is
+        // root's and never changes in place).
+        fs::hard_link(path, self.path(name)).ok()?;
         self.linked
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Some(Ok(()))
@@ -481,10 +472,8 @@ mod tests {
         fs::write(&src, &data).unwrap();
         let t = filler_mtime(1);
         let dest = d.path().join("dest");
-        let cloned =
-            copy_store_file(&mut fs::File::open(&src).unwrap(), &dest, 0o555, 200_000, t).unwrap();
-        // This filesystem (the test's temp dir) may or may not share extents.
-        let _ = cloned;
+        // Cloned or copied: the test's temp dir may or may not share extents.
+        copy_store_file(&mut fs::File::open(&src).unwrap(), &dest, 0o555, 200_000, t).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), data);
         let md = fs::metadata(&dest).unwrap();
         assert_eq!(md.permissions().mode() & 0o7777, 0o555);
@@ -607,7 +596,7 @@ mod tests {
         assert!(!linkable(name, &md, 0o444, 1, md.dev()));
         // A link is the same inode.
         let dest = d.path().join("linked");
-        link_path(&src, &dest).unwrap();
+        fs::hard_link(&src, &dest).unwrap();
         assert_eq!(fs::metadata(&dest).unwrap().ino(), md.ino());
     }
 }

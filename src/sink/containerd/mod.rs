@@ -69,11 +69,13 @@ impl ContainerdSink {
         let committed = Arc::new(Committed::default());
         let rootless = client.rootless.is_some();
         let stager = if snapshotter == "overlayfs" && fill::may_fill(rootless) {
-            rt.block_on(crate::containerd::snapshotter_root(&client, snapshotter))
-                .and_then(|root| {
-                    stage::Stager::new(&root, fill::may_link(snapshotter) && !rootless)
-                })
-                .map(Arc::new)
+            rt.block_on(crate::containerd::plugin_root(
+                &client,
+                "io.containerd.snapshotter.v1",
+                snapshotter,
+            ))
+            .and_then(|root| stage::Stager::new(&root, fill::may_link(snapshotter) && !rootless))
+            .map(Arc::new)
         } else {
             None
         };
