@@ -715,5 +715,6 @@ fn unpack_stats(
         files_copied: u.get("files_copied").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
         files_cloned: u.get("files_cloned").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
         staged: u.get("staged").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
+        extracted: u.get("extracted").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
     })
 }

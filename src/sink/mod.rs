@@ -86,6 +86,16 @@ pub trait BlobSink: Send + Sync {
     /// Whether the sink already holds this blob (so it need not be sent).
     fn has_blob(&self, digest: &Digest) -> bool;
     fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, SinkError>;
+    /// Begin the blob of layer `i` of `layers` (a load or a pull): a sink
+    /// may do more with a layer's bytes than keep them (containerd's
+    /// extracts them into a snapshot as they arrive). Default: a blob.
+    fn begin_layer(
+        &self,
+        _layers: &[crate::oci::LayerRecord],
+        _i: usize,
+    ) -> Result<Box<dyn BlobWriter>, SinkError> {
+        self.begin_blob()
+    }
     /// Record the image. Called after every blob is committed.
     fn finish(&self, image: &ImageRecord) -> Result<(), SinkError>;
     /// Undo what this build wrote (best effort); called when the build fails.
@@ -192,6 +202,13 @@ impl BlobSink for Unrecorded<'_> {
     }
     fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, SinkError> {
         self.0.begin_blob()
+    }
+    fn begin_layer(
+        &self,
+        layers: &[crate::oci::LayerRecord],
+        i: usize,
+    ) -> Result<Box<dyn BlobWriter>, SinkError> {
+        self.0.begin_layer(layers, i)
     }
     fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<(), SinkError> {
         self.0.put_blob(digest, bytes)

@@ -254,13 +254,29 @@ pub fn copy_blob(
     digest: &Digest,
     sinks: &[&dyn BlobSink],
 ) -> Result<(), LoadError> {
+    copy_blob_of(origin, reader, digest, sinks, None)
+}
+
+/// [`copy_blob`], for layer `i` of `layers` when `layer` says so (a sink
+/// may extract a layer as it arrives).
+fn copy_blob_of(
+    origin: &Path,
+    reader: &mut dyn Read,
+    digest: &Digest,
+    sinks: &[&dyn BlobSink],
+    layer: Option<(&[LayerRecord], usize)>,
+) -> Result<(), LoadError> {
     let needing: Vec<&&dyn BlobSink> = sinks.iter().filter(|s| !s.has_blob(digest)).collect();
     if needing.is_empty() {
         return Ok(());
     }
     let mut writers: Vec<Box<dyn BlobWriter>> = Vec::new();
     for s in &needing {
-        writers.push(s.begin_blob().map_err(sink_err(**s))?);
+        let w = match layer {
+            Some((layers, i)) => s.begin_layer(layers, i),
+            None => s.begin_blob(),
+        };
+        writers.push(w.map_err(sink_err(**s))?);
     }
     let mut reader = documents::VerifyingReader::new(reader, digest);
     let mut buf = vec![0u8; 1 << 20];
@@ -327,7 +343,7 @@ pub fn copy_layers<E: From<LoadError> + Send>(
         let l = &layers[i];
         if !sinks.iter().all(|s| s.has_blob(&l.blob.digest)) {
             let mut r = open(&l.blob.digest)?;
-            copy_blob(origin, &mut r, &l.blob.digest, sinks)?;
+            copy_blob_of(origin, &mut r, &l.blob.digest, sinks, Some((layers, i)))?;
         }
         let ready = crate::sink::ReadyLayer {
             index: i,

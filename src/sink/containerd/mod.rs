@@ -4,6 +4,7 @@
 //! labels are set, the image record written (last, so a failure never leaves
 //! an image pointing at missing content), and the lease deleted.
 
+pub mod extract;
 pub mod fill;
 pub mod stage;
 pub mod unpack;
@@ -12,7 +13,7 @@ use crate::containerd::content::{self, Upload};
 use crate::containerd::placed::{self, PlacedBlob};
 use crate::containerd::{images, Client, ContainerdError, REFERRER_LABEL};
 use crate::oci::digest::Digest;
-use crate::oci::{ImageRecord, IndexRecord, Platform};
+use crate::oci::{ImageRecord, IndexRecord, LayerRecord, Platform};
 use crate::sink::{BlobSink, BlobWriter, LayerForm, ReadyLayer, SinkError};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -53,6 +54,8 @@ pub struct ContainerdSink {
     placed: Arc<AtomicU64>,
     /// Where layers are filled ahead of the snapshot chain (overlayfs).
     stager: Option<Arc<stage::Stager>>,
+    /// Layers extracted from their blobs as they arrived, for the unpack.
+    extracted: stage::Extracted,
 }
 
 impl ContainerdSink {
@@ -79,12 +82,14 @@ impl ContainerdSink {
         } else {
             None
         };
+        let extracted = stage::Extracted::default();
         let unpacker = rt.spawn(unpack_as_ready(
             client.clone(),
             snapshotter.into(),
             rx,
             Arc::clone(&committed),
             stager.clone(),
+            Arc::clone(&extracted),
         ));
         let content_dir = rt.block_on(placed::content_dir(&client));
         Ok(ContainerdSink {
@@ -105,6 +110,7 @@ impl ContainerdSink {
             committed,
             placed: Arc::default(),
             stager,
+            extracted,
         })
     }
 
@@ -115,7 +121,9 @@ impl ContainerdSink {
     async fn record(&self, image: &ImageRecord) -> Result<(), ContainerdError> {
         self.ready.lock().unwrap().take();
         let early = self.unpacker.lock().unwrap().take();
-        self.complete(image, early, true).await?;
+        let completed = self.complete(image, early, true).await;
+        stage::remove_extracted(&self.extracted);
+        completed?;
         let name = format!(
             "{}:{}",
             image.reference.name(),
@@ -397,6 +405,152 @@ impl BlobWriter for ContainerdBlob {
     }
 }
 
+/// A layer blob extracted into a staging directory while it is written:
+/// its bytes go to the blob and, through a short queue, to a thread that
+/// decompresses and extracts them.
+struct Extracting {
+    blob: Option<Box<dyn BlobWriter>>,
+    feed: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    worker: Option<std::thread::JoinHandle<io::Result<extract::Outcome>>>,
+    dir: std::path::PathBuf,
+    diff_id: Digest,
+    extracted: stage::Extracted,
+}
+
+/// The extracting thread's end of the queue.
+struct Fed {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl io::Read for Fed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(c) => (self.chunk, self.pos) = (c, 0),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Extracting {
+    fn start(
+        blob: Box<dyn BlobWriter>,
+        dir: std::path::PathBuf,
+        layer: &LayerRecord,
+        rootless: bool,
+        extracted: stage::Extracted,
+    ) -> Self {
+        // Sixteen chunks (a megabyte each at most) between the two.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+        let d = dir.clone();
+        let layer_digest = layer.blob.digest.clone();
+        let worker = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let mut fed = Fed {
+                rx,
+                chunk: Vec::new(),
+                pos: 0,
+            };
+            let outcome = extract::extract(&mut fed, &d, rootless);
+            tracing::debug!(
+                layer = %layer_digest,
+                ?outcome,
+                secs = started.elapsed().as_secs_f64(),
+                "extracted"
+            );
+            outcome
+        });
+        Extracting {
+            blob: Some(blob),
+            feed: Some(tx),
+            worker: Some(worker),
+            dir,
+            diff_id: layer.diff_id.clone(),
+            extracted,
+        }
+    }
+
+    /// Close the queue and wait for the extraction: the directory, when
+    /// the layer was extracted and is its diff_id.
+    fn end(&mut self) -> Option<std::path::PathBuf> {
+        self.feed = None;
+        let outcome = self.worker.take()?.join();
+        match outcome {
+            Ok(Ok(extract::Outcome::Extracted { diff_id, .. })) if diff_id == self.diff_id => {
+                Some(self.dir.clone())
+            }
+            _ => {
+                stage::remove(&self.dir);
+                None
+            }
+        }
+    }
+}
+
+impl Write for Extracting {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let Some(blob) = self.blob.as_mut() else {
+            return Err(io::Error::other("the blob was committed"));
+        };
+        blob.write_all(buf)?;
+        // An extraction that stopped (declined) takes no more.
+        if let Some(feed) = &self.feed {
+            if feed.send(buf.to_vec()).is_err() {
+                self.feed = None;
+            }
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl BlobWriter for Extracting {
+    fn commit(mut self: Box<Self>, digest: &Digest) -> Result<(), SinkError> {
+        let dir = self.end();
+        let committed = match self.blob.take() {
+            Some(b) => b.commit(digest),
+            None => Ok(()),
+        };
+        match (committed, dir) {
+            (Ok(()), Some(dir)) => {
+                let old = self.extracted.lock().unwrap().insert(digest.to_string(), dir);
+                // The same blob twice in one image: one extraction is used.
+                if let Some(old) = old {
+                    stage::remove(&old);
+                }
+                Ok(())
+            }
+            (Ok(()), None) => Ok(()),
+            (Err(e), dir) => {
+                if let Some(dir) = dir {
+                    stage::remove(&dir);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Extracting {
+    /// Not committed (the bytes did not match, say): nothing extracted stays.
+    fn drop(&mut self) {
+        if self.worker.is_some() {
+            if let Some(dir) = self.end() {
+                stage::remove(&dir);
+            }
+        }
+    }
+}
+
 impl ContainerdSink {
     fn blob(&self, how: How) -> Box<dyn BlobWriter> {
         Box::new(ContainerdBlob {
@@ -457,6 +611,48 @@ impl BlobSink for ContainerdSink {
             Arc::clone(&self.sent),
         ))))
     }
+    /// A layer blob of a pull or a load: extracted into a staging
+    /// directory as it arrives, when the snapshot chain will want it (see
+    /// [`extract`]).
+    fn begin_layer(
+        &self,
+        layers: &[LayerRecord],
+        i: usize,
+    ) -> Result<Box<dyn BlobWriter>, SinkError> {
+        let blob = self.begin_blob()?;
+        let layer = &layers[i];
+        let Some(stager) = &self.stager else {
+            return Ok(blob);
+        };
+        if !extract::extractable(&layer.blob.media_type) || self.ready.lock().unwrap().is_none()
+        {
+            return Ok(blob);
+        }
+        // The same layers may be unpacked already from blobs compressed
+        // otherwise (built here, pulled from elsewhere).
+        let diff_ids: Vec<Digest> = layers[..=i].iter().map(|l| l.diff_id.clone()).collect();
+        let Some(chain) = chain_ids(&diff_ids).pop() else {
+            return Ok(blob);
+        };
+        let exists = self.rt.block_on(unpack::snapshot_exists(
+            &self.client,
+            &self.snapshotter,
+            &chain.to_string(),
+        ));
+        if !matches!(exists, Ok(false)) {
+            return Ok(blob);
+        }
+        let Ok(dir) = stager.new_dir() else {
+            return Ok(blob);
+        };
+        Ok(Box::new(Extracting::start(
+            blob,
+            dir,
+            layer,
+            self.client.rootless.is_some(),
+            Arc::clone(&self.extracted),
+        )))
+    }
     fn holds_image(&self, image: &ImageRecord) -> bool {
         self.rt.block_on(self.has_recorded(image))
     }
@@ -483,6 +679,7 @@ impl BlobSink for ContainerdSink {
                 rx,
                 Arc::clone(&self.committed),
                 self.stager.clone(),
+                Arc::clone(&self.extracted),
             ));
             *self.ready.lock().unwrap() = Some(tx);
             *self.unpacker.lock().unwrap() = Some(task);
@@ -514,6 +711,7 @@ impl BlobSink for ContainerdSink {
         for (_, task) in self.parked.lock().unwrap().drain(..) {
             task.abort();
         }
+        stage::remove_extracted(&self.extracted);
         let _ = self
             .rt
             .block_on(images::delete_lease(&self.client, &self.lease));

@@ -35,6 +35,18 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 /// A layer being (or done being) staged.
 pub type Staged = tokio::task::JoinHandle<Result<(PathBuf, FillStats), LayerError>>;
 
+/// Layers extracted from their blobs as they arrived (see
+/// [`super::extract`]), by blob digest, until the unpack takes them.
+pub type Extracted = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>>;
+
+/// Remove what was extracted and not taken (a failed or aborted import).
+pub fn remove_extracted(extracted: &Extracted) {
+    let dirs: Vec<PathBuf> = extracted.lock().unwrap().drain().map(|(_, d)| d).collect();
+    for d in dirs {
+        remove(&d);
+    }
+}
+
 impl Stager {
     /// Staging beside the snapshots of the overlayfs snapshotter whose
     /// root is `snapshotter_root`, when it is there and writable from
@@ -62,14 +74,21 @@ impl Stager {
         Some(Stager { base, link })
     }
 
-    /// Start filling `content` into a new staging directory.
-    pub fn stage(&self, content: LayerContent, mtime: u64) -> Staged {
+    /// A new, empty staging directory.
+    pub fn new_dir(&self) -> io::Result<PathBuf> {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = self.base.join(format!("{}-{n}", std::process::id()));
+        fs::create_dir(&dir)?;
+        Ok(dir)
+    }
+
+    /// Start filling `content` into a new staging directory.
+    pub fn stage(&self, content: LayerContent, mtime: u64) -> Staged {
+        let made = self.new_dir();
         let link = self.link;
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            fs::create_dir(&dir).map_err(LayerError::Write)?;
+            let dir = made.map_err(LayerError::Write)?;
             match fill(&dir, &content, mtime, link) {
                 Ok(stats) => {
                     tracing::debug!(

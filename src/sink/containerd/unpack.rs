@@ -56,6 +56,8 @@ pub struct From<'a> {
     pub committed: Option<&'a Committed>,
     /// The layer, filled ahead of the chain.
     pub staged: Option<Staged>,
+    /// `staged` was extracted from the layer's blob (see [`super::extract`]).
+    pub extracted: bool,
 }
 
 /// chain[0] = diff_id[0]; chain[i] = sha256(chain[i-1] + " " + diff_id[i]).
@@ -88,6 +90,9 @@ pub struct UnpackStats {
     /// Filled layers that were filled ahead of the snapshot chain (see
     /// [`super::stage`]).
     pub staged: usize,
+    /// Layers extracted by nixoci from their blobs as they arrived (a pull
+    /// or a load; see [`super::extract`]).
+    pub extracted: usize,
 }
 
 /// How a layer got into its snapshot.
@@ -97,6 +102,7 @@ pub enum Unpacked {
     Applied,
     Filled(super::fill::FillStats),
     Staged(super::fill::FillStats),
+    Extracted,
 }
 
 pub async fn snapshot_exists(
@@ -138,6 +144,7 @@ impl UnpackStats {
         match how {
             Unpacked::Existing => self.existing += 1,
             Unpacked::Applied => self.applied += 1,
+            Unpacked::Extracted => self.extracted += 1,
             Unpacked::Filled(f) | Unpacked::Staged(f) => {
                 self.filled += 1;
                 self.staged += usize::from(matches!(how, Unpacked::Staged(_)));
@@ -150,7 +157,7 @@ impl UnpackStats {
 
     /// How many layers these stats account for.
     pub fn layers(&self) -> usize {
-        self.applied + self.filled + self.existing
+        self.applied + self.filled + self.existing + self.extracted
     }
 
     pub fn merge(&mut self, other: UnpackStats) {
@@ -160,6 +167,7 @@ impl UnpackStats {
         self.files_copied += other.files_copied;
         self.files_cloned += other.files_cloned;
         self.staged += other.staged;
+        self.extracted += other.extracted;
     }
 }
 
@@ -218,9 +226,11 @@ pub async fn unpack_as_ready(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<ReadyLayer>,
     committed: std::sync::Arc<Committed>,
     stager: Option<std::sync::Arc<Stager>>,
+    extracted: stage::Extracted,
 ) -> Result<UnpackStats, ContainerdError> {
     let mut slots: Vec<Option<ReadyLayer>> = Vec::new();
     let mut staged: std::collections::HashMap<usize, Staged> = Default::default();
+    let mut from_blob: std::collections::HashSet<usize> = Default::default();
     let mut chains: Vec<Digest> = Vec::new();
     let mut stats = UnpackStats::default();
     while let Some(ready) = rx.recv().await {
@@ -232,6 +242,18 @@ pub async fn unpack_as_ready(
         // from the cache most likely has its snapshot already.
         if let (Some(stager), Some(content), true) = (&stager, &ready.content, ready.built) {
             staged.insert(i, stager.stage(content.clone(), ready.mtime));
+        }
+        // A layer that came as a blob may have been extracted already.
+        if !ready.built {
+            let dir = extracted
+                .lock()
+                .unwrap()
+                .remove(&ready.record.blob.digest.to_string());
+            if let Some(dir) = dir {
+                let stats = super::fill::FillStats::default();
+                staged.insert(i, tokio::spawn(async move { Ok((dir, stats)) }));
+                from_blob.insert(i);
+            }
         }
         slots[i] = Some(ready);
         while let Some(Some(next)) = slots.get(chains.len()) {
@@ -245,6 +267,7 @@ pub async fn unpack_as_ready(
                 content,
                 committed: Some(&committed),
                 staged: staged.remove(&chains.len()),
+                extracted: from_blob.remove(&chains.len()),
             };
             let how = ensure_layer(&c, &snapshotter, layer, &chain, chains.last(), from).await?;
             stats.add(how);
@@ -269,6 +292,7 @@ async fn apply_one(
         content,
         committed,
         staged,
+        extracted,
     } = from;
     let started = std::time::Instant::now();
     let mut ss = SnapshotsClient::new(c.channel.clone());
@@ -287,7 +311,9 @@ async fn apply_one(
         .mounts;
     let result = async {
         let rootless = c.rootless.is_some();
-        let target = content.and_then(|_| super::fill::fill_target(&mounts, rootless));
+        let target = (content.is_some() || staged.is_some())
+            .then(|| super::fill::fill_target(&mounts, rootless))
+            .flatten();
         let how = match (target, content, staged) {
             (Some(dir), _, Some(staged)) => {
                 let fill_err =
@@ -313,7 +339,11 @@ async fn apply_one(
                         dir.display()
                     ))
                 })?;
-                Unpacked::Staged(stats)
+                if extracted {
+                    Unpacked::Extracted
+                } else {
+                    Unpacked::Staged(stats)
+                }
             }
             (Some(dir), Some((content, mtime)), None) => {
                 let content = content.clone();
