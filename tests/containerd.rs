@@ -1190,3 +1190,263 @@ fn blobs_are_placed_where_containerd_sees_them_else_streamed() {
     // the streamed one and the damaged one.
     assert_eq!(blobs(&real).len(), 3, "{:?}", blobs(&real));
 }
+
+/// A tar entry for [`crafted_layer`]: name (written raw), type, mode,
+/// owner, link target, data and PAX records.
+type Entry<'a> = (
+    &'a str,
+    u8,
+    u32,
+    (u64, u64),
+    &'a str,
+    &'a [u8],
+    &'a [(&'a str, &'a str)],
+);
+
+fn crafted_layer(entries: &[Entry<'_>]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, mode, owner, link, data, pax) in entries {
+        if !pax.is_empty() {
+            b.append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_bytes())))
+                .unwrap();
+        }
+        let mut h = tar::Header::new_ustar();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_entry_type(tar::EntryType::new(*kind));
+        h.set_mode(*mode);
+        h.set_uid(owner.0);
+        h.set_gid(owner.1);
+        h.set_mtime(1_600_000_000);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// An OCI layout at `dir` of one image (tag `1`) whose layers are these
+/// tars, each compressed as named (`gzip`, `zstd`, `none`).
+fn crafted_layout(dir: &std::path::Path, layers: &[(Vec<u8>, &str)]) {
+    use nixoci::oci::digest::Digest;
+    use std::io::Write;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = Digest::of(bytes);
+        std::fs::write(blobs.join(d.hex()), bytes).unwrap();
+        (d.to_string(), bytes.len())
+    };
+    let (mut descs, mut diff_ids) = (Vec::new(), Vec::new());
+    for (tar, how) in layers {
+        diff_ids.push(Digest::of(tar).to_string());
+        let (blob, media) = match *how {
+            "gzip" => {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(tar).unwrap();
+                (gz.finish().unwrap(), "tar+gzip")
+            }
+            "zstd" => (zstd::stream::encode_all(&tar[..], 1).unwrap(), "tar+zstd"),
+            _ => (tar.clone(), "tar"),
+        };
+        let (digest, size) = put(&blob);
+        descs.push(serde_json::json!({
+            "mediaType": format!("application/vnd.oci.image.layer.v1.{media}"),
+            "digest": digest, "size": size,
+        }));
+    }
+    let config = serde_json::json!({
+        "architecture": nixoci::oci::platform::host_arch(), "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let (cd, cs) = put(&serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": descs,
+    });
+    let (md, ms) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+            "annotations": {"org.opencontainers.image.ref.name": "1"}}],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+#[test]
+fn layers_extracted_as_they_arrive_match_diff_apply() {
+    let cd = Containerd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let none: &[(&str, &str)] = &[];
+    let first = crafted_layer(&[
+        ("etc/", b'5', 0o755, (0, 0), "", b"", none),
+        ("etc/sub/", b'5', 0o750, (5, 6), "", b"", none),
+        ("etc/a", b'0', 0o644, (0, 0), "", b"a\n", none),
+        (
+            "etc/sub/x",
+            b'0',
+            0o600,
+            (1000, 100),
+            "",
+            b"x\n",
+            &[
+                ("mtime", "1600000000.123456789"),
+                ("SCHILY.xattr.user.test", "1"),
+            ],
+        ),
+        ("etc/sub/y", b'0', 0o644, (0, 0), "", b"y\n", none),
+        ("opt/", b'5', 0o755, (0, 0), "", b"", none),
+        ("opt/keep", b'0', 0o644, (0, 0), "", b"keep\n", none),
+        ("opt/old", b'0', 0o644, (0, 0), "", b"old\n", none),
+        ("bin/", b'5', 0o755, (0, 0), "", b"", none),
+        ("bin/tool", b'0', 0o4755, (0, 0), "", b"#!tool\n", none),
+        ("bin/tool2", b'1', 0o4755, (0, 0), "bin/tool", b"", none),
+        ("bin/sh", b'2', 0o777, (0, 0), "tool", b"", none),
+    ]);
+    let second = crafted_layer(&[
+        ("opt/", b'5', 0o755, (0, 0), "", b"", none),
+        ("opt/.wh.old", b'0', 0o644, (0, 0), "", b"", none),
+        ("etc/", b'5', 0o755, (0, 0), "", b"", none),
+        ("etc/sub/", b'5', 0o750, (5, 6), "", b"", none),
+        ("etc/sub/.wh..wh..opq", b'0', 0o644, (0, 0), "", b"", none),
+        ("etc/sub/z", b'0', 0o640, (0, 7), "", b"z\n", none),
+    ]);
+    // Declined (a '..'): containerd applies it, as it would anyway.
+    let third = crafted_layer(&[("../escape", b'0', 0o644, (0, 0), "", b"out\n", none)]);
+    crafted_layout(
+        dir.path(),
+        &[(first, "gzip"), (second, "zstd"), (third, "none")],
+    );
+    let load = |ns: &str, apply: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_nixoci"));
+        if apply {
+            c.env("NIXOCI_UNPACK", "apply");
+        }
+        let o = c
+            .args([
+                "load",
+                "--json",
+                "--tag",
+                "crafted:1",
+                "--containerd-address",
+            ])
+            .arg(cd.socket())
+            .args(["--namespace", ns])
+            .arg(format!("oci:{}", dir.path().display()))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["outputs"][0]["unpack"].clone()
+    };
+    let fast = load("extracted", false);
+    assert_eq!(
+        (fast["extracted"].as_u64(), fast["applied"].as_u64()),
+        (Some(2), Some(1)),
+        "{fast}"
+    );
+    let slow = load("applied", true);
+    assert_eq!(
+        (slow["extracted"].as_u64(), slow["applied"].as_u64()),
+        (Some(0), Some(3)),
+        "{slow}"
+    );
+    let name = "docker.io/library/crafted:1";
+    let (m1, m2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for (ns, m) in [("extracted", &m1), ("applied", &m2)] {
+        run(cd.ctr(ns).args(["images", "mount", name]).arg(m.path()));
+    }
+    let check = std::panic::catch_unwind(|| {
+        assert_identical_trees_strictly(m2.path(), m1.path());
+        // What the layers say, as a container sees it.
+        let p = m1.path();
+        assert!(!p.join("opt/old").exists() && p.join("opt/keep").exists());
+        assert!(!p.join("etc/sub/x").exists() && p.join("etc/sub/z").exists());
+        assert_eq!(std::fs::read(p.join("escape")).unwrap(), b"out\n");
+    });
+    for (ns, m) in [("extracted", &m1), ("applied", &m2)] {
+        run(cd.ctr(ns).args(["images", "unmount"]).arg(m.path()));
+    }
+    check.unwrap();
+    // An image nixoci built (long and non-UTF-8 names, PAX records): the
+    // same, loaded both ways.
+    let fx = Fixture::flake("edge");
+    let layout = fx.out("layout");
+    fx.build_ok(&[
+        fx.dir().to_str().unwrap(),
+        "--compression",
+        "gzip",
+        "--tag",
+        "crafted:1",
+        "-o",
+        &format!("oci:{}", layout.display()),
+    ]);
+    copy_dir(&layout, dir.path());
+    let fast = load("edge-extracted", false);
+    assert_eq!(
+        (fast["extracted"].as_u64(), fast["applied"].as_u64()),
+        (Some(4), Some(0)),
+        "{fast}"
+    );
+    let slow = load("edge-applied", true);
+    assert_eq!(slow["applied"].as_u64(), Some(4), "{slow}");
+    let (m1, m2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for (ns, m) in [("edge-extracted", &m1), ("edge-applied", &m2)] {
+        run(cd.ctr(ns).args(["images", "mount", name]).arg(m.path()));
+    }
+    let check = std::panic::catch_unwind(|| assert_identical_trees_strictly(m2.path(), m1.path()));
+    for (ns, m) in [("edge-extracted", &m1), ("edge-applied", &m2)] {
+        run(cd.ctr(ns).args(["images", "unmount"]).arg(m.path()));
+    }
+    check.unwrap();
+    // Nothing is left in staging.
+    let staging = cd
+        .dir
+        .path()
+        .join("root/io.containerd.snapshotter.v1.overlayfs/nixoci-staging");
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
+
+    // A layer whose bytes are not its digest's: an error naming it, and
+    // nothing extracted is left.
+    let bad = tempfile::tempdir().unwrap();
+    let other = crafted_layer(&[("f", b'0', 0o644, (0, 0), "", b"f\n", none)]);
+    crafted_layout(bad.path(), &[(other, "gzip")]);
+    let blobs = bad.path().join("blobs/sha256");
+    let manifest: serde_json::Value = {
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(bad.path().join("index.json")).unwrap()).unwrap();
+        let d = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_string();
+        serde_json::from_slice(&std::fs::read(blobs.join(d)).unwrap()).unwrap()
+    };
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let mut bytes = std::fs::read(blobs.join(&layer)).unwrap();
+    let last = bytes.len() - 9;
+    bytes[last] ^= 0xff;
+    std::fs::write(blobs.join(&layer), bytes).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_nixoci"))
+        .args(["load", "--tag", "bad:1", "--containerd-address"])
+        .arg(cd.socket())
+        .args(["--namespace", "bad"])
+        .arg(format!("oci:{}", bad.path().display()))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&layer[..12]),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
+    assert_eq!(run(cd.ctr("bad").args(["images", "ls", "-q"])).trim(), "");
+}

@@ -174,6 +174,7 @@ fn pull_an_image_skopeo_pushed_then_run_it() {
         .args([
             "pull",
             "--insecure",
+            "--json",
             "--containerd-address",
             &cd.socket(),
             &target,
@@ -181,6 +182,13 @@ fn pull_an_image_skopeo_pushed_then_run_it() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", show(&o));
+    // Every layer extracted by nixoci as it arrived (containerd applies
+    // none; `layers_extracted_as_they_arrive_match_diff_apply` compares
+    // the two).
+    let pulled = json_out(&o);
+    let unpack = &pulled["containerd"]["unpack"];
+    assert!(unpack["extracted"].as_u64().unwrap() > 0, "{pulled}");
+    assert_eq!(unpack["applied"], 0, "{pulled}");
     let out = cd.run_image("default", &target, &[]);
     assert_eq!(out, "hello from nix\n");
     // And from containerd to another repository: the same manifest.

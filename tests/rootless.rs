@@ -542,16 +542,48 @@ fn a_rootless_fill_equals_containerds_own_apply() {
                 .arg(at),
         );
     };
-    let (m1, m2) = (s.path("m-fill"), s.path("m-apply"));
+    // The same image loaded from an OCI layout: its layers extracted by
+    // nixoci as they arrive, as this user.
+    let layout = s.path("layout");
+    let o = s
+        .nixoci()
+        .args([
+            "build",
+            f,
+            "--compression",
+            "gzip",
+            "--tag",
+            "edge-cases",
+            "-o",
+        ])
+        .arg(format!("oci:{}", layout.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let o = s
+        .nixoci()
+        .args(["load", "--json", "-o", "containerd:extract"])
+        .arg(format!("oci:{}", layout.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let loaded: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        loaded["outputs"][0]["unpack"]["extracted"], layers,
+        "{loaded}"
+    );
+    let (m1, m2, m3) = (s.path("m-fill"), s.path("m-apply"), s.path("m-extract"));
     mount("fill", &m1);
     mount("apply", &m2);
+    mount("extract", &m3);
     let seen = |p: &Path| PathBuf::from(format!("/proc/{child}/root{}", p.display()));
     let check = std::panic::catch_unwind(|| {
         assert_identical_trees(&seen(&m2), &seen(&m1));
+        assert_identical_trees(&seen(&m2), &seen(&m3));
         let md = std::fs::metadata(seen(&m1).join("bin")).unwrap();
         assert_eq!(std::os::unix::fs::MetadataExt::uid(&md), s.uid);
     });
-    for (ns, m) in [("fill", &m1), ("apply", &m2)] {
+    for (ns, m) in [("fill", &m1), ("apply", &m2), ("extract", &m3)] {
         let _ = s
             .inside("ctr")
             .args(["--address", &s.socket(), "-n", ns, "images", "unmount"])

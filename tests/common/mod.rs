@@ -447,6 +447,56 @@ fn assert_identical_below(a: &std::path::Path, b: &std::path::Path, root: bool) 
     }
 }
 
+/// [`assert_identical_trees`], and more: nanoseconds of mtimes, link
+/// counts and extended attributes (for trees that must be made alike, not
+/// only look alike).
+pub fn assert_identical_trees_strictly(a: &std::path::Path, b: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    assert_identical_trees(a, b);
+    fn xattrs(p: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        let mut names = vec![0u8; 4096];
+        // SAFETY: a C path and a buffer of its length.
+        let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        assert!(n >= 0, "listxattr {}", p.display());
+        let mut out = Vec::new();
+        for name in names[..n as usize]
+            .split(|b| *b == 0)
+            .filter(|n| !n.is_empty())
+        {
+            let cn = std::ffi::CString::new(name).unwrap();
+            let mut v = vec![0u8; 4096];
+            // SAFETY: C path and name, and a buffer of its length.
+            let m =
+                unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+            assert!(m >= 0, "getxattr {}", p.display());
+            v.truncate(m as usize);
+            out.push((String::from_utf8_lossy(name).into_owned(), v));
+        }
+        out.sort();
+        out
+    }
+    fn walk(a: &std::path::Path, b: &std::path::Path, root: bool) {
+        let (ma, mb) = (
+            std::fs::symlink_metadata(a).unwrap(),
+            std::fs::symlink_metadata(b).unwrap(),
+        );
+        if !root {
+            assert_eq!(ma.mtime_nsec(), mb.mtime_nsec(), "mtime of {}", b.display());
+        }
+        assert_eq!(ma.nlink(), mb.nlink(), "links of {}", b.display());
+        assert_eq!(xattrs(a), xattrs(b), "xattrs of {}", b.display());
+        if ma.is_dir() {
+            for e in std::fs::read_dir(a).unwrap() {
+                let n = e.unwrap().file_name();
+                walk(&a.join(&n), &b.join(&n), false);
+            }
+        }
+    }
+    walk(a, b, true);
+}
+
 /// A host port nothing listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

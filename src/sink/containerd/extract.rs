@@ -66,6 +66,7 @@ enum Kind {
 }
 
 /// The reason an entry declines the layer.
+#[derive(Debug)]
 struct Decline(String);
 
 impl From<io::Error> for Decline {
@@ -244,7 +245,7 @@ fn pax_time(v: &[u8]) -> Result<libc::timespec, Decline> {
 fn bounded(secs: i64, nanos: i64) -> libc::timespec {
     // containerd's boundTime: before the epoch or after what nanoseconds
     // since it can hold, the epoch.
-    if secs < 0 || secs > i64::MAX / 1_000_000_000 - 1 {
+    if !(0..=i64::MAX / 1_000_000_000 - 1).contains(&secs) {
         libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
@@ -298,10 +299,11 @@ impl Extractor {
                 let key = rec.key_bytes();
                 match key {
                     // Read by the archive reader itself (the name, the
-                    // link's target, the size and the owner), or not
-                    // applied by containerd (names, ctime).
+                    // link's target, the size and the owner), or read by
+                    // neither it nor Go's (owner names, ctime, the
+                    // names' charset: names are bytes to both, a comment).
                     b"path" | b"linkpath" | b"size" | b"uid" | b"gid" | b"uname" | b"gname"
-                    | b"ctime" => {}
+                    | b"ctime" | b"hdrcharset" | b"comment" => {}
                     b"mtime" => mtime = pax_time(rec.value_bytes())?,
                     b"atime" => atime = pax_time(rec.value_bytes())?,
                     k => match k.strip_prefix(b"SCHILY.xattr.") {
@@ -359,10 +361,7 @@ impl Extractor {
             ));
         }
         if self.made.contains_key(&path) {
-            return decline(format!(
-                "'{}' comes twice",
-                String::from_utf8_lossy(&path)
-            ));
+            return decline(format!("'{}' comes twice", String::from_utf8_lossy(&path)));
         }
         if base.starts_with(b".wh.") {
             return self.whiteout(e, &path, parent, base);
@@ -518,10 +517,7 @@ impl Extractor {
         }
         let original = &base[4..];
         if original.is_empty() || original.starts_with(b".wh.") || original == b"." {
-            return decline(format!(
-                "the whiteout '{}'",
-                String::from_utf8_lossy(path)
-            ));
+            return decline(format!("the whiteout '{}'", String::from_utf8_lossy(path)));
         }
         let mut target = parent.to_vec();
         if !target.is_empty() {
@@ -610,4 +606,374 @@ fn set_xattrs(f: &File, xattrs: &[(CString, Vec<u8>)]) -> Result<(), Decline> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// One tar entry, with its name written raw (so that hostile names are
+    /// possible) and any PAX records before it.
+    struct E<'a> {
+        name: &'a [u8],
+        kind: u8,
+        mode: u32,
+        owner: (u64, u64),
+        mtime: u64,
+        link: &'a [u8],
+        data: &'a [u8],
+        pax: &'a [(&'a str, &'a [u8])],
+    }
+
+    const F: E<'static> = E {
+        name: b"",
+        kind: b'0',
+        mode: 0o644,
+        owner: (0, 0),
+        mtime: 1_000_000,
+        link: b"",
+        data: b"",
+        pax: &[],
+    };
+
+    fn header(name: &[u8], kind: u8, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_entry_type(tar::EntryType::new(kind));
+        h.set_size(size);
+        h
+    }
+
+    fn tar_of(entries: &[E<'_>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in entries {
+            if !e.pax.is_empty() {
+                let mut recs = Vec::new();
+                for (k, v) in e.pax {
+                    let body_len = k.len() + v.len() + 3;
+                    let mut len = body_len + body_len.to_string().len();
+                    if (len).to_string().len() != body_len.to_string().len() {
+                        len += 1;
+                    }
+                    recs.extend_from_slice(format!("{len} {k}=").as_bytes());
+                    recs.extend_from_slice(v);
+                    recs.push(b'\n');
+                }
+                let mut h = header(b"PaxHeaders/x", b'x', recs.len() as u64);
+                h.set_cksum();
+                out.extend_from_slice(h.as_bytes());
+                out.extend_from_slice(&recs);
+                out.resize(out.len().div_ceil(512) * 512, 0);
+            }
+            let mut h = header(e.name, e.kind, e.data.len() as u64);
+            h.set_mode(e.mode);
+            h.set_uid(e.owner.0);
+            h.set_gid(e.owner.1);
+            h.set_mtime(e.mtime);
+            if !e.link.is_empty() {
+                h.as_old_mut().linkname[..e.link.len()].copy_from_slice(e.link);
+            }
+            h.set_cksum();
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(e.data);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        out.extend_from_slice(&[0u8; 1024]);
+        out
+    }
+
+    fn run(bytes: &[u8]) -> (tempfile::TempDir, Outcome) {
+        let dir = tempfile::tempdir().unwrap();
+        let out = extract(&mut &bytes[..], dir.path(), false).unwrap();
+        (dir, out)
+    }
+
+    fn declined(entries: &[E<'_>], why: &str) {
+        let (_d, out) = run(&tar_of(entries));
+        match out {
+            Outcome::Declined(w) => assert!(w.contains(why), "{w}"),
+            o => panic!("extracted: {o:?}"),
+        }
+    }
+
+    #[test]
+    fn a_layer_is_extracted_as_containerd_applies_it() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root (owners, whiteouts)");
+            return;
+        }
+        let tar = tar_of(&[
+            E {
+                name: b"./a/",
+                kind: b'5',
+                mode: 0o755,
+                ..F
+            },
+            E {
+                name: b"a/b/",
+                kind: b'5',
+                mode: 0o2750,
+                owner: (5, 6),
+                ..F
+            },
+            E {
+                name: b"a/b/f",
+                mode: 0o4755,
+                owner: (1000, 100),
+                data: b"hello",
+                pax: &[("mtime", b"1700000000.25"), ("SCHILY.xattr.user.k", b"v")],
+                ..F
+            },
+            E {
+                name: b"a/h",
+                kind: b'1',
+                link: b"a/b/f",
+                mode: 0o4755,
+                owner: (1000, 100),
+                ..F
+            },
+            E {
+                name: b"/a/s",
+                kind: b'2',
+                link: b"../../etc/passwd",
+                ..F
+            },
+            E {
+                name: b"a/.wh.gone",
+                ..F
+            },
+            E {
+                name: b"a/b/.wh..wh..opq",
+                ..F
+            },
+            E {
+                name: b"./",
+                kind: b'5',
+                mode: 0o700,
+                ..F
+            },
+        ]);
+        let want = Digest::of(&tar);
+        for compressed in [
+            tar.clone(),
+            {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(&tar).unwrap();
+                gz.finish().unwrap()
+            },
+            zstd::stream::encode_all(&tar[..], 1).unwrap(),
+        ] {
+            let (dir, out) = run(&compressed);
+            let Outcome::Extracted { diff_id, entries } = out else {
+                panic!("{out:?}")
+            };
+            assert_eq!(diff_id, want);
+            assert_eq!(entries, 8);
+            let p = dir.path();
+            let md = |n: &str| std::fs::symlink_metadata(p.join(n)).unwrap();
+            assert_eq!(md("a").mode() & 0o7777, 0o755);
+            assert_eq!(
+                (md("a/b").mode() & 0o7777, md("a/b").uid(), md("a/b").gid()),
+                (0o2750, 5, 6)
+            );
+            let f = md("a/b/f");
+            assert_eq!((f.mode() & 0o7777, f.uid(), f.gid()), (0o4755, 1000, 100));
+            assert_eq!(
+                (f.mtime(), f.mtime_nsec()),
+                (1_000_000, 0),
+                "the link's header last"
+            );
+            assert_eq!(f.nlink(), 2);
+            assert_eq!(std::fs::read(p.join("a/h")).unwrap(), b"hello");
+            assert_eq!(md("a/b").mtime(), 1_000_000);
+            let s = md("a/s");
+            assert!(s.file_type().is_symlink());
+            assert_eq!(
+                std::fs::read_link(p.join("a/s")).unwrap(),
+                Path::new("../../etc/passwd")
+            );
+            // Whiteouts as overlayfs has them.
+            use std::os::unix::fs::FileTypeExt;
+            let w = md("a/gone");
+            assert!(w.file_type().is_char_device() && w.rdev() == 0);
+            assert!(!p.join("a/.wh.gone").exists());
+            let mut v = [0u8; 4];
+            let c = CString::new(p.join("a/b").as_os_str().as_bytes()).unwrap();
+            // SAFETY: a C path and a buffer of its length.
+            let n = unsafe {
+                libc::getxattr(
+                    c.as_ptr(),
+                    c"trusted.overlay.opaque".as_ptr(),
+                    v.as_mut_ptr().cast(),
+                    4,
+                )
+            };
+            assert_eq!(&v[..n as usize], b"y");
+            let c = CString::new(p.join("a/b/f").as_os_str().as_bytes()).unwrap();
+            // SAFETY: as above.
+            let n =
+                unsafe { libc::getxattr(c.as_ptr(), c"user.k".as_ptr(), v.as_mut_ptr().cast(), 4) };
+            assert_eq!(&v[..n as usize], b"v");
+            // The root entry is not applied.
+            assert_ne!(md("").mode() & 0o777, 0o711);
+        }
+    }
+
+    #[test]
+    fn hostile_or_unusual_layers_are_declined_and_nothing_escapes() {
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("victim");
+        std::fs::write(&target, b"safe").unwrap();
+        let t = target.as_os_str().as_bytes();
+        declined(
+            &[E {
+                name: b"a/../../x",
+                data: b"x",
+                ..F
+            }],
+            "'..'",
+        );
+        // Through a symlink of the layer itself.
+        let parent = outside.path().as_os_str().as_bytes();
+        declined(
+            &[
+                E {
+                    name: b"l",
+                    kind: b'2',
+                    link: parent,
+                    ..F
+                },
+                E {
+                    name: b"l/victim",
+                    data: b"owned",
+                    ..F
+                },
+            ],
+            "not made as a directory",
+        );
+        declined(
+            &[E {
+                name: b"h",
+                kind: b'1',
+                link: t,
+                ..F
+            }],
+            "hard link",
+        );
+        declined(
+            &[E {
+                name: b"dev",
+                kind: b'3',
+                ..F
+            }],
+            "type",
+        );
+        declined(
+            &[E {
+                name: b"fifo",
+                kind: b'6',
+                ..F
+            }],
+            "type",
+        );
+        declined(&[E { name: b"x", ..F }, E { name: b"x", ..F }], "twice");
+        declined(
+            &[E {
+                name: b"nodir/x",
+                ..F
+            }],
+            "not made as a directory",
+        );
+        declined(
+            &[E {
+                name: b"d",
+                kind: b'5',
+                data: b"data",
+                ..F
+            }],
+            "has no data",
+        );
+        declined(
+            &[E {
+                name: b"f",
+                pax: &[("GNU.sparse.map", b"0,1")],
+                ..F
+            }],
+            "PAX record",
+        );
+        declined(
+            &[E {
+                name: b"f",
+                pax: &[("SCHILY.xattr.trusted.overlay.redirect", b"/x")],
+                ..F
+            }],
+            "PAX record",
+        );
+        declined(
+            &[E {
+                name: b"f",
+                pax: &[("mtime", b"soon")],
+                ..F
+            }],
+            "PAX time",
+        );
+        declined(
+            &[E {
+                name: b".wh..wh..opq",
+                ..F
+            }],
+            "opaque root",
+        );
+        // Data after the end of the archive.
+        let mut tar = tar_of(&[E { name: b"f", ..F }]);
+        tar.extend_from_slice(b"trailing");
+        let (_d, out) = run(&tar);
+        assert!(matches!(out, Outcome::Declined(w) if w.contains("after the end")));
+        // Not a tar, not gzip that ends.
+        let (_d, out) = run(&[0x1f, 0x8b, 0x08, 0, 1, 2, 3]);
+        assert!(matches!(out, Outcome::Declined(_)));
+        let (_d, out) = run(b"not a tar at all, and short");
+        assert!(matches!(out, Outcome::Declined(_)));
+        assert_eq!(std::fs::read(&target).unwrap(), b"safe");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_rootless_extraction_takes_only_what_its_user_can_make() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = tar_of(&[E {
+            name: b"f",
+            owner: (1000, 0),
+            ..F
+        }]);
+        let out = extract(&mut &tar[..], dir.path(), true).unwrap();
+        assert!(matches!(out, Outcome::Declined(w) if w.contains("rootless")));
+        let tar = tar_of(&[
+            E {
+                name: b"d/",
+                kind: b'5',
+                mode: 0o555,
+                ..F
+            },
+            E {
+                name: b"d/f",
+                data: b"x",
+                ..F
+            },
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let out = extract(&mut &tar[..], dir.path(), true).unwrap();
+        assert!(
+            matches!(out, Outcome::Extracted { entries: 2, .. }),
+            "{out:?}"
+        );
+        let md = std::fs::metadata(dir.path().join("d")).unwrap();
+        assert_eq!(md.mode() & 0o7777, 0o555);
+        assert_eq!(
+            pax_time(b"1700000000.123456789123").unwrap().tv_nsec,
+            123_456_789
+        );
+        assert_eq!(pax_time(b"-5").unwrap().tv_sec, 0);
+    }
 }

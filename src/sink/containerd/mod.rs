@@ -522,7 +522,11 @@ impl BlobWriter for Extracting {
         };
         match (committed, dir) {
             (Ok(()), Some(dir)) => {
-                let old = self.extracted.lock().unwrap().insert(digest.to_string(), dir);
+                let old = self
+                    .extracted
+                    .lock()
+                    .unwrap()
+                    .insert(digest.to_string(), dir);
                 // The same blob twice in one image: one extraction is used.
                 if let Some(old) = old {
                     stage::remove(&old);
@@ -624,8 +628,7 @@ impl BlobSink for ContainerdSink {
         let Some(stager) = &self.stager else {
             return Ok(blob);
         };
-        if !extract::extractable(&layer.blob.media_type) || self.ready.lock().unwrap().is_none()
-        {
+        if !extract::extractable(&layer.blob.media_type) || self.ready.lock().unwrap().is_none() {
             return Ok(blob);
         }
         // The same layers may be unpacked already from blobs compressed
