@@ -15,3 +15,6 @@ time_of() {
     /usr/bin/time -f '%e %M' -o "$work/time" bash -c "$1" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
     cat "$work/time"
 }
+
+# median A B C: the middle of three figures.
+median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }

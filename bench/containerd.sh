@@ -45,8 +45,6 @@ settle() {
 # The floor: a plain copy of the closure's files, written out (what any
 # unpack must at least do when it copies).
 mapfile -t paths < <(nix-store -qR "$root")
-# median A B C: the middle of three figures.
-median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
 floor_once() {
     settle
     read -r t _ < <(time_of "mkdir $work/cpa && cp -a ${paths[*]} $work/cpa/ && sync")

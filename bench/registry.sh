@@ -36,17 +36,36 @@ export XDG_CACHE_HOME=$work/cache NIXOCI_HOME=$work/home
 # warm the page cache (through cat: GNU tar reads nothing when it writes to /dev/null itself)
 tar -cf - $(nix-store -qR "$root") 2>/dev/null | cat > /dev/null
 
-start_registry base 5701
 start_registry ours 5702
-start_registry fresh 5703
 # The baseline pushes the very image nixoci makes, from an OCI layout.
 "$bin" build --store-path "$root" --no-cache -o "oci:$work/layout" --tag "closure:1" >/dev/null 2>&1
-read -r t_base _ < <(time_of "skopeo copy --dest-tls-verify=false oci:$work/layout:1 docker://127.0.0.1:5701/closure:1")
-read -r t_base_w _ < <(time_of "skopeo copy --dest-tls-verify=false oci:$work/layout:1 docker://127.0.0.1:5701/closure:1")
-read -r t_pushc rss_p < <(time_of "$bin push --insecure oci:$work/layout 127.0.0.1:5703/closure:1")
+# Every row starts with the writes of the one before it on disk (sync), so
+# that no row pays for another's write-back. The cold pushes, skopeo's and
+# nixoci's, each to a new empty registry, three times in turns; the ratio
+# is of their medians.
+bases=(); pushes=(); rss_ps=()
+for i in 1 2 3; do
+    start_registry "base$i" $((5710 + i))
+    start_registry "fresh$i" $((5720 + i))
+    sync
+    read -r t _ < <(time_of "skopeo copy --dest-tls-verify=false oci:$work/layout:1 docker://127.0.0.1:$((5710 + i))/closure:1")
+    bases+=("$t")
+    sync
+    read -r t r < <(time_of "$bin push --insecure oci:$work/layout 127.0.0.1:$((5720 + i))/closure:1")
+    pushes+=("$t"); rss_ps+=("$r")
+done
+t_base=$(median "${bases[@]}")
+t_pushc=$(median "${pushes[@]}")
+rss_p=$(median "${rss_ps[@]}")
+sync
+read -r t_base_w _ < <(time_of "skopeo copy --dest-tls-verify=false oci:$work/layout:1 docker://127.0.0.1:5711/closure:1")
+sync
 rm -rf "$XDG_CACHE_HOME"
+sync
 read -r t_cold rss < <(time_of "$bin build --store-path $root --insecure -o registry:127.0.0.1:5702/closure:1")
+sync
 read -r t_warm rss_w < <(time_of "$bin build --store-path $root --insecure -o registry:127.0.0.1:5702/closure:1")
+sync
 read -r t_push _ < <(time_of "$bin push --insecure oci:$work/layout 127.0.0.1:5702/pushed:1")
 
 # Pull: the image nixoci pushed (gzip) into a fresh containerd, unpacked,
@@ -63,11 +82,12 @@ drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 start_containerd ctrpull
 start_containerd ourpull
 drop
-read -r t_ctrpull _ < <(time_of "ctr -a $work/ctrpull/sock -n bench images pull --plain-http 127.0.0.1:5703/closure:1")
+read -r t_ctrpull _ < <(time_of "ctr -a $work/ctrpull/sock -n bench images pull --plain-http 127.0.0.1:5721/closure:1")
 drop
-read -r t_pull rss_pull < <(time_of "$bin pull --insecure --containerd-address $work/ourpull/sock --namespace bench 127.0.0.1:5703/closure:1")
+read -r t_pull rss_pull < <(time_of "$bin pull --insecure --containerd-address $work/ourpull/sock --namespace bench 127.0.0.1:5721/closure:1")
 
 echo "closure: $profile, $root, $(nix path-info -S "$root" | awk '{print $2}') bytes"
+echo "cold pushes: skopeo ${bases[*]}; nixoci ${pushes[*]} (medians below)"
 printf '%-58s %8s %8s %9s\n' what seconds ratio "peak MiB"
 printf '%-58s %8.2f\n' "baseline: skopeo copy oci: -> docker://, cold" "$t_base"
 printf '%-58s %8.2f\n' "baseline: skopeo copy oci: -> docker://, again (warm)" "$t_base_w"

@@ -141,6 +141,17 @@ pub trait BlobSink: Send + Sync {
         false
     }
 
+    /// How many layers a load or a pull may copy into this sink at once
+    /// (see `source::copy_layers`). Default: two, one a core here.
+    fn layers_at_once(&self) -> usize {
+        if self.layer_form() == LayerForm::Uncompressed {
+            // A docker-archive's entries follow the order they come in.
+            1
+        } else {
+            2
+        }
+    }
+
     /// Whether the sink works on layers bottom-up as they arrive (then
     /// layers are built in that order rather than largest first).
     fn wants_layers_in_order(&self) -> bool {
@@ -209,6 +220,9 @@ impl BlobSink for Unrecorded<'_> {
         i: usize,
     ) -> Result<Box<dyn BlobWriter>, SinkError> {
         self.0.begin_layer(layers, i)
+    }
+    fn layers_at_once(&self) -> usize {
+        self.0.layers_at_once()
     }
     fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<(), SinkError> {
         self.0.put_blob(digest, bytes)

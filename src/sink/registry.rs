@@ -268,6 +268,13 @@ impl BlobSink for RegistrySink {
         LayerForm::Compressed
     }
 
+    /// Three: the registry works on each upload's chunk while nixoci
+    /// reads the next of another (measured on the medium closure against
+    /// docker-registry: 1.45 s with two, 1.33 s with three, 1.35 s with
+    /// four).
+    fn layers_at_once(&self) -> usize {
+        3
+    }
     fn has_blob(&self, digest: &Digest) -> bool {
         let d = digest.to_string();
         if self.client.has_blob(&d).unwrap_or(false) {

@@ -18,7 +18,7 @@ use crate::oci::blob::Blob;
 use crate::oci::digest::Digest;
 use crate::oci::reference::{ImageRef, ReferenceError};
 use crate::oci::{ImageRecord, LayerRecord, Platform};
-use crate::sink::{BlobSink, BlobWriter, LayerForm, SinkError};
+use crate::sink::{BlobSink, BlobWriter, SinkError};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::ops::ControlFlow;
@@ -316,26 +316,23 @@ fn copy_blob_of(
 /// Opens a blob of a source by digest (from any thread).
 pub type OpenBlob<'a, E> = dyn Fn(&Digest) -> Result<Box<dyn Read>, E> + Sync + 'a;
 
-/// Copy every layer the sinks lack from `open`, two at a time (a fetch or
-/// a read overlaps the sinks' work on the other: hashing, sending,
-/// writing), each checked against its digest; as each is in, the sinks'
-/// `layer_ready` hears of it (containerd unpacks it while others are
-/// fetched). One at a time, in order, when a sink stores plain tars (a
-/// docker-archive's entries follow the order they come in).
+/// Copy every layer the sinks lack from `open`, several at a time (as
+/// many as every sink takes: a fetch or a read overlaps the sinks' work on
+/// the others: hashing, sending, writing), each checked against its
+/// digest; as each is in, the sinks' `layer_ready` hears of it (containerd
+/// unpacks it while others are fetched).
 pub fn copy_layers<E: From<LoadError> + Send>(
     origin: &Path,
     layers: &[LayerRecord],
     sinks: &[&dyn BlobSink],
     open: &OpenBlob<'_, E>,
 ) -> Result<(), E> {
-    let workers = if sinks
+    let workers = sinks
         .iter()
-        .any(|s| s.layer_form() == LayerForm::Uncompressed)
-    {
-        1
-    } else {
-        2
-    };
+        .map(|s| s.layers_at_once())
+        .min()
+        .unwrap_or(1)
+        .max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let first_error: std::sync::Mutex<Option<E>> = std::sync::Mutex::new(None);
