@@ -1450,3 +1450,51 @@ fn layers_extracted_as_they_arrive_match_diff_apply() {
     assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
     assert_eq!(run(cd.ctr("bad").args(["images", "ls", "-q"])).trim(), "");
 }
+
+/// An interrupted import into containerd exits 130 and leaves nothing: no
+/// image, no lease, and none of the layers it filled ahead of their build
+/// (or was filling) in staging.
+#[test]
+fn an_interrupted_import_leaves_no_staged_layers() {
+    let cd = Containerd::start();
+    let fx = Fixture::flake("big");
+    let out = run(Command::new("nix").current_dir(fx.dir()).args([
+        "--extra-experimental-features",
+        "nix-command flakes",
+        "build",
+        "--json",
+        "--no-link",
+        "path:.",
+    ]));
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let root = doc[0]["outputs"]["out"].as_str().unwrap().to_string();
+    let staging = cd
+        .dir
+        .path()
+        .join("root/io.containerd.snapshotter.v1.overlayfs/nixoci-staging");
+    // Slow layers (gzip at level 9), so the interrupt lands mid-build.
+    let child = fx
+        .nixoci()
+        .env("NIXOCI_HOME", fx.out("home"))
+        .args(["build", "--store-path", &root, "--no-cache"])
+        .args(["--compression", "gzip", "--compression-level", "9"])
+        .args(["--containerd-address", &cd.socket(), "-o", "containerd:int"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::fs::read_dir(&staging)
+        .map(|d| d.count() == 0)
+        .unwrap_or(true)
+    {
+        assert!(started.elapsed().as_secs() < 60, "nothing was ever staged");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", show(&o));
+    let left: Vec<_> = std::fs::read_dir(&staging).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(run(cd.ctr("int").args(["images", "ls", "-q"])).trim(), "");
+    assert_eq!(run(cd.ctr("int").args(["leases", "ls", "-q"])).trim(), "");
+}

@@ -72,8 +72,11 @@ pub async fn content_dir(c: &Client) -> Option<PathBuf> {
     (unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0).then_some(root)
 }
 
-/// How much written data starts its write-out at once.
-const WRITE_OUT_STEP: u64 = 8 << 20;
+/// How much written data starts its write-out at once. Smaller steps keep
+/// less of nixoci's data queued at the disk ahead of containerd's own
+/// metadata syncs, which the snapshot chain waits for (a cold import of the
+/// medium closure, medians of six: 1.20 s with 8 MB, 1.13 s with 2 MB).
+const WRITE_OUT_STEP: u64 = 2 << 20;
 
 /// One blob being written into containerd's content directory.
 pub struct PlacedBlob {

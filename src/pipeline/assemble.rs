@@ -451,6 +451,18 @@ fn assemble_inner(
     } else {
         order.sort_by_key(|&i| std::cmp::Reverse(weight(&layers[i])));
     }
+    // Sinks that start on layers before they are built hear of every one
+    // this build will make (not in the layer cache), bottom-up.
+    if sinks.iter().any(|s| s.ready_before_commit()) {
+        for (i, l) in layers.iter().enumerate() {
+            if cache.get(&layer_key(spec, closure, l)).is_none() {
+                let content = content_of(spec, closure, l);
+                for s in sinks.iter().filter(|s| s.ready_before_commit()) {
+                    s.layer_planned(i, &content, spec.mtime);
+                }
+            }
+        }
+    }
     let results: Mutex<Vec<Option<(LayerRecord, bool)>>> = Mutex::new(vec![None; layers.len()]);
     let first_error: Mutex<Option<AssembleError>> = Mutex::new(None);
     let next = AtomicUsize::new(0);

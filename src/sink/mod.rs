@@ -128,6 +128,18 @@ pub trait BlobSink: Send + Sync {
         )))
     }
 
+    /// Layer `index` of the image being built will be made by this build
+    /// (it is not in the layer cache), with `content`: called for each
+    /// such layer, in order, before any is built. A sink may start on it
+    /// (containerd fills its snapshot ahead). Default: nothing.
+    fn layer_planned(
+        &self,
+        _index: usize,
+        _content: &crate::image::layer::LayerContent,
+        _mtime: u64,
+    ) {
+    }
+
     /// A layer is in the sink (its blob committed or already there).
     /// Layers arrive in any order; a sink may start work on them (containerd
     /// unpacks in chain order) before `finish`.
@@ -223,6 +235,9 @@ impl BlobSink for Unrecorded<'_> {
     }
     fn layers_at_once(&self) -> usize {
         self.0.layers_at_once()
+    }
+    fn layer_planned(&self, index: usize, content: &crate::image::layer::LayerContent, mtime: u64) {
+        self.0.layer_planned(index, content, mtime)
     }
     fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<(), SinkError> {
         self.0.put_blob(digest, bytes)

@@ -12,6 +12,7 @@ pub mod unpack;
 use crate::containerd::content::{self, Upload};
 use crate::containerd::placed::{self, PlacedBlob};
 use crate::containerd::{images, Client, ContainerdError, REFERRER_LABEL};
+use crate::image::layer::LayerContent;
 use crate::oci::digest::Digest;
 use crate::oci::{ImageRecord, IndexRecord, LayerRecord, Platform};
 use crate::sink::{BlobSink, BlobWriter, LayerForm, ReadyLayer, SinkError};
@@ -56,6 +57,8 @@ pub struct ContainerdSink {
     stager: Option<Arc<stage::Stager>>,
     /// Layers extracted from their blobs as they arrived, for the unpack.
     extracted: stage::Extracted,
+    /// The layers of the image being built filled ahead of their build.
+    planned: Mutex<stage::Planned>,
 }
 
 impl ContainerdSink {
@@ -83,6 +86,7 @@ impl ContainerdSink {
             None
         };
         let extracted = stage::Extracted::default();
+        let planned = stage::Planned::default();
         let unpacker = rt.spawn(unpack_as_ready(
             client.clone(),
             snapshotter.into(),
@@ -90,6 +94,7 @@ impl ContainerdSink {
             Arc::clone(&committed),
             stager.clone(),
             Arc::clone(&extracted),
+            Arc::clone(&planned),
         ));
         let content_dir = rt.block_on(placed::content_dir(&client));
         Ok(ContainerdSink {
@@ -111,6 +116,7 @@ impl ContainerdSink {
             placed: Arc::default(),
             stager,
             extracted,
+            planned: Mutex::new(planned),
         })
     }
 
@@ -123,6 +129,8 @@ impl ContainerdSink {
         let early = self.unpacker.lock().unwrap().take();
         let completed = self.complete(image, early, true).await;
         stage::remove_extracted(&self.extracted);
+        let planned = Arc::clone(&self.planned.lock().unwrap());
+        stage::discard_planned(&planned).await;
         completed?;
         let name = format!(
             "{}:{}",
@@ -192,6 +200,8 @@ impl ContainerdSink {
     /// Park the unpack task of the image built last (if it has one).
     fn park_current(&self) {
         self.ready.lock().unwrap().take();
+        let planned = Arc::clone(&self.planned.lock().unwrap());
+        self.rt.block_on(stage::discard_planned(&planned));
         let task = self.unpacker.lock().unwrap().take();
         match (self.current.lock().unwrap().take(), task) {
             (Some(p), Some(t)) => self.parked.lock().unwrap().push((p, t)),
@@ -676,6 +686,8 @@ impl BlobSink for ContainerdSink {
         self.park_current();
         if self.wants_unpacked(platform) {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            // Each image's own: layer indexes are an image's.
+            let planned = stage::Planned::default();
             let task = self.rt.spawn(unpack_as_ready(
                 self.client.clone(),
                 self.snapshotter.clone(),
@@ -683,7 +695,9 @@ impl BlobSink for ContainerdSink {
                 Arc::clone(&self.committed),
                 self.stager.clone(),
                 Arc::clone(&self.extracted),
+                Arc::clone(&planned),
             ));
+            *self.planned.lock().unwrap() = planned;
             *self.ready.lock().unwrap() = Some(tx);
             *self.unpacker.lock().unwrap() = Some(task);
         }
@@ -695,6 +709,19 @@ impl BlobSink for ContainerdSink {
         self.rt
             .block_on(self.record_index(index))
             .map_err(SinkError::from)
+    }
+    /// Filled ahead, in the order planned, while the layers are built.
+    fn layer_planned(&self, index: usize, content: &LayerContent, mtime: u64) {
+        let (Some(stager), true) = (&self.stager, self.ready.lock().unwrap().is_some()) else {
+            return;
+        };
+        let fill = stager.plan(&self.rt, content.clone(), mtime);
+        self.planned
+            .lock()
+            .unwrap()
+            .lock()
+            .unwrap()
+            .insert(index, fill);
     }
     fn layer_ready(&self, layer: &ReadyLayer) {
         if let Some(tx) = self.ready.lock().unwrap().as_ref() {
@@ -715,6 +742,14 @@ impl BlobSink for ContainerdSink {
             task.abort();
         }
         stage::remove_extracted(&self.extracted);
+        let planned = Arc::clone(&self.planned.lock().unwrap());
+        self.rt.block_on(stage::discard_planned(&planned));
+        // What the unpack held (filled, or being filled): removed once
+        // nothing fills it.
+        if let Some(stager) = &self.stager {
+            self.rt.block_on(stager.settle());
+            stager.sweep();
+        }
         let _ = self
             .rt
             .block_on(images::delete_lease(&self.client, &self.lease));

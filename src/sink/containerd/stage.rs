@@ -26,7 +26,44 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub struct Stager {
     base: PathBuf,
     link: bool,
+    /// Layers planned ahead (see [`Stager::plan`]), filled one at a time,
+    /// in chain order, by one thread.
+    queue: std::sync::Mutex<Option<std::sync::mpsc::Sender<Queued>>>,
+    /// Every staging directory made for this build (see [`Stager::sweep`]).
+    made: std::sync::Mutex<Vec<PathBuf>>,
 }
+
+/// What the staging thread is asked.
+enum Queued {
+    /// A layer to fill ahead.
+    Fill {
+        dir: io::Result<PathBuf>,
+        content: LayerContent,
+        mtime: u64,
+        wanted: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        done: tokio::sync::oneshot::Sender<Result<(PathBuf, FillStats), LayerError>>,
+    },
+    /// Say when everything queued before is done.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+/// A layer filled ahead: its fill, and whether it is still wanted (a
+/// layer not yet filled when it is no longer wanted is not filled).
+pub struct PlannedFill {
+    pub staged: Staged,
+    wanted: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PlannedFill {
+    /// Not wanted: not filled if not begun; removed once filled.
+    pub async fn discard(self) {
+        self.wanted.store(false, Ordering::Relaxed);
+        discard(self.staged).await
+    }
+}
+
+/// Layers of one image filled ahead, by index, until the unpack takes them.
+pub type Planned = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<usize, PlannedFill>>>;
 
 /// Staging directories made by this process: numbered across every build
 /// it runs (a `nixoci run` builds several images at once).
@@ -71,7 +108,12 @@ impl Stager {
                 }
             }
         }
-        Some(Stager { base, link })
+        Some(Stager {
+            base,
+            link,
+            queue: std::sync::Mutex::new(None),
+            made: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     /// A new, empty staging directory.
@@ -79,32 +121,133 @@ impl Stager {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = self.base.join(format!("{}-{n}", std::process::id()));
         fs::create_dir(&dir)?;
+        self.made.lock().unwrap().push(dir.clone());
         Ok(dir)
+    }
+
+    /// Wait until the staging thread has done everything queued so far.
+    pub async fn settle(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = match self.queue.lock().unwrap().as_ref() {
+            Some(q) => q.send(Queued::Barrier(tx)).is_ok(),
+            None => false,
+        };
+        if sent {
+            let _ = rx.await;
+        }
+    }
+
+    /// Remove every staging directory of this build that is still there
+    /// (a failed or interrupted build; call once nothing fills them:
+    /// after [`Stager::settle`]). Those moved into snapshots are gone.
+    pub fn sweep(&self) {
+        let made = std::mem::take(&mut *self.made.lock().unwrap());
+        for d in made.iter().filter(|d| d.exists()) {
+            remove(d);
+        }
     }
 
     /// Start filling `content` into a new staging directory.
     pub fn stage(&self, content: LayerContent, mtime: u64) -> Staged {
         let made = self.new_dir();
         let link = self.link;
-        tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let dir = made.map_err(LayerError::Write)?;
-            match fill(&dir, &content, mtime, link) {
-                Ok(stats) => {
-                    tracing::debug!(
-                        dir = %dir.display(),
-                        ?stats,
-                        secs = started.elapsed().as_secs_f64(),
-                        "staged"
-                    );
-                    Ok((dir, stats))
+        tokio::task::spawn_blocking(move || fill_staged(made, &content, mtime, link))
+    }
+
+    /// Queue `content` (a layer this build will make) to be filled ahead,
+    /// before it is built: fills are made one at a time, in the order
+    /// planned (the chain's), by one thread, while the layers are built.
+    /// A layer of many small files then is ready when the chain comes to
+    /// it, whenever it is built. `rt` runs the handle.
+    pub fn plan(
+        &self,
+        rt: &tokio::runtime::Handle,
+        content: LayerContent,
+        mtime: u64,
+    ) -> PlannedFill {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let wanted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let job = Queued::Fill {
+            dir: self.new_dir(),
+            content,
+            mtime,
+            wanted: std::sync::Arc::clone(&wanted),
+            done,
+        };
+        let mut queue = self.queue.lock().unwrap();
+        let tx = queue.get_or_insert_with(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Queued>();
+            let link = self.link;
+            std::thread::spawn(move || {
+                for job in rx {
+                    let (dir, content, mtime, wanted, done) = match job {
+                        Queued::Barrier(tx) => {
+                            let _ = tx.send(());
+                            continue;
+                        }
+                        Queued::Fill {
+                            dir,
+                            content,
+                            mtime,
+                            wanted,
+                            done,
+                        } => (dir, content, mtime, wanted, done),
+                    };
+                    // Not wanted any more (the build failed, the layer
+                    // came from the cache): not filled.
+                    if !wanted.load(Ordering::Relaxed) {
+                        if let Ok(d) = &dir {
+                            remove(d);
+                        }
+                        let _ = done.send(Err(LayerError::Cancelled));
+                        continue;
+                    }
+                    let filled = fill_staged(dir, &content, mtime, link);
+                    if let Err(Ok((dir, _))) = done.send(filled) {
+                        remove(&dir);
+                    }
                 }
-                Err(e) => {
-                    remove(&dir);
-                    Err(e)
-                }
-            }
-        })
+            });
+            tx
+        });
+        if let Err(std::sync::mpsc::SendError(Queued::Fill { dir: Ok(d), .. })) = tx.send(job) {
+            remove(&d);
+        }
+        let staged = rt.spawn(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(LayerError::Write(io::Error::other(
+                    "the staging thread ended",
+                )))
+            })
+        });
+        PlannedFill { staged, wanted }
+    }
+}
+
+/// Fill `content` into the staging directory `made`; it is removed when
+/// that fails.
+fn fill_staged(
+    made: io::Result<PathBuf>,
+    content: &LayerContent,
+    mtime: u64,
+    link: bool,
+) -> Result<(PathBuf, FillStats), LayerError> {
+    let started = std::time::Instant::now();
+    let dir = made.map_err(LayerError::Write)?;
+    match fill(&dir, content, mtime, link) {
+        Ok(stats) => {
+            tracing::debug!(
+                dir = %dir.display(),
+                ?stats,
+                secs = started.elapsed().as_secs_f64(),
+                "staged"
+            );
+            Ok((dir, stats))
+        }
+        Err(e) => {
+            remove(&dir);
+            Err(e)
+        }
     }
 }
 
@@ -122,6 +265,18 @@ pub fn move_into(staged: &Path, target: &Path) -> io::Result<()> {
 pub fn remove(dir: &Path) {
     empty_dir(dir);
     let _ = fs::remove_dir(dir);
+}
+
+/// Drop every layer planned and not taken (a failed build, layers from
+/// the cache, an image done).
+pub async fn discard_planned(planned: &Planned) {
+    let all: Vec<PlannedFill> = planned.lock().unwrap().drain().map(|(_, p)| p).collect();
+    for p in &all {
+        p.wanted.store(false, Ordering::Relaxed);
+    }
+    for p in all {
+        p.discard().await;
+    }
 }
 
 /// Drop a staged layer that will not be used (its snapshot exists, or

@@ -227,6 +227,7 @@ pub async fn unpack_as_ready(
     committed: std::sync::Arc<Committed>,
     stager: Option<std::sync::Arc<Stager>>,
     extracted: stage::Extracted,
+    planned: stage::Planned,
 ) -> Result<UnpackStats, ContainerdError> {
     let mut slots: Vec<Option<ReadyLayer>> = Vec::new();
     let mut staged: std::collections::HashMap<usize, Staged> = Default::default();
@@ -240,8 +241,16 @@ pub async fn unpack_as_ready(
         }
         // A layer built now is filled at once, ahead of the chain; one
         // from the cache most likely has its snapshot already.
+        // (Or before it was built, when it was planned.)
+        let ahead = planned.lock().unwrap().remove(&i);
         if let (Some(stager), Some(content), true) = (&stager, &ready.content, ready.built) {
-            staged.insert(i, stager.stage(content.clone(), ready.mtime));
+            let fill = match ahead {
+                Some(p) => p.staged,
+                None => stager.stage(content.clone(), ready.mtime),
+            };
+            staged.insert(i, fill);
+        } else if let Some(p) = ahead {
+            tokio::spawn(p.discard());
         }
         // A layer that came as a blob may have been extracted already.
         if !ready.built {
