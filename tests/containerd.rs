@@ -1191,6 +1191,29 @@ fn blobs_are_placed_where_containerd_sees_them_else_streamed() {
     assert_eq!(blobs(&real).len(), 3, "{:?}", blobs(&real));
 }
 
+/// Mount `name` of namespaces `fast` and `slow` and compare them strictly
+/// (then `also` on the first), unmounting either way.
+fn compare_mounted(
+    cd: &Containerd,
+    name: &str,
+    fast: &str,
+    slow: &str,
+    also: impl Fn(&std::path::Path) + std::panic::RefUnwindSafe,
+) {
+    let (m1, m2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for (ns, m) in [(fast, &m1), (slow, &m2)] {
+        run(cd.ctr(ns).args(["images", "mount", name]).arg(m.path()));
+    }
+    let check = std::panic::catch_unwind(|| {
+        assert_identical_trees_strictly(m2.path(), m1.path());
+        also(m1.path());
+    });
+    for (ns, m) in [(fast, &m1), (slow, &m2)] {
+        run(cd.ctr(ns).args(["images", "unmount"]).arg(m.path()));
+    }
+    check.unwrap();
+}
+
 /// A tar entry for [`crafted_layer`]: name (written raw), type, mode,
 /// owner, link target, data and PAX records.
 type Entry<'a> = (
@@ -1355,22 +1378,12 @@ fn layers_extracted_as_they_arrive_match_diff_apply() {
         "{slow}"
     );
     let name = "docker.io/library/crafted:1";
-    let (m1, m2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    for (ns, m) in [("extracted", &m1), ("applied", &m2)] {
-        run(cd.ctr(ns).args(["images", "mount", name]).arg(m.path()));
-    }
-    let check = std::panic::catch_unwind(|| {
-        assert_identical_trees_strictly(m2.path(), m1.path());
+    compare_mounted(&cd, name, "extracted", "applied", |p| {
         // What the layers say, as a container sees it.
-        let p = m1.path();
         assert!(!p.join("opt/old").exists() && p.join("opt/keep").exists());
         assert!(!p.join("etc/sub/x").exists() && p.join("etc/sub/z").exists());
         assert_eq!(std::fs::read(p.join("escape")).unwrap(), b"out\n");
     });
-    for (ns, m) in [("extracted", &m1), ("applied", &m2)] {
-        run(cd.ctr(ns).args(["images", "unmount"]).arg(m.path()));
-    }
-    check.unwrap();
     // An image nixoci built (long and non-UTF-8 names, PAX records): the
     // same, loaded both ways.
     let fx = Fixture::flake("edge");
@@ -1393,15 +1406,7 @@ fn layers_extracted_as_they_arrive_match_diff_apply() {
     );
     let slow = load("edge-applied", true);
     assert_eq!(slow["applied"].as_u64(), Some(4), "{slow}");
-    let (m1, m2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    for (ns, m) in [("edge-extracted", &m1), ("edge-applied", &m2)] {
-        run(cd.ctr(ns).args(["images", "mount", name]).arg(m.path()));
-    }
-    let check = std::panic::catch_unwind(|| assert_identical_trees_strictly(m2.path(), m1.path()));
-    for (ns, m) in [("edge-extracted", &m1), ("edge-applied", &m2)] {
-        run(cd.ctr(ns).args(["images", "unmount"]).arg(m.path()));
-    }
-    check.unwrap();
+    compare_mounted(&cd, name, "edge-extracted", "edge-applied", |_| {});
     // Nothing is left in staging.
     let staging = cd
         .dir
@@ -1458,16 +1463,7 @@ fn layers_extracted_as_they_arrive_match_diff_apply() {
 fn an_interrupted_import_leaves_no_staged_layers() {
     let cd = Containerd::start();
     let fx = Fixture::flake("big");
-    let out = run(Command::new("nix").current_dir(fx.dir()).args([
-        "--extra-experimental-features",
-        "nix-command flakes",
-        "build",
-        "--json",
-        "--no-link",
-        "path:.",
-    ]));
-    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let root = doc[0]["outputs"]["out"].as_str().unwrap().to_string();
+    let root = realise(&fx.dir());
     let staging = cd
         .dir
         .path()

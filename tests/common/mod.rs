@@ -497,6 +497,21 @@ pub fn assert_identical_trees_strictly(a: &std::path::Path, b: &std::path::Path)
     walk(a, b, true);
 }
 
+/// Build the flake in `dir` with nix (so a later build of it is only the
+/// image work); its out path.
+pub fn realise(dir: &Path) -> String {
+    let out = run(Command::new("nix").current_dir(dir).args([
+        "--extra-experimental-features",
+        "nix-command flakes",
+        "build",
+        "--json",
+        "--no-link",
+        "path:.",
+    ]));
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    doc[0]["outputs"]["out"].as_str().unwrap().to_string()
+}
+
 /// A host port nothing listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -418,34 +418,18 @@ impl Extractor {
                 if !meta.xattrs.is_empty() {
                     return decline("extended attributes on a symlink");
                 }
-                let target = e
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
-                let t = cstr(&target)?;
+                let t = cstr(&link_target(e))?;
                 // SAFETY: a C target, a directory descriptor and a C path.
                 check(unsafe { libc::symlinkat(t.as_ptr(), root, c.as_ptr()) })?;
                 self.made.insert(path.clone(), Kind::Other);
                 self.owner(&c, &meta)?;
-                // SAFETY: as above, and two timespecs.
-                check(unsafe {
-                    libc::utimensat(
-                        root,
-                        c.as_ptr(),
-                        meta.times.as_ptr(),
-                        libc::AT_SYMLINK_NOFOLLOW,
-                    )
-                })?;
+                self.set_times(&c, &meta.times)?;
             }
             T::Link => {
                 if !meta.xattrs.is_empty() {
                     return decline("extended attributes on a hard link");
                 }
-                let target = e
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
-                let target = normalize(&target)?;
+                let target = normalize(&link_target(e))?;
                 if self.made.get(&target) != Some(&Kind::File) {
                     return decline("a hard link to something not a file of this layer");
                 }
@@ -467,15 +451,7 @@ impl Extractor {
                 })?;
                 // SAFETY: as above (a regular file: no symlink to follow).
                 check(unsafe { libc::fchmodat(root, c.as_ptr(), meta.mode, 0) })?;
-                // SAFETY: as above, and two timespecs.
-                check(unsafe {
-                    libc::utimensat(
-                        root,
-                        c.as_ptr(),
-                        meta.times.as_ptr(),
-                        libc::AT_SYMLINK_NOFOLLOW,
-                    )
-                })?;
+                self.set_times(&c, &meta.times)?;
             }
             other => return decline(format!("an entry of type {other:?}")),
         }
@@ -536,6 +512,20 @@ impl Extractor {
         Ok(())
     }
 
+    /// Set the times of `c`, not following a symlink.
+    fn set_times(&self, c: &CString, times: &[libc::timespec; 2]) -> io::Result<()> {
+        // SAFETY: a directory descriptor, a C path relative to it and two
+        // timespecs.
+        check(unsafe {
+            libc::utimensat(
+                self.root.as_raw_fd(),
+                c.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })
+    }
+
     fn owner(&self, c: &CString, meta: &Meta) -> Result<(), Decline> {
         if meta.uid != 0 || meta.gid != 0 {
             // SAFETY: a directory descriptor and a C path relative to it.
@@ -576,13 +566,17 @@ impl Extractor {
         for (c, mode, times) in self.dirs.iter().rev() {
             // SAFETY: a directory descriptor and a C path relative to it.
             check(unsafe { libc::fchmodat(root, c.as_ptr(), *mode, 0) })?;
-            // SAFETY: as above, and two timespecs.
-            check(unsafe {
-                libc::utimensat(root, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
-            })?;
+            self.set_times(c, times)?;
         }
         Ok(())
     }
+}
+
+/// A link's target, as the archive names it.
+fn link_target(e: &tar::Entry<'_, &mut dyn Read>) -> Vec<u8> {
+    e.link_name_bytes()
+        .map(|t| t.into_owned())
+        .unwrap_or_default()
 }
 
 fn set_xattrs(f: &File, xattrs: &[(CString, Vec<u8>)]) -> Result<(), Decline> {
