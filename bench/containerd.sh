@@ -9,7 +9,7 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$work"
+    rm -rf "$work" "${rl:-}"
 }
 trap cleanup EXIT
 
@@ -45,10 +45,12 @@ settle() {
 # The floor: a plain copy of the closure's files, written out (what any
 # unpack must at least do when it copies).
 mapfile -t paths < <(nix-store -qR "$root")
+# Nothing is deleted between timed runs (each copy, containerd and cache
+# is kept until the end): ext4 makes a run that creates inodes soon after
+# many were deleted pay for it, whatever the caches hold.
 floor_once() {
     settle
-    read -r t _ < <(time_of "mkdir $work/cpa && cp -a ${paths[*]} $work/cpa/ && sync")
-    rm -rf "$work/cpa"
+    read -r t _ < <(time_of "mkdir $work/cpa$1 && cp -a ${paths[*]} $work/cpa$1/ && sync")
 }
 
 start_containerd base
@@ -69,16 +71,16 @@ cold() {
 # ratio is of their medians (one figure of either varies by 10 % here).
 cps=() colds=()
 for n in 1 2 3; do
-    floor_once
+    floor_once "$n"
     cps+=("$t")
-    [ "$n" = 1 ] || { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; rm -rf "$work/cold" "$XDG_CACHE_HOME"; }
-    cold cold
+    export XDG_CACHE_HOME=$work/cache$n
+    cold "cold$n"
     colds+=("$t")
 done
 t_cp=$(median "${cps[@]}")
 t_cold=$(median "${colds[@]}")
 rss_c=$rss
-b=$work/cold/sock
+b=$work/cold3/sock
 read -r t_warm rss_w < <(time_of "$bin build --store-path $root --containerd-address $b -o containerd:bench")
 # The same after the cache drop: what a developer's rebuild costs, reading
 # nixoci itself from disk too.
@@ -108,7 +110,6 @@ $as_user "$rl/nixoci" engine start >/dev/null
 settle
 read -r t_rl rss_rl < <(time_of "$as_user $rl/nixoci build --store-path $root -o containerd:bench")
 $as_user "$rl/nixoci" engine stop >/dev/null
-rm -rf "$rl"
 cold zstd1 --compression zstd
 t_z1=$t rss_z1=$rss
 cold gzip1 --compression gzip
