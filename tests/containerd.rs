@@ -175,7 +175,7 @@ fn images_sharing_store_paths_share_blobs_and_snapshots() {
     // of the dependencies there: the same tar either way). Those blobs and
     // snapshots (chain IDs) are shared.
     let a = build_into(&fx, &cd, "s", &["."]);
-    let b = build_into(&fx, &cd, "s", &[".#greet-lib"]);
+    let b = build_into(&fx, &cd, "s", &[".#greet-lib", "--no-sbom"]);
     assert_eq!(a["layers"].as_array().unwrap().len(), 5);
     assert_eq!(b["layers"].as_array().unwrap().len(), 4);
     assert_eq!(a["layers"][0], b["layers"][0]);
@@ -188,7 +188,67 @@ fn images_sharing_store_paths_share_blobs_and_snapshots() {
         sent < busybox_layer / 10,
         "shared layers are not sent again: {sent}"
     );
+    // The three shared layers cost one call each way, not one per layer:
+    // their blobs are looked up together before the build and together
+    // again once the manifest refers to them (the other two calls are the
+    // new config's and manifest's); their snapshots by the top one alone.
+    let out = &b["outputs"][0];
+    assert_eq!(out["blob_lookups"], 4, "{out}");
+    assert_eq!(out["unpack"]["existing"], 3, "{out}");
+    assert_eq!(out["unpack"]["snapshot_lookups"], 1, "{out}");
     assert_images_complete(&cd, "s");
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Layers from the layer cache whose top snapshot is gone (removed by
+/// hand here) are looked up one by one again, and the missing ones are
+/// unpacked.
+#[test]
+fn cached_layers_whose_top_snapshot_is_gone_are_unpacked_again() {
+    let cd = Containerd::start();
+    let fx = Fixture::flake("hello");
+    let a = build_into(&fx, &cd, "g", &["."]);
+    let diff_ids: Vec<String> = a["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["diff_id"].as_str().unwrap().to_string())
+        .collect();
+    let mut top = diff_ids[0].clone();
+    for d in &diff_ids[1..] {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(format!("{top} {d}").as_bytes());
+        top = format!("sha256:{}", hex_of(&h));
+    }
+    let snaps = cd.snapshots("g");
+    assert!(snaps.contains(&top), "{snaps:?} lacks {top}");
+    // The snapshots below it go with it, to containerd's collector (they
+    // were kept only as its parents), sooner or later.
+    run(cd.ctr("g").args(["snapshot", "rm", &top]));
+    assert!(!cd.snapshots("g").contains(&top));
+
+    let b = build_into(&fx, &cd, "g", &["."]);
+    assert_eq!(b["manifest"]["digest"], a["manifest"]["digest"]);
+    let out = &b["outputs"][0];
+    assert_eq!(out["bytes_written"], 0, "{out}");
+    let (existing, filled) = (&out["unpack"]["existing"], &out["unpack"]["filled"]);
+    assert_eq!(
+        existing.as_u64().unwrap() + filled.as_u64().unwrap(),
+        5,
+        "{out}"
+    );
+    assert!(filled.as_u64().unwrap() >= 1, "{out}");
+    // The top of the run, then each layer.
+    assert_eq!(out["unpack"]["snapshot_lookups"], 1 + 5, "{out}");
+    assert_eq!(cd.snapshots("g"), snaps);
+    assert_eq!(
+        cd.run_image("g", "docker.io/library/hello-app:latest", &[]),
+        "hello from nix\n"
+    );
+    assert_images_complete(&cd, "g");
 }
 
 #[test]
@@ -1104,6 +1164,56 @@ fn store_files_are_copied_across_filesystems() {
     drop(cd);
     let _ = Command::new("umount").arg("-l").arg(&root).status();
     result.unwrap();
+}
+
+/// Many blobs looked up at once: exactly those containerd has, over more
+/// than one call's worth of digests, in this namespace only.
+#[test]
+fn blobs_looked_up_together_are_exactly_those_held() {
+    use nixoci::containerd::content::{calls_for, infos};
+    use nixoci::oci::digest::Digest;
+    let cd = Containerd::start();
+    let fx = Fixture::flake("hello");
+    let doc = build_into(&fx, &cd, "l", &["."]);
+    let real: Vec<String> = doc["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["blob"]["digest"].as_str().unwrap().to_string())
+        .collect();
+    let mut asked: Vec<Digest> = (0..70u32)
+        .map(|i| Digest::of(format!("absent {i}").as_bytes()))
+        .collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt
+        .block_on(nixoci::containerd::Client::connect(&cd.socket(), "l"))
+        .unwrap();
+    let none = rt.block_on(infos(&client, &asked)).unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    // The real ones spread over both calls' worth.
+    for (i, r) in real.iter().enumerate() {
+        asked.insert(i * 17, Digest::parse(r).unwrap());
+    }
+    assert!(calls_for(asked.len()) > 1);
+    let found = rt.block_on(infos(&client, &asked)).unwrap();
+    let mut got: Vec<&String> = found.keys().collect();
+    got.sort();
+    let mut want: Vec<&String> = real.iter().collect();
+    want.sort();
+    want.dedup();
+    assert_eq!(got, want);
+    for (d, info) in &found {
+        assert_eq!(&info.digest, d);
+        assert!(info.size > 0);
+    }
+    // Another namespace holds none of them.
+    let other = rt
+        .block_on(nixoci::containerd::Client::connect(
+            &cd.socket(),
+            "elsewhere",
+        ))
+        .unwrap();
+    assert!(rt.block_on(infos(&other, &asked)).unwrap().is_empty());
 }
 
 /// Blobs placed in containerd's content directory: containerd names the

@@ -426,6 +426,24 @@ fn assemble_inner(
             }
         }
     }
+    // The sinks hear which blobs they will be asked for (the layers in the
+    // cache), to look them up at once.
+    let cached: Vec<LayerRecord> = layers
+        .iter()
+        .filter_map(|l| cache.get(&layer_key(spec, closure, l)))
+        .collect();
+    if !cached.is_empty() {
+        for s in sinks {
+            let digests: Vec<Digest> = cached
+                .iter()
+                .map(|r| match s.layer_form() {
+                    LayerForm::Compressed => r.blob.digest.clone(),
+                    LayerForm::Uncompressed => r.diff_id.clone(),
+                })
+                .collect();
+            s.expect_blobs(&digests);
+        }
+    }
     // Largest first, so the long layers start early. When a sink unpacks
     // layers bottom-up as they arrive (containerd), the largest still starts
     // first, then the rest go bottom-up so the unpack can follow at once.

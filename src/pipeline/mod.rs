@@ -716,5 +716,9 @@ fn unpack_stats(
         files_cloned: u.get("files_cloned").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
         staged: u.get("staged").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
         extracted: u.get("extracted").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
+        snapshot_lookups: u
+            .get("snapshot_lookups")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0) as usize,
     })
 }

@@ -85,6 +85,10 @@ pub trait BlobSink: Send + Sync {
     fn layer_form(&self) -> LayerForm;
     /// Whether the sink already holds this blob (so it need not be sent).
     fn has_blob(&self, digest: &Digest) -> bool;
+    /// `has_blob` will be asked of these (the layers of an image that are
+    /// in the layer cache, or in a source): a sink may look them all up at
+    /// once (containerd: one call instead of one each). Default: nothing.
+    fn expect_blobs(&self, _digests: &[Digest]) {}
     fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, SinkError>;
     /// Begin the blob of layer `i` of `layers` (a load or a pull): a sink
     /// may do more with a layer's bytes than keep them (containerd's
@@ -222,6 +226,9 @@ impl BlobSink for Unrecorded<'_> {
     }
     fn has_blob(&self, digest: &Digest) -> bool {
         self.0.has_blob(digest)
+    }
+    fn expect_blobs(&self, digests: &[Digest]) {
+        self.0.expect_blobs(digests)
     }
     fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, SinkError> {
         self.0.begin_blob()

@@ -333,6 +333,10 @@ pub fn copy_layers<E: From<LoadError> + Send>(
         .min()
         .unwrap_or(1)
         .max(1);
+    let digests: Vec<Digest> = layers.iter().map(|l| l.blob.digest.clone()).collect();
+    for s in sinks {
+        s.expect_blobs(&digests);
+    }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let first_error: std::sync::Mutex<Option<E>> = std::sync::Mutex::new(None);

@@ -18,7 +18,7 @@ use crate::oci::{ImageRecord, IndexRecord, LayerRecord, Platform};
 use crate::sink::{BlobSink, BlobWriter, LayerForm, ReadyLayer, SinkError};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::UnboundedSender;
@@ -45,6 +45,11 @@ pub struct ContainerdSink {
     /// Blobs found in the content store (not written now), with their
     /// labels: not leased one by one (see `has_blob`).
     found: Mutex<std::collections::HashMap<String, std::collections::HashMap<String, String>>>,
+    /// Blobs looked up ahead (`expect_blobs`): `has_blob` answers these
+    /// from `found`, with no call.
+    looked_up: Mutex<std::collections::HashSet<String>>,
+    /// Calls made to look blobs up (`Info`, or `List` for many).
+    blob_lookups: AtomicUsize,
     parked: Mutex<Vec<(Platform, Unpacker)>>,
     /// containerd's content directory, where layer blobs are placed
     /// (see [`placed`]); `refused` once containerd did not see one there.
@@ -109,6 +114,8 @@ impl ContainerdSink {
             unpack_platforms: unpack_platforms.to_vec(),
             current: Mutex::new(None),
             found: Mutex::default(),
+            looked_up: Mutex::default(),
+            blob_lookups: AtomicUsize::new(0),
             parked: Mutex::new(Vec::new()),
             content_dir,
             refused: Arc::default(),
@@ -310,21 +317,22 @@ impl ContainerdSink {
     /// After the manifest refers to its layers: that every blob found in
     /// the content store (and so not leased) is still there.
     async fn blobs_kept(&self, image: &ImageRecord) -> Result<(), ContainerdError> {
-        let found: Vec<&Digest> = {
+        let found: Vec<Digest> = {
             let f = self.found.lock().unwrap();
             image
                 .layers
                 .iter()
-                .map(|l| &l.blob.digest)
+                .map(|l| l.blob.digest.clone())
                 .filter(|d| f.contains_key(&d.to_string()))
                 .collect()
         };
-        for d in found {
-            if content::info(&self.client, d).await?.is_none() {
-                return Err(ContainerdError::Engine(format!(
-                    "containerd's garbage collector removed layer {d} while nixoci imported the image (something else deleted an image that used it at that moment): run the command again"
-                )));
-            }
+        self.blob_lookups
+            .fetch_add(content::calls_for(found.len()), Ordering::Relaxed);
+        let there = content::infos(&self.client, &found).await?;
+        if let Some(d) = found.iter().find(|d| !there.contains_key(&d.to_string())) {
+            return Err(ContainerdError::Engine(format!(
+                "containerd's garbage collector removed layer {d} while nixoci imported the image (something else deleted an image that used it at that moment): run the command again"
+            )));
         }
         Ok(())
     }
@@ -590,6 +598,11 @@ impl BlobSink for ContainerdSink {
         // manifest, written under the lease, refers to every layer once
         // the image is complete, and then `blobs_kept` checks that each
         // found blob is still there.
+        let d = digest.to_string();
+        if self.looked_up.lock().unwrap().contains(&d) {
+            return self.found.lock().unwrap().contains_key(&d);
+        }
+        self.blob_lookups.fetch_add(1, Ordering::Relaxed);
         match self.rt.block_on(content::info(&self.client, digest)) {
             Ok(Some(info)) => {
                 self.found
@@ -601,6 +614,26 @@ impl BlobSink for ContainerdSink {
             }
             _ => false,
         }
+    }
+    fn expect_blobs(&self, digests: &[Digest]) {
+        // One look for all (see `has_blob`); should it fail, each is
+        // looked up when asked.
+        self.blob_lookups
+            .fetch_add(content::calls_for(digests.len()), Ordering::Relaxed);
+        let Ok(infos) = self.rt.block_on(content::infos(&self.client, digests)) else {
+            return;
+        };
+        let mut found = self.found.lock().unwrap();
+        for d in digests {
+            if let Some(info) = infos.get(&d.to_string()) {
+                found.insert(d.to_string(), info.labels.clone());
+                self.committed.add(d);
+            }
+        }
+        self.looked_up
+            .lock()
+            .unwrap()
+            .extend(digests.iter().map(|d| d.to_string()));
     }
     fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, SinkError> {
         if let Some(dir) = &self.content_dir {
@@ -767,6 +800,7 @@ impl BlobSink for ContainerdSink {
         serde_json::json!({
             "bytes_written": self.bytes_written(),
             "blobs_placed": self.placed.load(Ordering::Relaxed),
+            "blob_lookups": self.blob_lookups.load(Ordering::Relaxed),
             "unpack": self.unpack_stats(),
         })
     }

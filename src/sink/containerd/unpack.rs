@@ -93,6 +93,9 @@ pub struct UnpackStats {
     /// Layers extracted by nixoci from their blobs as they arrived (a pull
     /// or a load; see [`super::extract`]).
     pub extracted: usize,
+    /// Calls made to ask whether a snapshot exists (a run of layers that
+    /// are unpacked already costs one).
+    pub snapshot_lookups: usize,
 }
 
 /// How a layer got into its snapshot.
@@ -134,6 +137,7 @@ pub async fn unpack(
     for (i, layer) in layers.iter().enumerate() {
         let parent = if i == 0 { None } else { Some(&chains[i - 1]) };
         let how = ensure_layer(c, snapshotter, layer, &chains[i], parent, From::default()).await?;
+        stats.snapshot_lookups += 1;
         stats.add(how);
     }
     Ok(stats)
@@ -168,6 +172,7 @@ impl UnpackStats {
         self.files_cloned += other.files_cloned;
         self.staged += other.staged;
         self.extracted += other.extracted;
+        self.snapshot_lookups += other.snapshot_lookups;
     }
 }
 
@@ -265,6 +270,35 @@ pub async fn unpack_as_ready(
             }
         }
         slots[i] = Some(ready);
+        // A run of layers that arrived unbuilt (from the layer cache, or
+        // found in the content store) is most likely unpacked already. It
+        // is looked up once it is whole (the layer above it has arrived, or
+        // it is the top): its top snapshot first, and when that is there,
+        // so is every snapshot below it (containerd removes no snapshot
+        // that has children), and the run needs no call each.
+        let mut run: Vec<Digest> = Vec::new();
+        for (at, slot) in slots.iter().enumerate().skip(chains.len()) {
+            let Some(next) = slot else { break };
+            if next.built || staged.contains_key(&at) || from_blob.contains(&at) {
+                break;
+            }
+            let chain = match run.last().or(chains.last()) {
+                None => next.record.diff_id.clone(),
+                Some(prev) => Digest::of(format!("{prev} {}", next.record.diff_id).as_bytes()),
+            };
+            run.push(chain);
+        }
+        let above = chains.len() + run.len();
+        if !run.is_empty() && above < total && slots[above].is_none() {
+            continue;
+        }
+        if let Some(top) = run.last() {
+            stats.snapshot_lookups += 1;
+            if snapshot_exists(&c, &snapshotter, &top.to_string()).await? {
+                stats.existing += run.len();
+                chains.extend(run);
+            }
+        }
         while let Some(Some(next)) = slots.get(chains.len()) {
             let layer = &next.record;
             let chain = match chains.last() {
@@ -278,6 +312,7 @@ pub async fn unpack_as_ready(
                 staged: staged.remove(&chains.len()),
                 extracted: from_blob.remove(&chains.len()),
             };
+            stats.snapshot_lookups += usize::from(from.staged.is_none());
             let how = ensure_layer(&c, &snapshotter, layer, &chain, chains.last(), from).await?;
             stats.add(how);
             chains.push(chain);
