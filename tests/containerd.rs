@@ -199,6 +199,16 @@ fn images_sharing_store_paths_share_blobs_and_snapshots() {
     assert_images_complete(&cd, "s");
 }
 
+/// A string field (a JSON pointer) of every layer of a --json document.
+fn of_layers(doc: &serde_json::Value, field: &str) -> Vec<String> {
+    doc["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.pointer(field).unwrap().as_str().unwrap().to_string())
+        .collect()
+}
+
 fn hex_of(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -211,12 +221,7 @@ fn cached_layers_whose_top_snapshot_is_gone_are_unpacked_again() {
     let cd = Containerd::start();
     let fx = Fixture::flake("hello");
     let a = build_into(&fx, &cd, "g", &["."]);
-    let diff_ids: Vec<String> = a["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["diff_id"].as_str().unwrap().to_string())
-        .collect();
+    let diff_ids = of_layers(&a, "/diff_id");
     let mut top = diff_ids[0].clone();
     for d in &diff_ids[1..] {
         use sha2::Digest;
@@ -1175,12 +1180,7 @@ fn blobs_looked_up_together_are_exactly_those_held() {
     let cd = Containerd::start();
     let fx = Fixture::flake("hello");
     let doc = build_into(&fx, &cd, "l", &["."]);
-    let real: Vec<String> = doc["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["blob"]["digest"].as_str().unwrap().to_string())
-        .collect();
+    let real = of_layers(&doc, "/blob/digest");
     let mut asked: Vec<Digest> = (0..70u32)
         .map(|i| Digest::of(format!("absent {i}").as_bytes()))
         .collect();
