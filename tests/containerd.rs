@@ -1233,6 +1233,12 @@ fn blobs_are_placed_where_containerd_sees_them_else_streamed() {
     let client = rt
         .block_on(nixoci::containerd::Client::connect(&cd.socket(), "placed"))
         .unwrap();
+    // Under a lease, as an import is: containerd's garbage collector (its
+    // first run is 100 ms after start) would take unreferenced blobs.
+    let lease = rt
+        .block_on(nixoci::containerd::images::create_lease(&client))
+        .unwrap();
+    let client = client.with_lease(Some(lease));
     let real = cd.dir.path().join("root/io.containerd.content.v1.content");
     assert_eq!(rt.block_on(content_dir(&client)).as_deref(), Some(&*real));
     let blobs = |dir: &std::path::Path| -> Vec<String> {

@@ -3,8 +3,10 @@
 //! Each layer is produced in one pass: the tar stream is hashed (diff_id),
 //! copied to the sinks that store plain tars, and compressed; the compressed
 //! stream is hashed (blob digest) and copied to the sinks that store
-//! compressed layers. Layers are built in parallel, largest first. A layer
-//! whose cached digests every sink already holds is not read at all.
+//! compressed layers. Layers are built in parallel, largest first; for a
+//! sink that unpacks layers bottom-up as they arrive, one worker walks the
+//! layers bottom-up instead, so the unpack starts at once. A layer whose
+//! cached digests every sink already holds is not read at all.
 
 use super::cache::{LayerCache, FORMAT};
 use crate::image::compress::Compression;
@@ -21,7 +23,7 @@ use crate::oci::{ImageRecord, ImageRef, LayerRecord, Platform};
 use crate::sink::{BlobSink, BlobWriter, LayerForm, ReadyLayer, SinkError};
 use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -450,7 +452,8 @@ fn assemble_inner(
     let mut order: Vec<usize> = (0..layers.len()).collect();
     let weight =
         |l: &PlannedLayer| -> u64 { l.paths.iter().map(|p| closure.paths[p].nar_size).sum() };
-    if sinks.iter().any(|s| s.wants_layers_in_order()) {
+    let in_order = sinks.iter().any(|s| s.wants_layers_in_order());
+    if in_order {
         // The large layers first (each over a sixteenth of the image, largest
         // first, and at least the largest), so none of them is left for the
         // end, when it would hold up the unpack; then the rest bottom-up.
@@ -483,7 +486,20 @@ fn assemble_inner(
     }
     let results: Mutex<Vec<Option<(LayerRecord, bool)>>> = Mutex::new(vec![None; layers.len()]);
     let first_error: Mutex<Option<AssembleError>> = Mutex::new(None);
-    let next = AtomicUsize::new(0);
+    // Each layer is taken by one worker. With a sink that unpacks bottom-up
+    // as layers arrive and more than one worker, the first worker walks the
+    // layers bottom-up, so the unpack's chain starts at once and is fed in
+    // order, while the others take the large layers first.
+    let claimed: Vec<AtomicBool> = layers.iter().map(|_| AtomicBool::new(false)).collect();
+    let workers = jobs.max(1).min(layers.len());
+    let bottom_up: Vec<usize> = (0..layers.len()).collect();
+    let list_of = |w: usize| -> &[usize] {
+        if in_order && workers > 1 && w == 0 {
+            &bottom_up
+        } else {
+            &order
+        }
+    };
     let cancel = AtomicBool::new(false);
     let bytes_read = AtomicU64::new(0);
     let job = Job {
@@ -496,13 +512,21 @@ fn assemble_inner(
         bytes_read: &bytes_read,
     };
     std::thread::scope(|scope| {
-        for _ in 0..jobs.max(1).min(layers.len()) {
-            scope.spawn(|| loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= order.len() || cancel.load(Ordering::Relaxed) {
+        for w in 0..workers {
+            let list = list_of(w);
+            let (claimed, cancel, results, first_error) =
+                (&claimed, &cancel, &results, &first_error);
+            let (job, layers, weight) = (&job, &layers, &weight);
+            let mut at = 0;
+            scope.spawn(move || loop {
+                // What is behind `at` is taken: layers are only ever claimed.
+                while at < list.len() && claimed[list[at]].swap(true, Ordering::AcqRel) {
+                    at += 1;
+                }
+                if at >= list.len() || cancel.load(Ordering::Relaxed) {
                     break;
                 }
-                let i = order[n];
+                let i = list[at];
                 let what = describe(&layers[i], &closure.root);
                 progress.layer_started(i, layers.len(), &what, weight(&layers[i]));
                 // Sinks that take a layer before its blob is committed
