@@ -2,6 +2,7 @@
 //! directories, the process-wide interrupt flag and async runtime. A leaf.
 
 pub mod base64;
+pub mod direct;
 pub mod dirs;
 pub mod fs;
 pub mod http;
