@@ -978,3 +978,70 @@ fn out_of_range_times_are_refused_not_panics() {
     let cfg = common::skopeo_inspect(&format!("oci:{}:latest", fx.out("layout").display()), true);
     assert_eq!(cfg["created"], "9999-12-31T23:59:59Z", "{cfg}");
 }
+
+/// The closure read from the store's database is what `nix path-info`
+/// says, path for path; a build from a store path then needs no Nix at all
+/// (none on PATH), and makes the very image a build through Nix makes
+/// from the same store path.
+/// `NIXOCI_NIX_DB=off` asks Nix (and without one, says how to install it).
+#[test]
+fn the_store_database_says_what_nix_path_info_says() {
+    let fx = Fixture::flake("hello");
+    let o = fx
+        .nixoci()
+        .current_dir(fx.dir())
+        .args(["build", ".", "--json", "-o"])
+        .arg(format!("oci:{}", fx.out("first").display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let root = doc["store_path"].as_str().unwrap().to_string();
+    let from_nix = nixoci::nix::parse_path_info_json(
+        run(Command::new("nix").args([
+            "--extra-experimental-features",
+            "nix-command",
+            "path-info",
+            "--json",
+            "--recursive",
+            &root,
+        ]))
+        .as_bytes(),
+    )
+    .unwrap();
+    let from_db = nixoci::nix::db::closure(
+        Path::new(nixoci::nix::db::DB),
+        &nixoci::nix::StorePath::parse(&root).unwrap(),
+    )
+    .unwrap();
+    assert!(from_db.len() >= 2, "{from_db:?}");
+    assert_eq!(from_db, from_nix);
+
+    // No nix on PATH, a cache of its own: the database alone.
+    let no_nix = fx.out("bin");
+    std::fs::create_dir_all(&no_nix).unwrap();
+    let build = |name: &str, env: &[(&str, &str)]| {
+        let mut cmd = nixoci_with_cache(&fx.out(&format!("cache-{name}")));
+        cmd.args(["build", "--store-path", &root, "--json", "-o"])
+            .arg(format!("oci:{}", fx.out(name).display()))
+            .envs(env.iter().copied());
+        cmd.output().unwrap()
+    };
+    let o = build("db", &[("PATH", no_nix.to_str().unwrap())]);
+    assert!(o.status.success(), "{}", show(&o));
+    let db_doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let o = build(
+        "off",
+        &[("PATH", no_nix.to_str().unwrap()), ("NIXOCI_NIX_DB", "off")],
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("apt-get install nix-bin"),
+        "{}",
+        show(&o)
+    );
+    let o = build("nix", &[("NIXOCI_NIX_DB", "off")]);
+    assert!(o.status.success(), "{}", show(&o));
+    let nix_doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(db_doc["manifest"], nix_doc["manifest"]);
+}

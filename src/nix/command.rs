@@ -170,6 +170,27 @@ impl Nix {
         (cmd, shown)
     }
 
+    /// Whether the local store's database says what this Nix would: the
+    /// default binary (not one the caller chose), and no setting pointing
+    /// Nix at another store or state directory.
+    fn reads_local_db(&self) -> bool {
+        let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+        let remote_is_local = std::env::var("NIX_REMOTE")
+            .map(|r| ["", "local", "daemon", "auto"].contains(&r.as_str()))
+            .unwrap_or(true);
+        self.binary.is_none()
+            && !set("NIXOCI_NIX")
+            && remote_is_local
+            && !["NIX_STATE_DIR", "NIX_STORE_DIR", "NIX_STORE"]
+                .iter()
+                .any(|k| set(k))
+            && !std::env::var("NIX_CONFIG").is_ok_and(|c| {
+                c.lines()
+                    .any(|l| l.split('=').next().is_some_and(|k| k.trim() == "store"))
+            })
+            && !self.options.iter().any(|(k, _)| k == "store")
+    }
+
     /// Run Nix, returning stdout; stderr is captured for the error.
     fn run(&self, args: &[&str]) -> Result<Vec<u8>, NixError> {
         let (mut cmd, shown) = self.command(args);
@@ -258,11 +279,24 @@ impl Nix {
     }
 
     /// The closure of a built store path: from the closure cache while
-    /// every path of it is unchanged on disk, else from `nix path-info`.
+    /// every path of it is unchanged on disk, else from the store's
+    /// database where that is the local store's and readable (see
+    /// [`super::db`]), else from `nix path-info`.
     pub fn closure(&self, root: &StorePath) -> Result<Closure, NixError> {
         if let Some(infos) = self.closure_cache.get(root) {
             if let Ok(c) = Closure::new(root.clone(), infos) {
                 return Ok(c);
+            }
+        }
+        if self.reads_local_db() {
+            match super::db::closure(Path::new(super::db::DB), root) {
+                Ok(infos) => {
+                    if let Ok(c) = Closure::new(root.clone(), infos.clone()) {
+                        self.closure_cache.put(root, &infos);
+                        return Ok(c);
+                    }
+                }
+                Err(e) => tracing::debug!("the store's database: {e}; asking nix path-info"),
             }
         }
         let path = root.to_string();

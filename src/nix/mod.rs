@@ -1,5 +1,6 @@
 //! The small pieces of Nix that nixoci needs: store paths, `nix path-info`
-//! output, closures, and running `nix build` on a flake.
+//! output, closures (from the store's database where it can be read), and
+//! running `nix build` on a flake.
 //!
 //! The parsing parts are a synchronous, pure core; only [`command`] runs Nix.
 
@@ -7,6 +8,7 @@ pub mod closure;
 pub mod closure_cache;
 pub mod command;
 pub mod daemon;
+pub mod db;
 pub mod flake;
 pub mod hash;
 pub mod name;
