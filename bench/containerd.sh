@@ -141,3 +141,16 @@ floor "  same, --compression zstd" "$t_z1"
 floor "one store path changed, after the cache drop" "$t_var"
 floor "warm, after the cache drop" "$t_warm_cold"
 printf '%-58s %8s %8.2f\n' "rootless / root copying (goal: at most 1.3)" "" "$(echo "$t_rl / $t_copy" | bc -l)"
+# For bench/targets.sh: the figures it checks, one "key value" a line.
+if [ -n "${BENCH_RESULTS:-}" ]; then
+    peak=0
+    for r in "$rss_c" "$rss_cp" "$rss_rl" "$rss_z1" "$rss_g1" "$rss_g6" "$rss_w" "$rss_wc" "$rss_v"; do
+        [ "$r" -gt "$peak" ] && peak=$r
+    done
+    {
+        echo "$profile.cold_ratio $(echo "$t_cold / $t_cp" | bc -l)"
+        echo "$profile.warm_after_drop $t_warm_cold"
+        echo "$profile.one_path_after_drop $t_var"
+        echo "$profile.peak_mib $(echo "$peak / 1024" | bc -l)"
+    } >> "$BENCH_RESULTS"
+fi

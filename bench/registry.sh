@@ -97,3 +97,15 @@ printf '%-58s %8.2f %8.2f %9.1f\n' "nixoci build -> registry, warm (ratio to sko
 printf '%-58s %8.2f %8.2f\n' "nixoci push oci: -> other repository (blobs mounted)" "$t_push" "$(echo "$t_push / $t_base" | bc -l)"
 printf '%-58s %8.2f\n' "baseline: ctr images pull --plain-http (unpacked)" "$t_ctrpull"
 printf '%-58s %8.2f %8.2f %9.1f\n' "nixoci pull (unpacked), ratio to ctr" "$t_pull" "$(echo "$t_pull / $t_ctrpull" | bc -l)" "$(echo "$rss_pull / 1024" | bc -l)"
+# For bench/targets.sh: the figures it checks, one "key value" a line.
+if [ -n "${BENCH_RESULTS:-}" ]; then
+    peak=0
+    for r in "${rss_ps[@]}" "$rss" "$rss_w" "$rss_pull"; do
+        [ "$r" -gt "$peak" ] && peak=$r
+    done
+    {
+        echo "$profile.push_ratio $(echo "$t_pushc / $t_base" | bc -l)"
+        echo "$profile.pull_ratio $(echo "$t_pull / $t_ctrpull" | bc -l)"
+        echo "$profile.registry_peak_mib $(echo "$peak / 1024" | bc -l)"
+    } >> "$BENCH_RESULTS"
+fi
