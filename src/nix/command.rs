@@ -170,15 +170,17 @@ impl Nix {
         (cmd, shown)
     }
 
-    /// Whether the local store's database says what this Nix would: the
-    /// default binary (not one the caller chose), and no setting pointing
-    /// Nix at another store or state directory.
+    /// Whether the local store's database says what this Nix would: not
+    /// turned off (`NIXOCI_NIX_DB=off`), the default binary (not one the
+    /// caller chose), and no setting pointing Nix at another store or
+    /// state directory.
     fn reads_local_db(&self) -> bool {
         let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
         let remote_is_local = std::env::var("NIX_REMOTE")
             .map(|r| ["", "local", "daemon", "auto"].contains(&r.as_str()))
             .unwrap_or(true);
-        self.binary.is_none()
+        std::env::var("NIXOCI_NIX_DB").as_deref() != Ok("off")
+            && self.binary.is_none()
             && !set("NIXOCI_NIX")
             && remote_is_local
             && !["NIX_STATE_DIR", "NIX_STORE_DIR", "NIX_STORE"]
@@ -288,20 +290,20 @@ impl Nix {
                 return Ok(c);
             }
         }
-        if self.reads_local_db() {
-            match super::db::closure(Path::new(super::db::DB), root) {
-                Ok(infos) => {
-                    if let Ok(c) = Closure::new(root.clone(), infos.clone()) {
-                        self.closure_cache.put(root, &infos);
-                        return Ok(c);
-                    }
-                }
-                Err(e) => tracing::debug!("the store's database: {e}; asking nix path-info"),
+        let from_db = if self.reads_local_db() {
+            super::db::closure(Path::new(super::db::DB), root)
+                .inspect_err(|e| tracing::debug!("the store's database: {e}; asking nix path-info"))
+                .ok()
+        } else {
+            None
+        };
+        let infos = match from_db {
+            Some(infos) => infos,
+            None => {
+                let path = root.to_string();
+                parse_path_info_json(&self.run(&["path-info", "--json", "--recursive", &path])?)?
             }
-        }
-        let path = root.to_string();
-        let stdout = self.run(&["path-info", "--json", "--recursive", &path])?;
-        let infos = parse_path_info_json(&stdout)?;
+        };
         self.closure_cache.put(root, &infos);
         Ok(Closure::new(root.clone(), infos)?)
     }

@@ -10,8 +10,8 @@
 //! later), and it can be opened (as root, or by a user with access to
 //! the database's lock files; not through the daemon). Anything else, any
 //! error, a path the database does not hold as valid, or a path without a
-//! recorded NAR size, and the caller asks Nix as before.
-//! `NIXOCI_NIX_DB=off` always asks Nix.
+//! recorded NAR size, and the caller asks Nix as before (as it does with
+//! `NIXOCI_NIX_DB=off`).
 
 use super::hash::Sha256;
 use super::path_info::PathInfo;
@@ -28,8 +28,6 @@ const SCHEMAS: &[&str] = &["10"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("turned off (NIXOCI_NIX_DB=off)")]
-    Off,
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
     #[error("{0}: schema version {1:?}, which nixoci does not read")]
@@ -45,9 +43,6 @@ pub enum DbError {
 /// The closure of `root` from the database at `db` (with its `schema`
 /// file beside it), sorted by path, in the form `nix path-info` gives.
 pub fn closure(db: &Path, root: &StorePath) -> Result<Vec<PathInfo>, DbError> {
-    if std::env::var("NIXOCI_NIX_DB").as_deref() == Ok("off") {
-        return Err(DbError::Off);
-    }
     let name = db.display().to_string();
     let schema_file = db.with_file_name("schema");
     let schema = std::fs::read_to_string(&schema_file)
@@ -66,52 +61,41 @@ pub fn closure(db: &Path, root: &StorePath) -> Result<Vec<PathInfo>, DbError> {
     // few seconds, Nix is asked instead.
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(sql)?;
-    // One read transaction: the paths and their references as of one moment.
-    let tx = conn.unchecked_transaction().map_err(sql)?;
     let root_str = root.to_string();
-    let closure_cte = "WITH RECURSIVE closure(id) AS (
-            SELECT id FROM ValidPaths WHERE path = ?1
-            UNION SELECT r.reference FROM Refs r JOIN closure c ON r.referrer = c.id)";
+    // Each path of the closure with each of its references (a path with
+    // none: once, with NULL), from one walk of the references.
     let mut paths: BTreeMap<i64, (String, String, Option<i64>)> = BTreeMap::new();
+    let mut refs: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     {
-        let mut q = tx
-            .prepare(&format!(
-                "{closure_cte} SELECT v.id, v.path, v.hash, v.narSize
-                 FROM ValidPaths v JOIN closure c ON v.id = c.id"
-            ))
+        // One statement: the paths and their references as of one moment.
+        let mut q = conn
+            .prepare(
+                "WITH RECURSIVE closure(id) AS (
+                    SELECT id FROM ValidPaths WHERE path = ?1
+                    UNION SELECT r.reference FROM Refs r JOIN closure c ON r.referrer = c.id)
+                 SELECT v.id, v.path, v.hash, v.narSize, r.reference
+                 FROM closure c JOIN ValidPaths v ON v.id = c.id
+                 LEFT JOIN Refs r ON r.referrer = c.id",
+            )
             .map_err(sql)?;
         let rows = q
             .query_map([&root_str], |r| {
-                Ok((r.get::<_, i64>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    (r.get(1)?, r.get(2)?, r.get(3)?),
+                    r.get::<_, Option<i64>>(4)?,
+                ))
             })
             .map_err(sql)?;
         for row in rows {
-            let (id, info) = row.map_err(sql)?;
-            paths.insert(id, info);
+            let (id, info, reference) = row.map_err(sql)?;
+            paths.entry(id).or_insert(info);
+            refs.entry(id).or_default().extend(reference);
         }
     }
     if paths.is_empty() {
         return Err(DbError::NotValid(root_str));
     }
-    let mut refs: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    {
-        let mut q = tx
-            .prepare(&format!(
-                "{closure_cte} SELECT r.referrer, r.reference
-                 FROM Refs r JOIN closure c ON r.referrer = c.id"
-            ))
-            .map_err(sql)?;
-        let rows = q
-            .query_map([&root_str], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-            })
-            .map_err(sql)?;
-        for row in rows {
-            let (from, to) = row.map_err(sql)?;
-            refs.entry(from).or_default().push(to);
-        }
-    }
-    tx.finish().map_err(sql)?;
 
     let bad = |what: String| DbError::Bad(name.clone(), what);
     let mut parsed: BTreeMap<i64, StorePath> = BTreeMap::new();
